@@ -1,0 +1,19 @@
+"""EIM: improving multi-modal LLMs through the training process alone.
+
+Library first: everything here is importable without the CLI (``eim.cli`` only parses and
+calls). The method is specified in DESIGN.md (the project's restatement of Bai, Su, Bai,
+PLOS ONE 2025); section numbers in docstrings refer to it.
+"""
+
+__version__ = "0.1.0"
+
+from eim.errors import EIMError, ConfigError, DataError, CheckpointError  # noqa: E402,F401
+
+
+def __getattr__(name):
+    # Lazy so that `import eim` stays cheap (no torch import for `eim --help`).
+    if name in ("bank_infonce", "BankInfoNCE"):
+        from eim import contrastive
+
+        return getattr(contrastive, name)
+    raise AttributeError(f"module 'eim' has no attribute {name!r}")

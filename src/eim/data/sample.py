@@ -1,0 +1,19 @@
+"""The one sample shape every dataset yields (issue 3, DESIGN §5).
+
+Datasets yield :class:`Sample` objects holding the image *path* (not pixels): the collator
+loads and preprocesses images with the vision tower's CLIP image processor, so datasets stay
+cheap to index and validate.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class Sample:
+    index: int  # dataset index: row `index` of every feature bank belongs to this sample
+    image: Optional[str]  # absolute path of the image file, or None for text-only samples
+    instruction: str  # prompt text placed after the image tokens ("" for captioning)
+    response: str  # target text; the LM loss covers exactly these tokens
+    image_id: Any = None  # cocoid / imgid, ScienceQA qid, MME image name, LLaVA id
+    meta: dict = field(default_factory=dict)  # fields the evaluations need (answer, subject, ...)
