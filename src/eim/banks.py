@@ -1,0 +1,213 @@
+"""Feature banks: one frozen key per training sample, built once, cached, fingerprinted (DESIGN §2).
+
+- ``text``  (Kt, ``loss_IE``): CLIP.text feature at the [EOS] of each caption (the sample's
+  response), through ``text_projection`` when ``eim.ie_head`` is ``clip_projection``.
+- ``embed`` (Ke, ``loss_ST``): mean of the LLM's input-embedding vectors over the sample's
+  instruction + response tokens (padding and BOS excluded).
+- ``lm``    (Kb, ``loss_LM``): the *original* (freshly loaded, never trained) LLM's final hidden
+  state at the [EOS] appended to instruction + response.
+
+Row i is dataset index i. Rows are stored L2-normalised in ``eim.bank_dtype`` as
+``RUN_DIR/banks/<name>.safetensors`` with ``<name>.json`` holding the fingerprint (model id and
+weights digest, tokenizer digest, dataset file digests and record count, settings). A bank whose
+fingerprint differs is rebuilt, or refused under ``--no-rebuild``; never used silently. Building
+writes ``<name>.parts/`` every ``PART_ROWS`` rows, so an interrupted build resumes.
+
+    eim banks build clipcap_eim --data DATA/coco --out runs/eim
+"""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from eim.errors import EIMError
+from eim.io import load_tensors, save_tensors, write_json
+
+BANK_VERSION = 1  # bump when the way a bank is computed changes
+PART_ROWS = 4096
+_DIGESTS = {}
+
+
+def file_digest(path):
+    """sha256 of a file (memoised by path, size and mtime)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def folder_digest(name_or_path, patterns=("*.safetensors", "*.bin", "*.gguf", "config.json",
+                                          "tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model")):
+    """Digest of the weight, config and tokenizer files of a model folder (or the id itself)."""
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return f"id:{name_or_path}"
+    files = sorted({f for pat in patterns for f in p.glob(pat)})
+    return hashlib.sha256("".join(f"{f.name}:{file_digest(f)}" for f in files).encode()).hexdigest()
+
+
+def dataset_fingerprint(dataset):
+    return {"format": getattr(dataset, "format", None), "split": getattr(dataset, "split", None),
+            "records": len(dataset),
+            "files": {str(f): file_digest(f) for f in getattr(dataset, "files", [])}}
+
+
+class BankProvider:
+    """Builds or loads the banks a run needs; ``get(name) -> Tensor [N, d]`` (unit rows)."""
+
+    NAMES = ("text", "embed", "lm")
+
+    def __init__(self, recipe, dataset, run_dir, model=None, tokenizer=None, image_processor=None,
+                 no_rebuild=False, quiet=False, device="cpu"):
+        self.recipe, self.dataset, self.dir = recipe, dataset, Path(run_dir) / "banks"
+        self.model, self.tok, self.proc = model, tokenizer, image_processor
+        self.no_rebuild, self.quiet, self.device = no_rebuild, quiet, device
+        self._banks, self._groups = {}, None
+        self.events = []  # ("built" | "reused", name): what happened, for tests and the demo
+
+    # --- public ---------------------------------------------------------------------------------
+    def get(self, name):
+        if name not in self._banks:
+            self._banks[name] = self._load_or_build(name)
+        return self._banks[name]
+
+    def groups(self):
+        """LongTensor [N]: an id per distinct image (``same_image: mask``); text-only rows unique."""
+        if self._groups is None:
+            ids, out = {}, []
+            for i in range(len(self.dataset)):
+                s = self.dataset[i]
+                key = s.meta.get("image_key", s.image) if s.image else ("row", i)
+                out.append(ids.setdefault(key, len(ids)))
+            self._groups = torch.tensor(out, dtype=torch.long)
+        return self._groups
+
+    def fingerprint(self, name):
+        r = self.recipe
+        if name == "text":
+            model = {"id": r.vision.name_or_path, "digest": folder_digest(r.vision.name_or_path),
+                     "head": r.eim.ie_head}
+        else:
+            model = {"id": r.lm.name_or_path, "gguf": r.lm.gguf_file, "digest": folder_digest(r.lm.name_or_path)}
+        return {"bank": name, "version": BANK_VERSION, "model": model, "data": dataset_fingerprint(self.dataset),
+                "settings": {"max_length": r.train.max_length, "dtype": r.eim.bank_dtype}}
+
+    # --- load / build ---------------------------------------------------------------------------
+    def _load_or_build(self, name):
+        if name not in self.NAMES:
+            raise EIMError(f"unknown bank {name!r} (allowed: {', '.join(self.NAMES)})")
+        fp = self.fingerprint(name)
+        path, meta = self.dir / f"{name}.safetensors", self.dir / f"{name}.json"
+        if path.exists() and meta.exists():
+            old = json.loads(meta.read_text())
+            if old == fp:
+                self.events.append(("reused", name))
+                self._say(f"bank {name}: fingerprint matches, reusing {path}")
+                return load_tensors(path)[0]["bank"]
+            diff = sorted(k for k in fp if old.get(k) != fp[k])
+            if self.no_rebuild:
+                raise EIMError(f"{path}: feature bank was built from different inputs (changed: {', '.join(diff)}) "
+                               "and --no-rebuild is set; delete the bank or drop --no-rebuild to rebuild it")
+            self._say(f"bank {name}: inputs changed ({', '.join(diff)}), rebuilding")
+        bank = self._build(name, fp)
+        save_tensors({"bank": bank}, path, {"fingerprint": json.dumps(fp)})
+        write_json(fp, meta)
+        shutil.rmtree(self.dir / f"{name}.parts", ignore_errors=True)
+        self.events.append(("built", name))
+        return bank
+
+    def _build(self, name, fp):
+        """Encode every row in index order, saving parts so an interrupted build resumes."""
+        parts = self.dir / f"{name}.parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        fp_file = parts / "fingerprint.json"
+        if fp_file.exists() and json.loads(fp_file.read_text()) != fp:
+            shutil.rmtree(parts)
+            parts.mkdir(parents=True)
+        write_json(fp, fp_file)
+        encode = self._encoder(name)
+        dtype = getattr(torch, self.recipe.eim.bank_dtype)
+        N, bs = len(self.dataset), self.recipe.eim.bank_batch_size
+        done = sorted(int(p.stem) for p in parts.glob("*.safetensors"))
+        start = (done[-1] + load_tensors(parts / f"{done[-1]}.safetensors")[0]["rows"].shape[0]) if done else 0
+        bar = tqdm(total=N, initial=start, desc=f"bank {name}", disable=self.quiet, dynamic_ncols=True)
+        rows, part_start = [], start
+        with torch.inference_mode():
+            for i in range(start, N, bs):
+                samples = [self.dataset[j] for j in range(i, min(i + bs, N))]
+                rows.append(F.normalize(encode(samples).float(), dim=-1).to(dtype).cpu())
+                bar.update(len(samples))
+                n_rows = sum(r.shape[0] for r in rows)
+                if n_rows >= PART_ROWS or i + bs >= N:
+                    save_tensors({"rows": torch.cat(rows)}, parts / f"{part_start}.safetensors")
+                    part_start += n_rows
+                    rows = []
+        bar.close()
+        chunks = [load_tensors(parts / f"{s}.safetensors")[0]["rows"]
+                  for s in sorted(int(p.stem) for p in parts.glob("*.safetensors"))]
+        bank = torch.cat(chunks) if chunks else torch.zeros(0, 1, dtype=dtype)
+        assert bank.shape[0] == N, f"bank {name}: {bank.shape[0]} rows for {N} samples"
+        return bank
+
+    def _encoder(self, name):
+        from eim.model.splice import TextEncoder, pad_ids
+
+        r = self.recipe
+        if name == "text":
+            from transformers import AutoTokenizer, CLIPModel
+
+            clip = CLIPModel.from_pretrained(r.vision.name_or_path, dtype=torch.float32).to(self.device).eval()
+            ctok = AutoTokenizer.from_pretrained(r.vision.name_or_path)
+            max_len = clip.config.text_config.max_position_embeddings
+            eos = clip.config.text_config.eos_token_id
+
+            def encode(samples):
+                ids = []
+                for s in samples:
+                    t = ctok(s.response, add_special_tokens=False).input_ids[: max_len - 1] + [eos]
+                    ids.append(t)
+                input_ids, lengths = pad_ids(ids, ctok.pad_token_id if ctok.pad_token_id is not None else eos)
+                mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
+                out = clip.text_model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
+                pooled = out.last_hidden_state[torch.arange(len(ids)), lengths - 1]  # [EOS] state
+                return clip.text_projection(pooled) if r.eim.ie_head == "clip_projection" else pooled
+
+            return encode
+        # embed / lm: the original LLM, freshly loaded so training never leaks into a bank
+        from eim.model.lm import build_lm
+        from dataclasses import replace
+
+        lm, tok = build_lm(replace(r.lm, trainable="full"))
+        lm = lm.to(self.device).eval()
+        enc = TextEncoder(tok, r.train.max_length)
+        emb = lm.get_input_embeddings()
+
+        def encode(samples):
+            seqs = [enc.encode_text_eos(s.instruction, s.response) for s in samples]
+            if name == "embed":  # instruction + response tokens: drop lead (BOS) and the EOS
+                seqs = [q[len(enc.lead):-1] or q[-1:] for q in seqs]
+            ids, lengths = pad_ids(seqs, tok.pad_token_id)
+            mask = (torch.arange(ids.shape[1])[None] < lengths[:, None])
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            if name == "embed":
+                e = emb(ids) * mask[..., None]
+                return e.sum(1) / lengths.to(self.device)[:, None]
+            out = lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True, use_cache=False)
+            return out.hidden_states[-1][torch.arange(len(seqs)), lengths - 1]  # state at [EOS]
+
+        return encode
+
+    def _say(self, msg):
+        if not self.quiet:
+            print(msg, flush=True)

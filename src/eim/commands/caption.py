@@ -1,0 +1,53 @@
+"""``eim caption CHECKPOINT IMAGE... [--beams N] [--max-new-tokens N]``: print a caption per image.
+
+CHECKPOINT is a run folder (its last finished stage), a stage folder or a ``model.safetensors``.
+"""
+
+
+def add_parser(sub):
+    p = sub.add_parser("caption", help="caption images with a trained checkpoint", description=__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--instruction", default="", help="text after the image tokens (default: none)")
+    p.add_argument("--beams", type=int, default=None, help="beam width (default: the recipe's; 1 = greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def load_for_inference(checkpoint):
+    """-> (model, tokenizer, image_processor, recipe) with the checkpoint's tuned tensors loaded."""
+    from eim.commands.train import quiet_transformers
+    from eim.model.multimodal import build_model
+    from eim.train.checkpoint import find_checkpoint, load_model_weights
+    from eim.train.collate import load_image_processor
+
+    quiet_transformers()
+    recipe, weights = find_checkpoint(checkpoint)
+    model, tok = build_model(recipe)
+    load_model_weights(model, weights)
+    model.eval()
+    proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
+    return model, tok, proc, recipe
+
+
+def run(args):
+    from pathlib import Path
+
+    from eim.data.sample import Sample
+    from eim.errors import DataError
+    from eim.model.splice import TextEncoder
+    from eim.train.collate import Collator
+
+    for p in args.images:
+        if not Path(p).is_file():
+            raise DataError("image file not found", file=p, remedy="check the path")
+    model, tok, proc, recipe = load_for_inference(args.checkpoint)
+    g = recipe.generation
+    samples = [Sample(index=i, image=str(Path(p).resolve()), instruction=args.instruction, response="")
+               for i, p in enumerate(args.images)]
+    batch = Collator(TextEncoder(tok, recipe.train.max_length), proc, mode="prompt")(samples)
+    caps = model.generate(batch, tok, num_beams=args.beams or g.num_beams,
+                          max_new_tokens=args.max_new_tokens or g.max_new_tokens, stop_text=g.stop_text)
+    for p, c in zip(args.images, caps):
+        print(f"{p}\t{c}")
+    return 0

@@ -1,0 +1,42 @@
+"""``eim params RECIPE [--json]``: total and trainable parameters per segment (paper Table 2 layout).
+
+The model is built on the ``meta`` device, so 7B-scale recipes cost no memory and need no weights.
+"Trainable" counts what the recipe's tuning methods train (e.g. VPT prompts for CLIP).
+"""
+
+import json
+
+from eim.config import load_recipe, parse_overrides
+
+
+def add_parser(sub):
+    p = sub.add_parser("params", help="parameter counts per segment (meta device, no weights)",
+                       description=__doc__)
+    p.add_argument("recipe", help="shipped recipe name (e.g. clipcap) or a YAML path")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.set_defaults(func=run, allow_overrides=True)
+
+
+def param_report(recipe):
+    from eim.model.multimodal import build_model, segment_counts
+
+    model, _ = build_model(recipe, device="meta")
+    segs = segment_counts(model)
+    return {"segments": segs, "total": sum(s["total"] for s in segs.values()),
+            "trainable": sum(s["trainable"] for s in segs.values())}
+
+
+def run(args):
+    recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
+    rep = param_report(recipe)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    names = {"vision": "CLIP vision (image encoder)", "projector": f"ST ({recipe.projector.type})",
+             "lm": f"LLM ({recipe.lm.name_or_path})"}
+    print(f"recipe {recipe.name}")
+    print(f"{'segment':<34}{'total':>16}{'trainable':>16}")
+    for seg, c in rep["segments"].items():
+        print(f"{names[seg]:<34}{c['total']:>16,}{c['trainable']:>16,}")
+    print(f"{'all':<34}{rep['total']:>16,}{rep['trainable']:>16,}")
+    return 0

@@ -1,0 +1,302 @@
+"""Typed recipe configuration: dataclasses are the source of truth, YAML recipes fill them.
+
+A recipe is ``src/eim/recipes/<name>.yaml`` (or any YAML path). Command-line overrides use
+dotted keys (``--train.lr 1e-4``, ``--vision.features full``); a stage field is addressed as
+``--stages.0.lr 1e-3``. Unknown keys, wrong types and impossible combinations raise
+:class:`eim.errors.ConfigError` naming the key and the allowed values.
+
+Stages are data (DESIGN §3): each names its losses with weights, the segments it trains, its
+length and learning rate. The baseline is one ``base`` stage; ``clipcap_eim`` is
+``st`` → ``lm`` → ``base + ie``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from eim.errors import ConfigError
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+VISION_FEATURES = ("pooled", "full")
+VISION_TRAINABLE = ("frozen", "prompt", "lora", "full")
+PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp")
+LM_TRAINABLE = ("frozen", "full", "lora")
+LOSSES = ("base", "st", "lm", "ie")
+SEGMENTS = ("vision", "projector", "lm")
+
+
+@dataclass
+class VisionConfig:
+    name_or_path: str = "openai/clip-vit-base-patch32"  # local folder or hub id of a CLIPModel
+    features: str = "pooled"  # pooled: ClipCap's [CLS]->visual_projection; full: [CLS]+patches, no output layer (EIM)
+    trainable: str = "frozen"  # how CLIP may be tuned: frozen | prompt (VPT) | lora (peft) | full
+    prompt_length: int = 8  # VPT prompt tokens; the paper's prompt network size is not given (DESIGN §3)
+    prompt_deep: bool = False  # deep VPT: new prompts at every layer (more params, stronger)
+    lora_r: int = 8  # LoRA rank on q/v projections when trainable == lora
+    lora_alpha: int = 16
+    num_tokens: Optional[int] = None  # keep only the first K visual tokens (LaVIN/EIM use 50); None = all
+
+    def __post_init__(self):
+        _choice("vision.features", self.features, VISION_FEATURES)
+        _choice("vision.trainable", self.trainable, VISION_TRAINABLE)
+        if self.trainable == "prompt" and self.prompt_length < 1:
+            raise ConfigError("vision.prompt_length must be >= 1 when vision.trainable is 'prompt'")
+
+
+@dataclass
+class ProjectorConfig:
+    type: str = "clipcap_mlp"  # clipcap_mlp | clipcap_transformer | token_ffn | lavin_mlp
+    prefix_length: int = 10  # tokens the ST emits for one pooled vector (ClipCap: 10)
+    hidden_dim: Optional[int] = None  # None: clipcap_mlp prefix_length*width/2, token_ffn 4*in, lavin_mlp 128
+    num_layers: int = 8  # clipcap_transformer depth (ClipCap: 8)
+    num_heads: int = 8  # clipcap_transformer heads (ClipCap: 8)
+    clip_length: int = 10  # clipcap_transformer: tokens the pooled CLIP vector is mapped to
+
+    def __post_init__(self):
+        _choice("projector.type", self.type, PROJECTOR_TYPES)
+
+
+@dataclass
+class LMConfig:
+    name_or_path: str = "gpt2"  # local folder or hub id of any AutoModelForCausalLM
+    trainable: str = "full"  # frozen | full | lora
+    gguf_file: Optional[str] = None  # load weights from this GGUF file inside name_or_path
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_target: list = field(default_factory=lambda: ["q_proj", "v_proj", "c_attn"])  # module names
+    trust_remote_code: bool = False  # never run hub code unless the user asks
+
+    def __post_init__(self):
+        _choice("lm.trainable", self.trainable, LM_TRAINABLE)
+
+
+@dataclass
+class StageConfig:
+    name: str = "base"  # used in RUN_DIR/stage-<k>-<name>/
+    losses: dict = field(default_factory=lambda: {"base": 1.0})  # loss name -> weight
+    trainable: list = field(default_factory=lambda: ["projector", "lm"])  # segments trained here
+    epochs: Optional[float] = None  # length in passes over the data (exclusive with steps)
+    steps: Optional[int] = None  # length in optimiser steps
+    lr: Optional[float] = None  # None: train.lr
+
+    def __post_init__(self):
+        for name, w in self.losses.items():
+            _choice(f"stages[{self.name}].losses", name, LOSSES)
+            if not isinstance(w, (int, float)) or w < 0:
+                raise ConfigError(f"stages[{self.name}].losses.{name}: weight must be a number >= 0, got {w!r}")
+        if not self.losses:
+            raise ConfigError(f"stages[{self.name}].losses: at least one of {LOSSES} is required")
+        for seg in self.trainable:
+            _choice(f"stages[{self.name}].trainable", seg, SEGMENTS)
+        if (self.epochs is None) == (self.steps is None):
+            raise ConfigError(f"stages[{self.name}]: give exactly one of 'epochs' or 'steps'")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 40  # ClipCap/paper: 40
+    grad_accum: int = 1  # micro-batches per optimiser step
+    lr: float = 2e-5  # paper, ClipCap: 2e-5 (AdamW)
+    weight_decay: float = 0.0
+    warmup_steps: int = 5000  # paper, ClipCap: 5000 (capped at 10% of a stage's steps)
+    scheduler: str = "linear"  # any transformers get_scheduler name
+    max_length: int = 64  # text tokens (instruction + response + EOS) kept per sample
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA that supports it, else no | no | fp16 | bf16
+    log_every: int = 10
+    save_every: int = 500  # optimiser steps between checkpoints (and at the end of each stage)
+    num_workers: int = 0
+    cache_clip_features: bool = True  # precompute frozen-CLIP features once (ClipCap does)
+
+    def __post_init__(self):
+        _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
+        for k in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+
+
+@dataclass
+class EIMConfig:
+    tau: float = 0.07  # InfoNCE temperature (paper, after MoCo/InstDisc)
+    ie_head: str = "clip_projection"  # clip_projection: CLIP's own projections | linear: learn a head
+    lm_query_input: str = "text"  # text: tuned LLM reads the bank's text | multimodal: [ST(image); text]
+    same_image: str = "negative"  # negative: other captions of the image are negatives (paper) | mask
+    bank_dtype: str = "float16"  # storage dtype of feature banks
+    bank_batch_size: int = 64  # rows per forward when building banks
+    chunk_size: int = 65536  # bank rows per chunk of the log-sum-exp
+
+    def __post_init__(self):
+        _choice("eim.ie_head", self.ie_head, ("clip_projection", "linear"))
+        _choice("eim.lm_query_input", self.lm_query_input, ("text", "multimodal"))
+        _choice("eim.same_image", self.same_image, ("negative", "mask"))
+        _choice("eim.bank_dtype", self.bank_dtype, ("float16", "bfloat16", "float32"))
+
+
+@dataclass
+class GenerationConfig:
+    num_beams: int = 5  # ClipCap: beam 5 (1 = greedy)
+    max_new_tokens: int = 67  # ClipCap: 67
+    stop_text: Optional[str] = "."  # cut the text after this (ClipCap stops at '.'); None: EOS only
+    batch_size: int = 16
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eim: EIMConfig = field(default_factory=EIMConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    stages: list = field(default_factory=lambda: [StageConfig()])
+
+    def __post_init__(self):
+        self.stages = [s if isinstance(s, StageConfig) else _build(StageConfig, s, "stages") for s in self.stages]
+        if not self.stages:
+            raise ConfigError("stages: a recipe needs at least one stage")
+        if self.projector.type == "clipcap_mlp" and self.vision.features != "pooled":
+            raise ConfigError(
+                "projector.type 'clipcap_mlp' maps one pooled vector to a prefix: it needs "
+                "vision.features 'pooled' (allowed with 'full': token_ffn, clipcap_transformer, lavin_mlp)"
+            )
+        for s in self.stages:
+            if "vision" in s.trainable and self.vision.trainable == "frozen":
+                raise ConfigError(
+                    f"stages[{s.name}] trains 'vision' but vision.trainable is 'frozen' "
+                    f"(allowed: {', '.join(VISION_TRAINABLE[1:])})"
+                )
+            if "lm" in s.trainable and self.lm.trainable == "frozen":
+                raise ConfigError(
+                    f"stages[{s.name}] trains 'lm' but lm.trainable is 'frozen' (allowed: full, lora)"
+                )
+            if "ie" in s.losses and "vision" not in s.trainable:
+                raise ConfigError(f"stages[{s.name}]: loss 'ie' trains CLIP, so 'vision' must be in trainable")
+            if "st" in s.losses and "projector" not in s.trainable:
+                raise ConfigError(f"stages[{s.name}]: loss 'st' trains the ST, so 'projector' must be in trainable")
+            if "lm" in s.losses and "lm" not in s.trainable:
+                raise ConfigError(f"stages[{s.name}]: loss 'lm' trains the LLM, so 'lm' must be in trainable")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def stage_lr(self, stage):
+        return self.train.lr if stage.lr is None else stage.lr
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
+
+
+def _build(cls, data, prefix):
+    """Build dataclass ``cls`` from a dict, checking keys and types against its fields."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{prefix}.{key}: unknown key (allowed: {', '.join(fields)})")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    if tp is list and isinstance(value, list):
+        return value
+    if tp is dict and isinstance(value, dict):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
+
+
+def recipe_names():
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path, overrides=None):
+    """Load a shipped recipe by name (``clipcap``) or a YAML path, then apply dotted overrides.
+
+    ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; values are parsed as YAML
+    scalars so ``1e-4``, ``true`` and ``[a, b]`` mean what they look like.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown recipe {name_or_path!r} (shipped: {', '.join(recipe_names())}; or give a YAML path)")
+    if not path.exists():
+        raise ConfigError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    data.setdefault("name", path.stem)
+    items = overrides.items() if isinstance(overrides, dict) else (overrides or [])
+    for key, raw in items:
+        _set_dotted(data, key, yaml.safe_load(raw) if isinstance(raw, str) else raw)
+    return _build(Recipe, data, "recipe")
+
+
+def _set_dotted(data, key, value):
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--{key}: {part!r} is not a stage index (0..{len(node) - 1})")
+            node = node[int(part)]
+            continue
+        if part == "stages" and part not in node:
+            node[part] = [dataclasses.asdict(StageConfig())]
+        node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        raise ConfigError(f"--{key}: give a field of the stage, e.g. --{key}.lr")
+    node[last] = value
+
+
+def parse_overrides(extra):
+    """Turn ``['--train.lr', '1e-4', '--vision.features=full']`` into ``[(key, value)]``."""
+    out, i = [], 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--"):
+            raise ConfigError(f"unexpected argument {tok!r}: overrides look like --train.lr 1e-4")
+        if "=" in tok:
+            k, v = tok[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"{tok}: missing value")
+            k, v = tok[2:], extra[i + 1]
+            i += 2
+        if "." not in k:
+            raise ConfigError(f"--{k}: unknown option (recipe overrides are dotted, e.g. --train.lr)")
+        out.append((k, v))
+    return out

@@ -1,0 +1,44 @@
+"""Architecture configs of the paper's reference models, for building them without a download.
+
+``eim params`` builds models on the ``meta`` device; it needs only the architecture. When a
+hub id is not a local folder and no hub is reachable (this platform, DESIGN §7), the config is
+taken from here. Values are the published ``config.json`` fields that determine parameter count.
+"""
+
+from transformers import CLIPConfig, GPT2Config, LlamaConfig
+
+_CLIP_B32 = dict(
+    text_config=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                     num_attention_heads=8, max_position_embeddings=77),
+    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=224, patch_size=32),
+    projection_dim=512,
+)
+_CLIP_L14 = dict(
+    text_config=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                     num_attention_heads=12, max_position_embeddings=77),
+    vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=224, patch_size=14),
+    projection_dim=768,
+)
+
+
+def _llama(hidden, inter, layers, heads):
+    return lambda: LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                               num_attention_heads=heads, num_key_value_heads=heads, vocab_size=32000,
+                               max_position_embeddings=2048, tie_word_embeddings=False)
+
+
+KNOWN = {
+    "openai/clip-vit-base-patch32": lambda: CLIPConfig(**_CLIP_B32),
+    "openai/clip-vit-large-patch14": lambda: CLIPConfig(**_CLIP_L14),
+    "gpt2": lambda: GPT2Config(),
+    "openai-community/gpt2": lambda: GPT2Config(),
+    "huggyllama/llama-7b": _llama(4096, 11008, 32, 32),
+    "huggyllama/llama-13b": _llama(5120, 13824, 40, 40),
+}
+
+
+def known_config(name):
+    factory = KNOWN.get(name)
+    return factory() if factory else None

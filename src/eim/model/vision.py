@@ -1,0 +1,134 @@
+"""The image-encoder segment: a wrapper over Hugging Face CLIP's vision tower (DESIGN §1, §3).
+
+Feature modes:
+- ``pooled`` — ClipCap's input: ``visual_projection(post_layernorm(h[:, 0]))``, 512-d for ViT-B/32.
+- ``full``  — EIM's choice: ``post_layernorm`` applied to the [CLS] and every patch token, and no
+  output layer (``visual_projection`` is not part of the segment, so it is not counted or saved).
+
+Trainable modes: ``frozen``; ``prompt`` — visual prompt tuning (Jia et al. 2022): learnable
+tokens inserted after [CLS] before the transformer (``shallow``), or replaced at every layer
+(``deep``); they are dropped from the output so the feature count is unchanged; ``lora`` (peft,
+on q/v projections); ``full``.
+
+CLIP's text tower and the projections are not held here; the EIM code loads them from the same
+CLIP folder when it builds the text bank or the ``loss_IE`` head (see :func:`load_clip_parts`).
+"""
+
+import torch
+from torch import nn
+
+
+class VisionTower(nn.Module):
+    """``forward(pixel_values [B,3,H,W]) -> features``: [B, D_proj] (pooled) or [B, T, D] (full)."""
+
+    def __init__(self, vision_model, visual_projection, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.vision_model = vision_model  # transformers CLIPVisionModel
+        # Only the pooled mode keeps the output layer; EIM removes it (DESIGN §1.1).
+        self.visual_projection = visual_projection if cfg.features == "pooled" else None
+        width = vision_model.config.hidden_size
+        if cfg.trainable == "prompt":
+            n_layers = vision_model.config.num_hidden_layers if cfg.prompt_deep else 1
+            # VPT initialises prompts uniformly in a range matched to the patch embedding scale.
+            self.prompts = nn.Parameter(torch.empty(n_layers, cfg.prompt_length, width))
+            if self.prompts.device.type != "meta":
+                nn.init.uniform_(self.prompts, -0.02, 0.02)
+        else:
+            self.prompts = None
+        if cfg.trainable == "lora":
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=["q_proj", "v_proj"])
+            self.vision_model = inject_adapter_in_model(lcfg, self.vision_model)
+
+    @property
+    def out_dim(self):
+        if self.cfg.features == "pooled":
+            return self.visual_projection.out_features
+        return self.vision_model.config.hidden_size
+
+    @property
+    def num_tokens(self):
+        """Visual tokens per image in ``full`` mode ([CLS] + patches, or ``cfg.num_tokens``)."""
+        c = self.vision_model.config
+        n = (c.image_size // c.patch_size) ** 2 + 1
+        return min(n, self.cfg.num_tokens) if self.cfg.num_tokens else n
+
+    def tunable_parameters(self):
+        """The parameters the configured tuning method trains (empty when frozen)."""
+        mode = self.cfg.trainable
+        if mode == "frozen":
+            return []
+        if mode == "prompt":
+            return [self.prompts]
+        if mode == "lora":
+            return [p for n, p in self.named_parameters() if "lora_" in n]
+        return list(self.parameters())
+
+    def encode(self, pixel_values):
+        """Run the ViT. Returns the last hidden state [B, 1+L, D] with prompt tokens removed."""
+        vm = self.vision_model
+        h = vm.embeddings(pixel_values.to(vm.embeddings.patch_embedding.weight.dtype))  # [B, 1+L, D]
+        P = 0
+        if self.prompts is not None:
+            P = self.prompts.shape[1]
+            prompts = self.prompts[0].unsqueeze(0).expand(h.shape[0], -1, -1)
+            h = torch.cat([h[:, :1], prompts.to(h.dtype), h[:, 1:]], dim=1)  # [B, 1+P+L, D]
+        h = vm.pre_layrnorm(h)
+        for i, layer in enumerate(vm.encoder.layers):
+            if P and self.cfg.prompt_deep and i > 0:
+                prompts = self.prompts[i].unsqueeze(0).expand(h.shape[0], -1, -1).to(h.dtype)
+                h = torch.cat([h[:, :1], prompts, h[:, 1 + P :]], dim=1)
+            h = layer(h, None)
+            h = h[0] if isinstance(h, tuple) else h
+        if P:
+            h = torch.cat([h[:, :1], h[:, 1 + P :]], dim=1)
+        return h
+
+    def cls_features(self, pixel_values):
+        """``post_layernorm`` of [CLS]: the query input of ``loss_IE`` [B, D]."""
+        return self.vision_model.post_layernorm(self.encode(pixel_values)[:, 0])
+
+    def forward(self, pixel_values, return_cls=False):
+        h = self.encode(pixel_values)
+        cls = self.vision_model.post_layernorm(h[:, 0])  # [B, D]
+        if self.cfg.features == "pooled":
+            feats = self.visual_projection(cls)  # [B, D_proj]
+        else:
+            feats = self.vision_model.post_layernorm(h)  # [B, T, D]
+            if self.cfg.num_tokens:
+                feats = feats[:, : self.cfg.num_tokens]
+        return (feats, cls) if return_cls else feats
+
+
+def load_clip_parts(name_or_path, config_only=False):
+    """Load a ``CLIPModel`` folder or hub id; returns the model (or only its config).
+
+    Falls back to the known architecture config of the paper's models when offline
+    (``eim.model.known_configs``) so that ``eim params`` works without weights.
+    """
+    from transformers import CLIPConfig, CLIPModel
+
+    from eim.model.hub import resolve_config
+
+    if config_only:
+        return resolve_config(name_or_path, CLIPConfig)
+    return CLIPModel.from_pretrained(name_or_path, dtype=torch.float32)
+
+
+def build_vision(cfg, device=None):
+    """Build the vision segment from ``cfg`` (a :class:`eim.config.VisionConfig`).
+
+    ``device="meta"`` builds it without weights (for parameter reports).
+    """
+    from transformers import CLIPVisionModel
+
+    if device == "meta":
+        clip_cfg = load_clip_parts(cfg.name_or_path, config_only=True)
+        with torch.device("meta"):
+            vm = CLIPVisionModel(clip_cfg.vision_config)
+            proj = nn.Linear(clip_cfg.vision_config.hidden_size, clip_cfg.projection_dim, bias=False)
+            return VisionTower(vm, proj, cfg)
+    clip = load_clip_parts(cfg.name_or_path)
+    return VisionTower(clip.vision_model, clip.visual_projection, cfg)

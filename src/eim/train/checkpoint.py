@@ -1,0 +1,105 @@
+"""Checkpoints: the tuned tensors of a model (safetensors), optimizer state (safetensors + JSON).
+
+A model checkpoint holds every parameter some stage of the recipe may train (everything that can
+differ from the pretrained weights); the rest is rebuilt from the recipe's pretrained models.
+``RUN_DIR/recipe.json`` records the recipe, so a checkpoint folder is self-describing.
+"""
+
+from pathlib import Path
+
+import torch
+
+from eim.config import _build, Recipe
+from eim.errors import CheckpointError
+from eim.io import load_tensors, read_json, save_tensors, write_json
+
+
+def tunable_state(model):
+    """``{name: tensor}`` of every parameter any segment's tuning method can train."""
+    ids = {id(p) for seg in ("vision", "projector", "lm") for p in model.segment_tunable(seg)}
+    return {n: p for n, p in model.named_parameters() if id(p) in ids}
+
+
+def save_model(model, path, metadata=None):
+    save_tensors(tunable_state(model), path, metadata)
+
+
+def load_model_weights(model, path):
+    """Load a model checkpoint into ``model``; every tensor must match a parameter by name and shape."""
+    tensors, meta = load_tensors(path)
+    params = dict(model.named_parameters())
+    for name, t in tensors.items():
+        if name not in params:
+            raise CheckpointError(f"{path}: tensor {name!r} has no parameter in this model — the checkpoint "
+                                  "belongs to a different recipe (check recipe.json beside it)")
+        if params[name].shape != t.shape:
+            raise CheckpointError(f"{path}: {name} has shape {tuple(t.shape)}, the model expects "
+                                  f"{tuple(params[name].shape)}")
+        with torch.no_grad():
+            params[name].copy_(t)
+    return meta
+
+
+def save_optimizer(optimizer, path_prefix, extra_state):
+    """Optimizer tensors to ``<prefix>.safetensors``; scalars, groups and ``extra_state`` to JSON."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    for k, v in extra_state.get("tensors", {}).items():
+        tensors[f"extra.{k}"] = v
+    save_tensors(tensors, f"{path_prefix}.safetensors")
+    write_json({"param_groups": sd["param_groups"], "scalars": scalars,
+                **{k: v for k, v in extra_state.items() if k != "tensors"}}, f"{path_prefix}.json")
+
+
+def load_optimizer(optimizer, path_prefix):
+    """Restore what :func:`save_optimizer` wrote; returns the extra state (with ``tensors``)."""
+    tensors, _ = load_tensors(f"{path_prefix}.safetensors")
+    meta = read_json(f"{path_prefix}.json")
+    state, extra_t = {}, {}
+    for key, v in tensors.items():
+        a, b = key.split(".", 1)
+        if a == "extra":
+            extra_t[b] = v
+        else:
+            state.setdefault(int(a), {})[b] = v
+    for key, v in meta.pop("scalars").items():
+        a, b = key.split(".", 1)
+        state.setdefault(int(a), {})[b] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    meta["tensors"] = extra_t
+    return meta
+
+
+def save_recipe(recipe, run_dir):
+    write_json(recipe.to_dict(), Path(run_dir) / "recipe.json")
+
+
+def load_recipe_json(run_dir):
+    return _build(Recipe, read_json(Path(run_dir) / "recipe.json"), "recipe")
+
+
+def find_checkpoint(path):
+    """Resolve CHECKPOINT given to ``eim caption``/``eim eval``: a run dir (its last finished
+    stage), a stage dir, or a ``model.safetensors`` file. Returns (recipe, weights_path)."""
+    path = Path(path)
+    if path.is_file():
+        weights, stage_dir = path, path.parent
+    elif (path / "model.safetensors").exists():
+        weights, stage_dir = path / "model.safetensors", path
+    elif path.is_dir():
+        stages = sorted(p for p in path.glob("stage-*") if (p / "model.safetensors").exists())
+        if not stages:
+            raise CheckpointError(f"{path}: no finished stage (stage-*/model.safetensors) in this run folder")
+        weights, stage_dir = stages[-1] / "model.safetensors", stages[-1]
+    else:
+        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+    for d in (stage_dir, stage_dir.parent):
+        if (d / "recipe.json").exists():
+            return load_recipe_json(d), weights
+    raise CheckpointError(f"{weights}: no recipe.json beside it or in its run folder")
