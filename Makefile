@@ -1,0 +1,26 @@
+# Quick start (README): `make demo` (main job) and `make test` (test suite).
+# Both create .venv, install torch's CPU build first (so no CUDA build is pulled), then eim.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(BIN)/eim: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/eim
+
+install: $(BIN)/eim
+
+demo: install
+	$(BIN)/eim demo --out eim-demo
+
+test: install
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) eim-demo
