@@ -32,7 +32,7 @@ SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",),
           "restval": ("restval",), "all": ("train", "restval", "val", "test")}
 JAVA_INSTALL_HINT = ("install a Java runtime (e.g. `apt-get install openjdk-17-jre-headless`) "
                      "and make sure `java` is on PATH")
-# What SPICE needs besides its own jar; pycocoevalcap downloads it on first use (get_stanford_models).
+# What SPICE needs besides its own jar; pycocoevalcap downloads it on first use.
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 _SHOWN_IDS = 5  # how many offending ids an error message lists
 
@@ -61,8 +61,8 @@ def spice_unavailable_reason():
     if missing:
         return (f"Stanford CoreNLP 3.6.0 is not installed in {lib} ({', '.join(missing)} missing); "
                 "pycocoevalcap downloads it on first use, which needs internet: run `python -c "
-                "'from pycocoevalcap.spice.get_stanford_models import get_stanford_models as g; g()'`"
-                " once online")
+                "'from pycocoevalcap.spice.get_stanford_models import get_stanford_models as g; "
+                "g()'` once online")
     return None
 
 
@@ -197,7 +197,7 @@ def _norm_id(x):
 
 
 def load_karpathy_references(path, split="test"):
-    """{image_id: [raw reference, ...]} for one Karpathy split of ``dataset_coco.json`` (DESIGN §5).
+    """{image_id: [raw reference, ...]} for one split of Karpathy's ``dataset_coco.json`` (§5).
 
     image_id is the record's ``cocoid``, or its ``imgid`` when there is none; "train" includes
     "restval"; "all" takes every image.

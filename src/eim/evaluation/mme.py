@@ -8,7 +8,8 @@ Results layout (the official tool's): ``DIR/<subtask>.txt`` with lines
 Library use (no files)::
 
     from eim.evaluation.mme import score_mme
-    score_mme({"color": [("a.jpg", "Is it red?", "Yes", "Yes"), ("a.jpg", "Is it blue?", "No", "No")]})
+    score_mme({"color": [("a.jpg", "Is it red?", "Yes", "Yes"),
+                         ("a.jpg", "Is it blue?", "No", "No")]})
     # {"perception": 200.0, "cognition": None, "subtasks": {"color": {...}}, "missing": [...]}
 
 Per subtask: acc = right questions / questions, acc+ = images with both questions right / images,

@@ -125,7 +125,9 @@ def _load_json(path, what):
 
 def load_split_qids(problems_path, split="test", splits_path=None):
     """The qids of ``split`` from pid_splits.json (default: next to problems.json, DESIGN §5)."""
-    splits_path = Path(splits_path) if splits_path else Path(problems_path).parent / "pid_splits.json"
+    if splits_path is None:
+        splits_path = Path(problems_path).parent / "pid_splits.json"
+    splits_path = Path(splits_path)
     if not splits_path.is_file():
         raise DataError("split file not found", file=splits_path,
                         remedy="put ScienceQA's pid_splits.json next to problems.json or pass "
