@@ -114,11 +114,22 @@ def build_model(recipe, device=None):
 
 
 def segment_counts(model):
-    """``{segment: {"total": n, "trainable": n}}`` where trainable = the configured tuning method's."""
+    """``{segment: {"total", "trainable", "parts"}}``; trainable = what the tuning methods train.
+
+    ``parts`` splits the vision segment into the CLIP tower (HF ``CLIPVisionModel``), its output
+    layer (``visual_projection``, present only in ``pooled`` mode) and the tuning parameters
+    (VPT prompts / LoRA), matching the paper's Table 2 accounting.
+    """
+    def count(params):
+        return sum(p.numel() for p in {id(p): p for p in params}.values())
+
     out = {}
     for seg in ("vision", "projector", "lm"):
         module = getattr(model, seg)
-        total = sum(p.numel() for p in module.parameters())
-        trainable = sum(p.numel() for p in {id(p): p for p in model.segment_tunable(seg)}.values())
-        out[seg] = {"total": total, "trainable": trainable}
+        out[seg] = {"total": count(module.parameters()), "trainable": count(model.segment_tunable(seg))}
+    v = model.vision
+    tuning = [p for n, p in v.named_parameters() if n == "prompts" or "lora_" in n]
+    proj = count(v.visual_projection.parameters()) if v.visual_projection is not None else 0
+    out["vision"]["parts"] = {"tower": out["vision"]["total"] - proj - count(tuning), "output_layer": proj,
+                              "tuning": count(tuning)}
     return out

@@ -101,5 +101,8 @@ def splice(text_embeds, text_lengths, n_lead, prefix=None, has_prefix=None, labe
         mask[b, sl] = 1
         if labels is not None:
             out_labels[b, sl] = lab_rows[b]
+            # Nothing precedes a row's first token, so it cannot be a target (with left padding a
+            # pad position would otherwise "predict" it and the loss would depend on padding side).
+            out_labels[b, sl.start] = IGNORE
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return embeds, mask, position_ids, out_labels
