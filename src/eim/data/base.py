@@ -1,0 +1,144 @@
+"""What every dataset shares: validation at construction, skip bookkeeping, map-style access.
+
+DESIGN §5 formats are read by one class each (``eim.data.formats``); all of them subclass
+:class:`RecordDataset`, which gives
+
+- ``len(ds)`` / ``ds[i] -> Sample`` with contiguous indices 0..N-1 *after* bad records are
+  dropped (row i of every feature bank is dataset index i, so there must be no holes);
+- ``.files`` (the index files that define the dataset, for fingerprinting), ``.format``,
+  ``.split`` and ``.skipped`` (a list of ``(record id, reason)``);
+- one policy for bad records: without ``skip_bad`` the first one raises :class:`DataError`
+  naming file, record and remedy; with it the record is dropped and one summary line is logged.
+
+The classes are torch ``Dataset``-compatible (``__len__``/``__getitem__``) without importing
+torch, so ``eim data ...`` commands stay fast.
+"""
+
+import json
+import logging
+import os
+
+from eim.errors import DataError
+
+log = logging.getLogger("eim.data")
+
+# The remedy every bad-record error ends with.
+REMEDY = "fix or remove the record, or pass --skip-bad to skip such records"
+MODES = ("train", "eval")
+
+
+class BadRecord(Exception):
+    """Raised inside a loader's per-record validation; the message is the reason."""
+
+
+class RecordDataset:
+    """Base class: subclasses fill ``self._rows`` and implement ``_sample(i, row)``."""
+
+    format = None  # "coco" | "scienceqa" | "llava" | "alpaca" | "mme"
+
+    def __init__(self, split, mode, skip_bad):
+        if mode not in MODES:
+            raise DataError(f"unknown mode {mode!r}", remedy=f"use one of {', '.join(MODES)}")
+        self.split, self.mode, self.skip_bad = split, mode, skip_bad
+        self.files = []  # index files defining the dataset (not the images: too many to hash)
+        self.skipped = []  # (record id, reason) of every dropped record, in file order
+        self._rows = []  # compact per-sample rows; Samples are built on access to save memory
+
+    def __len__(self):
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        n = len(self._rows)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} samples")
+        return self._sample(i, self._rows[i])
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(format={self.format!r}, split={self.split!r}, "
+            f"mode={self.mode!r}, samples={len(self)}, skipped={len(self.skipped)})"
+        )
+
+    def _sample(self, i, row):
+        raise NotImplementedError
+
+    def _reject(self, record, reason, file):
+        """One bad record: raise (default) or remember it (skip_bad)."""
+        if not self.skip_bad:
+            raise DataError(reason, file=file, record=record, remedy=REMEDY)
+        self.skipped.append((str(record), reason))
+
+    def _report_skipped(self):
+        """Log the skipped records once, after construction (never per record)."""
+        if not self.skipped:
+            return
+        shown = ", ".join(f"{rid} ({why})" for rid, why in self.skipped[:20])
+        more = f", ... and {len(self.skipped) - 20} more" if len(self.skipped) > 20 else ""
+        log.warning("skipped %d bad records: %s%s", len(self.skipped), shown, more)
+
+
+def read_json(path, duplicates=None):
+    """Parse a JSON file; errors name the file and the line/column where parsing failed.
+
+    If `duplicates` is a list, keys repeated in the *top-level* object are appended to it
+    (``json`` silently keeps the last copy, which would hide a duplicated ScienceQA qid).
+    """
+    hook = None
+    if duplicates is not None:
+        last = []
+
+        def hook(pairs):  # called innermost-first, so the final call is the top-level object
+            seen, dups = set(), []
+            for k, _ in pairs:
+                if k in seen:
+                    dups.append(k)
+                seen.add(k)
+            last[:] = dups
+            return dict(pairs)
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f, object_pairs_hook=hook)
+    except FileNotFoundError:
+        raise DataError("file not found", file=path, remedy="check the --data path") from None
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}",
+            file=path,
+            remedy="fix the JSON syntax (a truncated download or copy often causes this)",
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read file ({e})", file=path, remedy="check the file") from None
+    if duplicates is not None:
+        duplicates.extend(last)
+    return data
+
+
+def require(record, *keys):
+    """Raise BadRecord unless `record` is a dict holding every key."""
+    if not isinstance(record, dict):
+        raise BadRecord(f"expected a JSON object, found {type(record).__name__}")
+    for k in keys:
+        if k not in record:
+            raise BadRecord(f"lacks the field {k!r}")
+
+
+def text_field(record, key, what=None):
+    """The stripped string at `key`; BadRecord when it is missing, not a string, or empty."""
+    value = record.get(key)
+    if not isinstance(value, str):
+        raise BadRecord(f"{what or key} is not a string ({type(value).__name__})")
+    value = value.strip()
+    if not value:
+        raise BadRecord(f"empty {what or key}")
+    return value
+
+
+def abspath(*parts):
+    return os.path.abspath(os.path.join(*parts))

@@ -1,0 +1,138 @@
+"""ScienceQA (Lu et al. 2022) in its published layout, DESIGN §5.
+
+A folder holding ``problems.json`` (qid -> problem), ``pid_splits.json`` (split -> [qid]) and
+``images/<split>/<qid>/image.png`` (``image`` is ``"image.png"`` or null for text-only
+problems). ``image_root`` overrides the ``images`` folder.
+
+The prompt is LaVIN's / LLaMA-Adapter's "QCM-ALE" training format (LaVIN
+``util/base_prompt.py``, ``create_training_example``): see :data:`PROMPT_TEMPLATE` and
+:data:`RESPONSE_TEMPLATE`. Evaluation reads the letter back with :data:`ANSWER_PATTERN`.
+One thing differs from LaVIN, on purpose: a problem without lecture and solution ends at
+"The answer is X." (LaVIN means to strip the dangling "BECAUSE:" but assigns the result to
+the wrong variable); otherwise the text is LaVIN's, character for character.
+"""
+
+import os
+import string
+
+from eim.data.base import BadRecord, RecordDataset, abspath, read_json, require
+from eim.data.images import ImageChecker
+from eim.data.sample import Sample
+from eim.errors import DataError
+
+# Instruction = question, context (the hint, "N/A" when empty) and options "(A) x (B) y".
+PROMPT_TEMPLATE = "Question: {question}\nContext: {context}\nOptions: {options}\nResponse:"
+# Response = answer letter, then lecture and solution (newlines written as "\\n" like LaVIN,
+# a GPT-3-era choice kept so the targets match published LaVIN/LLaMA-Adapter training text).
+RESPONSE_TEMPLATE = "The answer is {answer}. BECAUSE: {lecture} {solution}"
+ANSWER_PATTERN = r"The answer is ([A-Z])."
+LETTERS = string.ascii_uppercase
+# Requested split -> the split folder its images live in (mini* are subsets of the full ones).
+# Used only when a problem lacks its own "split" field.
+IMAGE_SPLIT = {"minitrain": "train", "minival": "val", "minitest": "test"}
+SUBJECT_TAG = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
+
+
+def build_prompt(problem):
+    """(instruction, response) for one problems.json entry, in the QCM-ALE format."""
+    context = (problem.get("hint") or "").strip() or "N/A"
+    options = " ".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(problem["choices"]))
+    instruction = PROMPT_TEMPLATE.format(question=problem["question"], context=context,
+                                         options=options)
+    lecture = (problem.get("lecture") or "").replace("\n", "\\n")
+    solution = (problem.get("solution") or "").replace("\n", "\\n")
+    response = RESPONSE_TEMPLATE.format(answer=LETTERS[problem["answer"]], lecture=lecture,
+                                        solution=solution)
+    # LaVIN: collapse double spaces once and strip; then drop an empty "BECAUSE:".
+    instruction = instruction.replace("  ", " ").strip()
+    response = response.replace("  ", " ").strip()
+    if response.endswith("BECAUSE:"):
+        response = response[: -len("BECAUSE:")].strip()
+    return instruction, response
+
+
+def categories(problem):
+    """The scoring buckets of DESIGN §6: NAT/SOC/LAN, TXT, IMG, NO, G1-6 / G7-12."""
+    tags = [SUBJECT_TAG.get(problem.get("subject"), "OTHER")]
+    txt, img = bool((problem.get("hint") or "").strip()), bool(problem.get("image"))
+    tags += (["TXT"] if txt else []) + (["IMG"] if img else []) + ([] if txt or img else ["NO"])
+    grade = problem.get("grade") or ""
+    g = int(grade[5:]) if grade.startswith("grade") and grade[5:].isdigit() else 0
+    tags.append("G1-6" if 1 <= g <= 6 else "G7-12" if g >= 7 else "G?")
+    return tags
+
+
+class ScienceQA(RecordDataset):
+    format = "scienceqa"
+
+    def __init__(self, path, split="train", mode="train", image_root=None, skip_bad=False,
+                 check_images=True):
+        super().__init__(split, mode, skip_bad)
+        if os.path.basename(path) in ("problems.json", "pid_splits.json"):
+            path = os.path.dirname(path)
+        root = os.path.abspath(path)
+        self.root = root
+        problems_file = os.path.join(root, "problems.json")
+        splits_file = os.path.join(root, "pid_splits.json")
+        self.files = [problems_file, splits_file]
+        self.image_root = os.path.abspath(image_root or os.path.join(root, "images"))
+        dups = []
+        problems = read_json(problems_file, duplicates=dups)
+        splits = read_json(splits_file)
+        if not isinstance(problems, dict):
+            raise DataError("expected an object mapping qid -> problem", file=problems_file,
+                            remedy="point --data at a ScienceQA folder")
+        if not isinstance(splits, dict):
+            raise DataError("expected an object mapping split -> [qid]", file=splits_file,
+                            remedy="point --data at a ScienceQA folder")
+        if split not in splits:
+            raise DataError(f"unknown split {split!r} (this file has: {', '.join(splits)})",
+                            file=splits_file, remedy="pass --split with one of them")
+        dups = set(dups)
+        check = ImageChecker(check_images)
+        seen = set()
+        for qid in splits[split]:
+            qid = str(qid)
+            try:
+                if qid in seen:
+                    raise BadRecord(f"duplicate id {qid} in split {split!r}")
+                seen.add(qid)
+                if qid in dups:
+                    raise BadRecord(f"duplicate id {qid} in problems.json")
+                if qid not in problems:
+                    raise BadRecord("listed in pid_splits.json but not in problems.json")
+                p = problems[qid]
+                require(p, "question", "choices", "answer")
+                if not isinstance(p["choices"], list) or len(p["choices"]) < 2:
+                    raise BadRecord("needs at least two choices")
+                if not isinstance(p["answer"], int) or not 0 <= p["answer"] < len(p["choices"]):
+                    raise BadRecord(f"answer index {p['answer']!r} is not a valid choice")
+                if not str(p["question"]).strip():
+                    raise BadRecord("empty question")
+                img = None
+                if p.get("image"):
+                    folder = str(p.get("split") or IMAGE_SPLIT.get(split, split))
+                    img = abspath(self.image_root, folder, qid, p["image"])
+                    bad = check(img)
+                    if bad:
+                        raise BadRecord(bad)
+            except BadRecord as b:
+                self._reject(qid, str(b), problems_file)
+                continue
+            self._rows.append((qid, p, img))
+        self._report_skipped()
+
+    def _sample(self, i, row):
+        qid, p, img = row
+        instruction, response = build_prompt(p)
+        letter = LETTERS[p["answer"]]
+        meta = {
+            "qid": qid, "answer": letter, "answer_index": p["answer"],
+            "choices": list(p["choices"]), "question": p["question"],
+            "hint": p.get("hint") or "", "has_image": img is not None,
+            "subject": p.get("subject"), "grade": p.get("grade"), "topic": p.get("topic"),
+            "category": p.get("category"), "skill": p.get("skill"),
+            "categories": categories(p),
+        }
+        return Sample(index=i, image=img, instruction=instruction, response=response,
+                      image_id=qid, meta=meta)

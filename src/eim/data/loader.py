@@ -1,0 +1,164 @@
+"""One entry point for every dataset: ``load_dataset(path)`` and the shared CLI flags.
+
+Every command that reads data calls :func:`add_data_args` on its parser and
+:func:`dataset_from_args` after parsing, so ``--data/--data-format/--image-root/--skip-bad/
+--split`` mean the same thing everywhere. The format is detected from what the path holds
+(DESIGN §5):
+
+==========================================================  =========
+path                                                        format
+==========================================================  =========
+``dataset_coco.json``, or a folder containing it            coco
+``problems.json`` / ``pid_splits.json``, or their folder    scienceqa
+a JSON list whose records have ``conversations``            llava
+a JSON list whose records have ``instruction``/``output``   alpaca
+a folder of subtask folders holding ``<image>.txt`` files   mme
+a folder holding exactly one JSON file of the above         (that file's)
+==========================================================  =========
+"""
+
+import json
+import os
+
+from eim.data.formats import FORMATS
+from eim.data.formats.mme import is_mme_root
+from eim.errors import DataError
+
+_HINT = "pass --data-format with one of: " + ", ".join(FORMATS)
+
+
+def _json_list_kind(path):
+    """'llava' / 'alpaca' / None from the first records of a JSON file (reads 64 KiB first)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        head = f.read(65536)
+    if not head.lstrip().startswith("["):
+        return None
+    if '"conversations"' in head:
+        return "llava"
+    if '"instruction"' in head and '"output"' in head:
+        return "alpaca"
+    try:  # records larger than the peek: parse the whole thing once
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+    if "conversations" in first:
+        return "llava"
+    if "instruction" in first and "output" in first:
+        return "alpaca"
+    return None
+
+
+def _detect_file(path):
+    name = os.path.basename(path)
+    if name == "dataset_coco.json" or name.startswith("dataset_flickr"):
+        return "coco"
+    if name in ("problems.json", "pid_splits.json"):
+        return "scienceqa"
+    if name.endswith(".json"):
+        kind = _json_list_kind(path)
+        if kind:
+            return kind
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if '"images"' in f.read(65536):  # a renamed Karpathy file
+                return "coco"
+    return None
+
+
+def _detect_dir(path):
+    names = set(os.listdir(path))
+    if "dataset_coco.json" in names:
+        return "coco"
+    if "problems.json" in names:
+        return "scienceqa"
+    jsons = sorted(n for n in names if n.endswith(".json"))
+    if len(jsons) == 1:
+        return _detect_file(os.path.join(path, jsons[0]))
+    if is_mme_root(path):
+        return "mme"
+    return None
+
+
+def detect_format(path):
+    """The format name of what `path` holds; DataError naming the path when it is unclear."""
+    if not os.path.exists(path):
+        raise DataError("no such file or folder", file=path, remedy="check the --data path")
+    kind = _detect_file(path) if os.path.isfile(path) else _detect_dir(path)
+    if kind:
+        return kind
+    found = []
+    if os.path.isdir(path):  # e.g. the root written by `eim data shapes`
+        for n in sorted(os.listdir(path)):
+            sub = os.path.join(path, n)
+            if os.path.isdir(sub) and _detect_dir(sub):
+                found.append(f"{n}/ ({_detect_dir(sub)})")
+    if found:
+        raise DataError(f"this folder holds several datasets: {', '.join(found)}", file=path,
+                        remedy="point --data at one of them")
+    raise DataError(
+        "cannot tell the data format (expected dataset_coco.json, a ScienceQA folder with "
+        "problems.json, a LLaVA or Alpaca JSON list, or an MME folder)",
+        file=path, remedy=_HINT)
+
+
+def dataset_path(path, data_format):
+    """The path a loader takes: a folder holding one JSON becomes that JSON for llava/alpaca."""
+    if data_format in ("llava", "alpaca") and os.path.isdir(path):
+        jsons = sorted(n for n in os.listdir(path) if n.endswith(".json"))
+        if len(jsons) != 1:
+            raise DataError(f"expected one JSON file in the folder, found {len(jsons)}",
+                            file=path, remedy="point --data at the JSON file itself")
+        return os.path.join(path, jsons[0])
+    return path
+
+
+def load_dataset(path, data_format=None, split="train", mode="train", image_root=None,
+                 skip_bad=False, check_images=True):
+    """Open the dataset at `path` (format detected unless given) as a map-style dataset.
+
+    split: train/val/test for COCO (restval joins train); a pid_splits.json key for ScienceQA;
+        a label only for LLaVA, Alpaca and MME (the file or folder is the split).
+    mode: "train" (COCO: one sample per caption) or "eval" (COCO: one per image, with
+        meta["references"]); the other formats yield the same samples in both modes.
+    image_root: where relative image paths resolve (default: next to the index file; for
+        ScienceQA, its images/ folder). MME ignores it (images sit with their questions).
+    skip_bad: drop invalid records (listed in .skipped) instead of raising DataError.
+    check_images: open every image header at construction (cheap; disable only for speed
+        on a dataset already checked).
+    """
+    path = os.fspath(path)
+    if data_format is None:
+        data_format = detect_format(path)
+    elif data_format not in FORMATS:
+        raise DataError(f"unknown data format {data_format!r}", remedy=_HINT)
+    elif not os.path.exists(path):
+        raise DataError("no such file or folder", file=path, remedy="check the --data path")
+    cls = FORMATS[data_format]
+    return cls(dataset_path(path, data_format), split=split, mode=mode, image_root=image_root,
+               skip_bad=skip_bad, check_images=check_images)
+
+
+def add_data_args(parser, required=True, split="train"):
+    """Add the data flags every command shares (--data, --data-format, --image-root, ...)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", required=required, metavar="PATH",
+                   help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA "
+                   "or Alpaca JSON, MME folder)")
+    g.add_argument("--data-format", choices=sorted(FORMATS), default=None,
+                   help="format of --data (default: detected from the path)")
+    g.add_argument("--image-root", metavar="DIR", default=None,
+                   help="folder relative image paths resolve against")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="skip invalid records (and list them) instead of stopping")
+    g.add_argument("--split", default=split,
+                   help=f"dataset split (default {split}; COCO restval joins train)")
+    return parser
+
+
+def dataset_from_args(args, mode="train", split=None):
+    """`load_dataset` from the flags of :func:`add_data_args` (`split` overrides --split)."""
+    if not getattr(args, "data", None):
+        raise DataError("no dataset given", remedy="pass --data PATH")
+    return load_dataset(args.data, data_format=args.data_format, split=split or args.split,
+                        mode=mode, image_root=args.image_root, skip_bad=args.skip_bad)

@@ -1,0 +1,136 @@
+"""The generated world: deterministic, written in the real formats, read by the real loaders."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from eim.cli import main
+from eim.data import load_dataset
+from eim.data.formats.scienceqa import ANSWER_PATTERN
+from eim.errors import DataError
+
+SMALL = ["--train", "20", "--val", "4", "--test", "8", "--size", "32"]
+
+
+def tree_hash(root):
+    """{relative path: sha256} of every file under root."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    assert main(["data", "shapes", "--out", str(out), "--seed", "0"] + SMALL) == 0
+    return out
+
+
+def test_same_seed_gives_identical_files(world, tmp_path):
+    again = tmp_path / "again"
+    assert main(["data", "shapes", "--out", str(again), "--seed", "0"] + SMALL) == 0
+    a, b = tree_hash(world), tree_hash(again)
+    assert a == b and len(a) > 50
+    other = tmp_path / "other"
+    assert main(["data", "shapes", "--out", str(other), "--seed", "1"] + SMALL) == 0
+    assert tree_hash(other)["coco/dataset_coco.json"] != a["coco/dataset_coco.json"]
+
+
+def test_refuses_to_overwrite_without_flag(world, capsys):
+    assert main(["data", "shapes", "--out", str(world)] + SMALL) == 2
+    assert "already holds coco, scienceqa, mme, llava" in capsys.readouterr().err
+
+
+def test_coco_five_different_captions(world):
+    ds = load_dataset(world / "coco", split="train")
+    assert ds.format == "coco" and len(ds) == 20 * 5
+    ev = load_dataset(world / "coco", split="train", mode="eval")
+    assert len(ev) == 20 and {ev[i].meta["split"] for i in range(20)} == {"train", "restval"}
+    for i in range(len(ev)):
+        refs = ev[i].meta["references"]
+        assert len(refs) == 5 and len(set(refs)) == 5
+    # the five captions of image k are rows 5k..5k+4 and share its image_key
+    assert {ds[j].meta["image_key"] for j in range(5)} == {ev[0].image_id}
+    assert len(load_dataset(world / "coco" / "dataset_coco.json", split="test")) == 8 * 5
+    raw = json.loads((world / "coco" / "dataset_coco.json").read_text())
+    img = raw["images"][0]
+    assert img["sentences"][0]["tokens"] == img["sentences"][0]["raw"].lower().strip(".") \
+        .replace(",", " ").split()
+
+
+def test_scienceqa_splits_and_buckets(world):
+    splits = json.loads((world / "scienceqa" / "pid_splits.json").read_text())
+    assert set(splits) == {"train", "val", "test", "trainval", "minitrain", "minival",
+                           "minitest"}
+    ds = load_dataset(world / "scienceqa", split="train")
+    assert ds.format == "scienceqa" and len(ds) == 20
+    import re
+    for i in range(len(ds)):
+        s = ds[i]
+        assert re.match(ANSWER_PATTERN, s.response).group(1) == s.meta["answer"]
+        assert s.instruction.startswith("Question: ") and s.instruction.endswith("\nResponse:")
+        assert (s.image is None) == (not s.meta["has_image"])
+    assert any(ds[i].image is None for i in range(len(ds)))
+    assert any(ds[i].image for i in range(len(ds)))
+    assert len(load_dataset(world / "scienceqa", split="minitest")) == 1
+
+
+def test_scienceqa_populates_every_bucket(tmp_path):
+    from eim.data.stats import dataset_stats
+
+    out = tmp_path / "w"
+    assert main(["data", "shapes", "--out", str(out), "--train", "5", "--val", "1", "--test",
+                 "400", "--size", "16"]) == 0
+    test = dataset_stats(out / "scienceqa")["scienceqa"]["test"]
+    for tag in ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12"):
+        assert test.get(tag, 0) > 0, tag
+
+
+def test_mme_both_layouts_yes_then_no(world):
+    assert (world / "mme" / "existence" / "0000.txt").exists()  # side by side
+    assert (world / "mme" / "color" / "questions_answers_YN" / "0000.txt").exists()
+    assert (world / "mme" / "color" / "images" / "0000.png").exists()
+    ds = load_dataset(world / "mme")
+    assert ds.format == "mme" and len(ds) == 4 * 2 * 2  # subtasks x (test/4) images x 2
+    assert [ds[i].response for i in range(4)] == ["Yes", "No", "Yes", "No"]
+    assert sorted({ds[i].meta["subtask"] for i in range(len(ds))}) == [
+        "color", "count", "existence", "position"]
+    assert all(ds[i].instruction.endswith("Please answer yes or no.") for i in range(len(ds)))
+
+
+def test_llava_reads_coco_images(world):
+    ds = load_dataset(world / "llava" / "instruct.json")
+    assert ds.format == "llava" and len(ds) >= 20 * 2
+    with_img = [ds[i] for i in range(len(ds)) if ds[i].image]
+    assert with_img and all(os.path.isfile(s.image) for s in with_img)
+    assert os.path.normpath(str(world / "coco" / "images" / "train")) in with_img[0].image
+    assert "<image>" not in with_img[0].instruction
+    assert len(load_dataset(world / "llava")) == len(ds)  # the folder holding one JSON
+
+
+def test_stats_cli(world, capsys):
+    assert main(["data", "stats", str(world / "coco"), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)["coco"]
+    assert st["train"]["images"] == 20 and st["train"]["captions"] == 100
+    assert 0 < st["train"]["pairwise_bleu4"] < 0.5 and 0 < st["train"]["loo_bleu4"] < 0.6
+    assert main(["data", "stats", str(world)]) == 0
+    text = capsys.readouterr().out
+    for name in ("coco:", "scienceqa:", "mme:", "llava:", "pairwise_bleu4="):
+        assert name in text
+
+
+def test_check_cli(world, capsys):
+    assert main(["data", "check", "--data", str(world / "scienceqa"), "--split", "val"]) == 0
+    assert "scienceqa val: 4 samples, 0 bad records skipped" in capsys.readouterr().out
+
+
+def test_bad_arguments():
+    with pytest.raises(DataError, match="--size must be at least 16"):
+        from eim.data.shapes.writer import write_shapes
+        write_shapes("/nonexistent/never", size=4)
