@@ -27,12 +27,15 @@ def add_parser(sub):
 
 def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, callbacks=(), accelerator=None):
     """Library entry point: build the model from ``recipe`` and run all stages. Returns summaries."""
+    import torch
+
     from eim.banks import BankProvider
     from eim.model.multimodal import build_model
     from eim.train.collate import load_image_processor
     from eim.train.trainer import Trainer
 
     quiet_transformers()
+    torch.manual_seed(recipe.train.seed)  # ST init and VPT prompts: a run is reproducible from its recipe
     model, tok = build_model(recipe)
     proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
     banks = BankProvider(recipe, dataset, out, model=model, tokenizer=tok, image_processor=proc,

@@ -18,6 +18,7 @@ running one from its checkpoint; the result equals an uninterrupted run.
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -120,8 +121,10 @@ class Trainer:
             load_model_weights(model, ckpt / "model.safetensors")
             extra = load_optimizer(opt, ckpt / "optimizer")
             step = extra["step"]
-            for _ in range(step):
-                sched.step()
+            with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is due
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(step):
+                    sched.step()
             torch.set_rng_state(extra["tensors"]["rng"])
             self._say(f"stage {k} ({stage.name}): resuming at step {step}/{total} from {ckpt}")
         elif d.exists() and (d / "metrics.jsonl").exists():
