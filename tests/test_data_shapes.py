@@ -42,9 +42,14 @@ def test_same_seed_gives_identical_files(world, tmp_path):
     assert tree_hash(other)["coco/dataset_coco.json"] != a["coco/dataset_coco.json"]
 
 
-def test_refuses_to_overwrite_without_flag(world, capsys):
+def test_refuses_to_overwrite_without_flag(world, tmp_path, capsys):
     assert main(["data", "shapes", "--out", str(world)] + SMALL) == 2
     assert "already holds coco, scienceqa, mme, llava" in capsys.readouterr().err
+    out = tmp_path / "w"
+    assert main(["data", "shapes", "--out", str(out), "--seed", "3"] + SMALL) == 0
+    (out / "mine.txt").write_text("not the generator's")
+    assert main(["data", "shapes", "--out", str(out), "--overwrite"] + SMALL) == 0
+    assert tree_hash(out) == dict(tree_hash(world), **{"mine.txt": tree_hash(out)["mine.txt"]})
 
 
 def test_coco_five_different_captions(world):

@@ -10,6 +10,7 @@
 import json
 import time
 
+from eim.data.formats import FORMATS
 from eim.data.loader import add_data_args, dataset_from_args
 
 
@@ -31,7 +32,8 @@ def add_parser(subparsers):
 
     st = sub.add_parser("stats", help="images, captions and caption diversity of a dataset")
     st.add_argument("path", help="a dataset path, or a folder of datasets (eim data shapes)")
-    st.add_argument("--data-format", default=None, help="format of path (default: detected)")
+    st.add_argument("--data-format", choices=sorted(FORMATS), default=None,
+                    help="format of path (default: detected)")
     st.add_argument("--max-images", type=int, default=500,
                     help="images per split used for the BLEU diversity numbers")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
