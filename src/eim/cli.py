@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "eim.data.cli",
     "eim.commands.banks",
     "eim.evaluation.cli",
+    "eim.commands.evaluate",
     "eim.commands.demo",
 ]
 

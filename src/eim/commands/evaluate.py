@@ -1,0 +1,67 @@
+"""``eim eval CHECKPOINT --task {coco,scienceqa,mme} --data PATH --out DIR``: generate, then score.
+
+    eim eval runs/clipcap --task coco --data data/coco --out eval/coco
+    eim eval runs/lavin --task scienceqa --data data/scienceqa --out eval/sqa --batch-size 8
+    eim eval runs/lavin --task mme --data data/MME --out eval/mme --json
+
+Writes the predictions in the format ``eim score`` reads (COCO ``results.json``, ScienceQA
+``predictions.json``, MME ``mme_results/<subtask>.txt``), ``generation.json`` (how they were
+made) and ``scores.json``, then prints the scorer's table. The library behind it is
+:mod:`eim.evaluation.generate`.
+"""
+
+
+def add_parser(sub):
+    import argparse
+
+    from eim.data import add_data_args
+    from eim.evaluation.generate import TASKS
+
+    p = sub.add_parser("eval", help="generate with a checkpoint on a benchmark and score it",
+                       description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="run folder (last finished stage), stage folder or "
+                   "model.safetensors")
+    p.add_argument("--task", required=True, choices=TASKS)
+    add_data_args(p, split="test")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for predictions, generation.json and scores.json")
+    g = p.add_argument_group("generation (default: the recipe's generation section)")
+    g.add_argument("--beams", type=int, default=None, help="beam width (1 = greedy)")
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the recipe's (ScienceQA: at least 64)")
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--stop-text", default=None, metavar="TEXT",
+                   help="cut each output after TEXT; '' for none (default: the recipe's, "
+                   "ScienceQA: none)")
+    g.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="text tokens kept per prompt, the last ones (default: train.max_length)")
+    g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--no-spice", action="store_true", help="COCO: skip SPICE even when installed")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    import json
+
+    from eim.data import dataset_from_args
+    from eim.evaluation.generate import evaluate_checkpoint
+
+    dataset = dataset_from_args(args, mode="eval")
+    scores = evaluate_checkpoint(
+        args.checkpoint, args.task, dataset, args.out, num_beams=args.beams,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop_text=args.stop_text,
+        max_prompt_tokens=args.max_prompt_tokens, spice=False if args.no_spice else None,
+        device=args.device, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        from eim.evaluation import coco, mme, scienceqa
+
+        fmt = {"coco": coco.format_coco, "scienceqa": scienceqa.format_scienceqa,
+               "mme": mme.format_mme}[args.task]
+        print(fmt(scores))
+        print(f"written to {args.out}")
+    return 0

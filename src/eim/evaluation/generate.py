@@ -1,0 +1,258 @@
+"""Generate with a trained checkpoint on a benchmark, write the predictions, score them (issue 5).
+
+    eim eval RUN_DIR --task coco --data shapes/coco --out eval/coco
+    eim eval RUN_DIR --task scienceqa --data shapes/scienceqa --out eval/sqa --beams 1
+    eim eval RUN_DIR --task mme --data shapes/mme --out eval/mme
+
+Library use::
+
+    from eim.evaluation.generate import evaluate_checkpoint
+    scores = evaluate_checkpoint("runs/clipcap", "coco", load_dataset(p, split="test", mode="eval"),
+                                 "eval/coco")
+
+What lands in ``out_dir`` (each prediction file in the format its scorer, and ``eim score``, reads):
+
+- coco: ``results.json``, the standard COCO results list ``[{"image_id", "caption"}]``;
+- scienceqa: ``predictions.json``, ``{qid: generated text}``;
+- mme: ``mme_results/<subtask>.txt``, the official tool's ``image\\tquestion\\tgt\\tprediction``
+  lines, the two questions of an image on consecutive lines;
+- ``generation.json``: checkpoint, recipe, data, split, decoding settings and the prompt layout,
+  so a number can be traced back to how it was made;
+- ``scores.json``: the scorer's output, exactly what ``eim score ... --json`` prints.
+
+Decoding follows the recipe's ``generation`` section (ClipCap: beam 5, 67 tokens, stop at '.'),
+except where a task needs otherwise (:data:`TASK_DEFAULTS`); explicit arguments win over both.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from eim.errors import DataError
+
+TASKS = ("coco", "scienceqa", "mme")
+# Where each task's predictions go, relative to out_dir.
+PREDICTION_FILES = {"coco": "results.json", "scienceqa": "predictions.json", "mme": "mme_results"}
+# What the model sees; the image tokens are spliced after the tokenizer's lead (BOS, if any).
+PROMPT_LAYOUT = "[lead][image tokens x P][instruction]"
+PROMPTS = {
+    "coco": "empty instruction: the caption follows the image tokens (ClipCap)",
+    "scienceqa": "LaVIN QCM-ALE prompt (eim.data.formats.scienceqa.PROMPT_TEMPLATE); text-only "
+                 "problems get no image tokens",
+    "mme": "the MME question as the benchmark gives it (its own 'Please answer yes or no.' "
+           "suffix included; nothing added)",
+}
+# Task needs that override the recipe's generation section (explicit arguments override these).
+# ScienceQA: the target is "The answer is X. BECAUSE: lecture solution", so 64+ new tokens (as
+# LaVIN's eval) and no '.' stop, which would cut right after the letter and drop the rationale.
+TASK_DEFAULTS = {"scienceqa": {"min_new_tokens": 64, "stop_text": None}}
+
+
+def resolve_settings(recipe, task, num_beams=None, max_new_tokens=None, batch_size=None,
+                     stop_text=None, max_prompt_tokens=None):
+    """Decoding settings: explicit arguments, else the task's needs, else the recipe's.
+
+    None means "not given" everywhere; pass ``stop_text=""`` for "no stop text (EOS only)".
+    max_prompt_tokens defaults to ``recipe.train.max_length`` (longer prompts keep their end).
+    """
+    g, need = recipe.generation, TASK_DEFAULTS.get(task, {})
+    if max_new_tokens is None:
+        max_new_tokens = max(g.max_new_tokens, need.get("min_new_tokens", 0))
+    if stop_text is None:
+        stop_text = need["stop_text"] if "stop_text" in need else g.stop_text
+    settings = {
+        "num_beams": num_beams or g.num_beams,
+        "max_new_tokens": max_new_tokens,
+        "stop_text": stop_text or None,
+        "batch_size": batch_size or g.batch_size,
+        "max_prompt_tokens": max_prompt_tokens or recipe.train.max_length,
+    }
+    for k in ("num_beams", "max_new_tokens", "batch_size", "max_prompt_tokens"):
+        if settings[k] < 1:
+            raise ValueError(f"{k} must be >= 1, got {settings[k]}")
+    return settings
+
+
+def _to(batch, device):
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_beams=1,
+                         max_new_tokens=30, stop_text=None, max_prompt_tokens=None, quiet=False,
+                         desc="generate"):
+    """One generated string per sample, in order (batched, with a tqdm bar unless ``quiet``).
+
+    samples: any sequence of :class:`eim.data.Sample` (a dataset works). Each prompt is
+    ``[lead][image tokens][instruction]``; text-only samples (``image`` None) get no image
+    tokens. The model runs on whatever device it is on.
+    """
+    from tqdm.auto import tqdm
+
+    from eim.model.splice import TextEncoder
+    from eim.train.collate import Collator
+
+    collate = Collator(TextEncoder(tok, max_prompt_tokens or recipe.train.max_length), proc,
+                       mode="prompt")
+    device = next(model.parameters()).device
+    out = []
+    with tqdm(total=len(samples), desc=desc, unit="sample", disable=quiet) as bar:
+        for start in range(0, len(samples), batch_size):
+            chunk = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+            batch = _to(collate(chunk), device)
+            out += model.generate(batch, tok, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                  stop_text=stop_text)
+            bar.update(len(chunk))
+    return out
+
+
+def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
+    """The prompt's layout for generation.json: lead tokens, P, first instruction, truncations."""
+    import torch
+
+    from eim.model.splice import TextEncoder
+    from eim.train.collate import Collator
+
+    enc = TextEncoder(tok, max_prompt_tokens)
+    n_image_tokens = None
+    first_image = next((s for s in samples if s.image), None)
+    if first_image is not None:  # P from one forward: it depends on projector and feature mode
+        batch = _to(Collator(enc, proc, mode="prompt")([first_image]),
+                    next(model.parameters()).device)
+        with torch.no_grad():
+            n_image_tokens = int(model.image_tokens(model.image_features(batch)).shape[1])
+    too_long = sum(len(enc.lead) + len(tok(s.instruction, add_special_tokens=False).input_ids)
+                   > max_prompt_tokens for s in samples if s.instruction)
+    return {
+        "layout": PROMPT_LAYOUT,
+        "lead": tok.convert_ids_to_tokens(enc.lead),
+        "image_tokens": n_image_tokens,
+        "first_instruction": samples[0].instruction if len(samples) else None,
+        "truncated_prompts": too_long,  # prompts over max_prompt_tokens keep their last tokens
+    }
+
+
+def _one_line(text):
+    """Predictions in tab-separated files: no tabs or newlines inside a field."""
+    return re.sub(r"[\t\r\n]+", " ", text)
+
+
+def write_predictions(task, samples, predictions, out_dir):
+    """Write the task's prediction file(s) under ``out_dir``; returns the path written."""
+    out_dir = Path(out_dir)
+    path = out_dir / PREDICTION_FILES[task]
+    if task == "coco":
+        data = [{"image_id": s.image_id, "caption": p} for s, p in zip(samples, predictions)]
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    elif task == "scienceqa":
+        data = {str(s.meta["qid"]): p for s, p in zip(samples, predictions)}
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    else:  # mme: rows in the dataset's order (subtask, image, then the image's two questions)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.txt"):  # a stale subtask from an earlier run would be scored
+            old.unlink()
+        rows = {}
+        for s, p in zip(samples, predictions):
+            m = s.meta
+            rows.setdefault(m["subtask"], []).append(
+                "\t".join((m["image_name"], m["question"], m["answer"], _one_line(p))))
+        for sub, lines in rows.items():
+            (path / f"{sub}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def score_predictions(task, dataset, out_dir, spice=None):
+    """Score ``out_dir``'s prediction file with the library code behind ``eim score``."""
+    out_dir, split = Path(out_dir), dataset.split
+    if task == "coco":
+        from eim.evaluation.coco import score_coco_files
+
+        return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[task], split, spice=spice)
+    if task == "scienceqa":
+        from eim.evaluation.scienceqa import score_scienceqa_files
+
+        problems, splits = dataset.files[:2]
+        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits)
+    from eim.evaluation.mme import score_mme_dir
+
+    return score_mme_dir(out_dir / PREDICTION_FILES[task])
+
+
+def check_task_data(task, dataset):
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    fmt = getattr(dataset, "format", None)
+    if fmt != task:
+        raise DataError(f"--task {task} needs a {task} dataset, got {fmt or 'an unknown'} data",
+                        remedy=f"point --data at the {task} data (or pass --task {fmt})")
+    if task == "coco" and dataset.mode != "eval":
+        raise DataError("COCO evaluation needs the dataset in eval mode (one sample per image)",
+                        remedy='load_dataset(..., mode="eval")')
+    if len(dataset) == 0:
+        raise DataError(f"the {dataset.split!r} split has no samples", remedy="check --split")
+
+
+def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
+                        max_new_tokens=None, batch_size=None, stop_text=None,
+                        max_prompt_tokens=None, spice=None, device=None, quiet=False):
+    """Generate on ``dataset`` with ``checkpoint``, write predictions + generation.json, score.
+
+    checkpoint: run folder, stage folder or model.safetensors (as ``eim caption``). task: coco,
+    scienceqa or mme, matching the dataset's format (COCO in eval mode). Decoding arguments as
+    :func:`resolve_settings`. spice: None = run SPICE when available, False = skip. device:
+    default CUDA when available. Returns the scorer's dict (also written to scores.json).
+    """
+    import torch
+
+    from eim import __version__
+    from eim.commands.caption import load_for_inference
+    from eim.train.checkpoint import find_checkpoint
+
+    check_task_data(task, dataset)
+    model, tok, proc, recipe = load_for_inference(checkpoint)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    settings = resolve_settings(recipe, task, num_beams, max_new_tokens, batch_size, stop_text,
+                                max_prompt_tokens)
+    samples = [dataset[i] for i in range(len(dataset))]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    preds = generate_predictions(model, tok, proc, recipe, samples, quiet=quiet,
+                                 desc=f"eval {task}", **settings)
+    seconds = time.perf_counter() - t0
+    pred_path = write_predictions(task, samples, preds, out_dir)
+    info = {
+        "checkpoint": os.path.abspath(checkpoint),
+        "weights": os.path.abspath(find_checkpoint(checkpoint)[1]),
+        "recipe": recipe.name,
+        "task": task,
+        "data": os.path.abspath(getattr(dataset, "path", None) or getattr(dataset, "root", None)
+                                or dataset.files[0]),
+        "data_format": dataset.format,
+        "split": dataset.split,
+        "samples": len(samples),
+        "predictions": os.path.relpath(pred_path, out_dir),
+        "generation": settings,
+        "prompt": dict(prompt_info(model, tok, proc, recipe, samples,
+                                   settings["max_prompt_tokens"]), source=PROMPTS[task]),
+        "device": str(device),
+        "generation_seconds": round(seconds, 3),
+        "eim_version": __version__,
+    }
+    if info["prompt"]["truncated_prompts"] and not quiet:
+        print(f"eim eval: {info['prompt']['truncated_prompts']} of {len(samples)} prompts are "
+              f"longer than {settings['max_prompt_tokens']} tokens and keep only their end "
+              "(raise --max-prompt-tokens if the LM has room)", file=sys.stderr)
+    (out_dir / "generation.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    scores = score_predictions(task, dataset, out_dir, spice=spice)
+    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    return scores
+
+
+__all__ = ["TASKS", "PREDICTION_FILES", "PROMPT_LAYOUT", "TASK_DEFAULTS", "resolve_settings",
+           "generate_predictions", "prompt_info", "write_predictions", "score_predictions",
+           "evaluate_checkpoint"]
