@@ -110,7 +110,7 @@ def test_two_layer_model_overfits_eight_pairs(tiny_dir, tmp_path):
     from eim.commands.train import train
 
     samples = caption_samples(tmp_path / "img", 8)
-    r = tiny_recipe(tiny_dir, overrides={"stages.0.epochs": None, "stages.0.steps": 150, "train.batch_size": 8,
+    r = tiny_recipe(tiny_dir, overrides={"stages.0.epochs": None, "stages.0.steps": 200, "train.batch_size": 8,
                                          "train.lr": 3e-3, "train.scheduler": "constant"})
     summary = train(r, ListDataset(samples), tmp_path / "run", quiet=True)
     assert summary[0]["final"]["loss_base"] < 0.05
