@@ -15,6 +15,7 @@ only" = the two products on an already-float32 chunk (upcast excluded), for refe
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -43,19 +44,22 @@ def child(a):
 
     from eim.contrastive import _chunk_rows, bank_infonce, naive_bank_infonce
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dt = getattr(torch, a.dtype)
     N, d, B = a.n, a.d, a.batch
     bank = torch.empty(N, d, dtype=dt)
     for s in range(0, N, 1024):  # fill in small pieces: keeps the RSS high-water mark at the bank
-        bank[s : s + 1024] = torch.randn(min(1024, N - s), d)
+        piece = torch.randn(min(1024, N - s), d)
+        bank[s : s + 1024] = torch.nn.functional.normalize(piece, dim=-1) if a.normalized else piece
     idx = torch.randint(0, N, (B,))
     q = torch.randn(B, d, requires_grad=True)
     rows_list = [None] if not a.chunks else [int(c) for c in a.chunks.split(",")]
 
     def loss_step(rows):
         q.grad = None
-        bank_infonce(q, bank, idx, chunk_size=rows).backward()
+        bank_infonce(q, bank, idx, chunk_size=rows, normalized=a.normalized).backward()
 
     base = _maxrss_mb()
     loss_step(rows_list[0])  # first call: measure peak extra memory
@@ -79,8 +83,9 @@ def child(a):
 
         bare()  # warm
         t_loss, t_bare, t_gemm = _median_times([lambda: loss_step(rows), bare, lambda: bare(upcast=False)], a.reps)
-        out.append(dict(n=N, dtype=a.dtype, chunk=c, loss=t_loss, bare=t_bare, gemm=t_gemm,
-                        peak_mb=peak if rows is rows_list[0] else None))
+        kind = a.dtype + (", unit rows, normalized=True" if a.normalized else "")
+        out.append(dict(n=N, dtype=kind, chunk=c, loss=t_loss, bare=t_bare, gemm=t_gemm,
+                        peak_mb=peak if rows is rows_list[0] else None, load=os.getloadavg()[0]))
     if N <= a.naive_max:
         base = _maxrss_mb()
 
@@ -101,6 +106,8 @@ def main():
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--chunks", default="", help="comma list of chunk rows to compare (default: library default)")
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--normalized", action="store_true", help="unit-norm bank rows, normalized=True (skips row norms)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--naive-max", type=int, default=1_000_000, help="also time the naive loss up to this N")
     ap.add_argument("--_child", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -109,16 +116,17 @@ def main():
         return child(a)
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={a.batch}, d={a.d}, bank {a.dtype}")
+    nt = a.threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {nt} threads on {os.cpu_count()} CPUs, B={a.batch}, d={a.d}, bank {a.dtype}")
     print("strategy: upcast each chunk to float32 in a reused buffer, float32 GEMMs (same for 'bare')\n")
     print("| N | bank | chunk rows | bank_infonce fwd+bwd (s) | bare: upcast+qKᵀ+P·K (s) | ratio | "
-          "GEMMs only (s) | peak extra RSS (MB) | naive fwd+bwd (s) | naive peak extra (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "GEMMs only (s) | peak extra RSS (MB) | naive fwd+bwd (s) | naive peak extra (MB) | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for tok in a.sizes.split(","):
         n = SIZES.get(tok.strip().lower()) or int(tok)
         cmd = [sys.executable, __file__, "--_child", str(n), "--dtype", a.dtype, "--d", str(a.d),
                "--batch", str(a.batch), "--chunks", a.chunks, "--reps", str(a.reps),
-               "--naive-max", str(a.naive_max)]
+               "--naive-max", str(a.naive_max), "--threads", str(a.threads)] + ["--normalized"] * a.normalized
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
             print(f"| {n:,} | failed: {res.stderr.strip().splitlines()[-1:]} |")
@@ -128,7 +136,7 @@ def main():
             nv = f"{r['naive']:.2f}" if "naive" in r else "—"
             npk = f"{r['naive_peak_mb']:.0f}" if "naive" in r else "—"
             print(f"| {r['n']:,} | {r['dtype']} | {r['chunk']:,} | {r['loss']:.3f} | {r['bare']:.3f} | "
-                  f"{r['loss'] / r['bare']:.2f}× | {r['gemm']:.3f} | {pk} | {nv} | {npk} |", flush=True)
+                  f"{r['loss'] / r['bare']:.2f}× | {r['gemm']:.3f} | {pk} | {nv} | {npk} | {r['load']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
