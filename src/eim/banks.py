@@ -69,8 +69,9 @@ class BankProvider:
     NAMES = ("text", "embed", "lm")
 
     def __init__(self, recipe, dataset, run_dir, model=None, tokenizer=None, image_processor=None,
-                 no_rebuild=False, quiet=False, device="cpu"):
-        self.recipe, self.dataset, self.dir = recipe, dataset, Path(run_dir) / "banks"
+                 no_rebuild=False, quiet=False, device="cpu", banks_dir=None):
+        self.recipe, self.dataset = recipe, dataset
+        self.dir = Path(banks_dir) if banks_dir else Path(run_dir) / "banks"
         self.model, self.tok, self.proc = model, tokenizer, image_processor
         self.no_rebuild, self.quiet, self.device = no_rebuild, quiet, device
         self._banks, self._groups = {}, None

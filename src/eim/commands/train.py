@@ -25,8 +25,13 @@ def add_parser(sub):
     p.set_defaults(func=run, allow_overrides=True)
 
 
-def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, callbacks=(), accelerator=None):
-    """Library entry point: build the model from ``recipe`` and run all stages. Returns summaries."""
+def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, callbacks=(), accelerator=None,
+          banks_dir=None):
+    """Library entry point: build the model from ``recipe`` and run all stages. Returns summaries.
+
+    ``banks_dir``: where feature banks live (default ``out/banks``); runs that share data and
+    encoders can share one folder, since a bank is only reused when its fingerprint matches.
+    """
     import torch
 
     from eim.banks import BankProvider
@@ -38,7 +43,7 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
     torch.manual_seed(recipe.train.seed)  # ST init and VPT prompts: a run is reproducible from its recipe
     model, tok = build_model(recipe)
     proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
-    banks = BankProvider(recipe, dataset, out, model=model, tokenizer=tok, image_processor=proc,
+    banks = BankProvider(recipe, dataset, out, banks_dir=banks_dir, model=model, tokenizer=tok, image_processor=proc,
                          no_rebuild=no_rebuild, quiet=quiet)
     trainer = Trainer(recipe, model, tok, proc, dataset, out, banks=banks, callbacks=callbacks, quiet=quiet,
                       accelerator=accelerator)
