@@ -7,7 +7,8 @@ dotted keys (``--train.lr 1e-4``, ``--vision.features full``); a stage field is 
 
 Stages are data (DESIGN §3): each names its losses with weights, the segments it trains, its
 length and learning rate. The baseline is one ``base`` stage; ``clipcap_eim`` is
-``st`` → ``lm`` → ``base + ie``.
+``st`` → ``lm`` → ``base + ie``; adapter models with EIM (``llama_adapter_eim``, ``lavin_eim``)
+are ``st`` → ``lm`` → ``adapter`` (``base`` only) → ``base + ie``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from eim.errors import ConfigError
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 VISION_FEATURES = ("pooled", "full")
-VISION_TRAINABLE = ("frozen", "prompt", "lora", "full")
+VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
 PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp")
-LM_TRAINABLE = ("frozen", "full", "lora")
+LM_TRAINABLE = ("frozen", "full", "lora", "adapter_prompt", "lavin")
+ADAPTER_TYPES = ("router", "repadapter")  # LaVIN: mixture-of-modality router adapter | plain RepAdapter
+PROJECTOR_INJECT = ("splice", "adapter_prompt")
 LOSSES = ("base", "st", "lm", "ie")
 SEGMENTS = ("vision", "projector", "lm")
 
@@ -43,12 +46,27 @@ class VisionConfig:
     lora_r: int = 8  # LoRA rank on q/v projections when trainable == lora
     lora_alpha: int = 16
     num_tokens: Optional[int] = None  # keep only the first K visual tokens (LaVIN/EIM use 50); None = all
+    # LaVIN (with features full): [CLS] of every k-th block, no post_layernorm (4 -> 6 tokens on ViT-L/14)
+    cls_every: Optional[int] = None
+    # vision.trainable == lavin: a RepAdapter before the attention of every CLIP block (eim.model.adapters)
+    adapter_type: str = "router"  # LaVIN's ScienceQA config: --visual_adapter_type router
+    adapter_dim: int = 8  # RepAdapter hidden width (LaVIN --adapter_dim 8)
+    adapter_scale: float = 1.0  # s in x + s*adapter(x) (LaVIN --adapter_scale 1)
+    adapter_temperature: float = 10.0  # router softmax temperature (LaVIN --temperature 10)
+    adapter_dropout: float = 0.1  # dropout after the down-projection (LaVIN: 0.1)
 
     def __post_init__(self):
         _choice("vision.features", self.features, VISION_FEATURES)
         _choice("vision.trainable", self.trainable, VISION_TRAINABLE)
+        _choice("vision.adapter_type", self.adapter_type, ADAPTER_TYPES)
         if self.trainable == "prompt" and self.prompt_length < 1:
             raise ConfigError("vision.prompt_length must be >= 1 when vision.trainable is 'prompt'")
+        if self.cls_every is not None:
+            if self.features != "full":
+                raise ConfigError("vision.cls_every (LaVIN's per-block [CLS] tokens) needs vision.features 'full'")
+            if self.cls_every < 1:
+                raise ConfigError(f"vision.cls_every must be >= 1, got {self.cls_every}")
+        _adapter_checks("vision", self)
 
 
 @dataclass
@@ -59,23 +77,40 @@ class ProjectorConfig:
     num_layers: int = 8  # clipcap_transformer depth (ClipCap: 8)
     num_heads: int = 8  # clipcap_transformer heads (ClipCap: 8)
     clip_length: int = 10  # clipcap_transformer: tokens the pooled CLIP vector is mapped to
+    # splice: ST tokens enter the LLM input after the lead token; adapter_prompt: LLaMA-Adapter's
+    # multimodal variant, ST output [B, lm.adapter_len, D] is added to the adaption prompts instead
+    inject: str = "splice"
 
     def __post_init__(self):
         _choice("projector.type", self.type, PROJECTOR_TYPES)
+        _choice("projector.inject", self.inject, PROJECTOR_INJECT)
 
 
 @dataclass
 class LMConfig:
     name_or_path: str = "gpt2"  # local folder or hub id of any AutoModelForCausalLM
-    trainable: str = "full"  # frozen | full | lora
+    trainable: str = "full"  # frozen | full | lora | adapter_prompt (LLaMA-Adapter v1) | lavin (LaVIN MMA)
     gguf_file: Optional[str] = None  # load weights from this GGUF file inside name_or_path
     lora_r: int = 8
     lora_alpha: int = 16
     lora_target: list = field(default_factory=lambda: ["q_proj", "v_proj", "c_attn"])  # module names
     trust_remote_code: bool = False  # never run hub code unless the user asks
+    # lm.trainable == adapter_prompt (LLaMA-Adapter v1, LLaMA-family LLMs only)
+    adapter_len: int = 10  # prompt vectors per adapted layer (LLaMA-Adapter: 10)
+    adapter_layer: int = 30  # adapted top layers (LLaMA-Adapter: 30 of LLaMA-7B's 32)
+    # lm.trainable == lavin: a RepAdapter before the attention of every block + a modality token
+    adapter_type: str = "router"  # router: LaVIN's mixture-of-modality adapter | repadapter
+    adapter_dim: int = 8  # RepAdapter hidden width (LaVIN --adapter_dim 8)
+    adapter_scale: float = 1.0  # s in x + s*adapter(x) (LaVIN --adapter_scale 1)
+    adapter_temperature: float = 10.0  # router softmax temperature (LaVIN --temperature 10)
+    adapter_dropout: float = 0.1  # dropout after the down-projection (LaVIN: 0.1)
 
     def __post_init__(self):
         _choice("lm.trainable", self.trainable, LM_TRAINABLE)
+        _choice("lm.adapter_type", self.adapter_type, ADAPTER_TYPES)
+        if self.adapter_len < 1 or self.adapter_layer < 1:
+            raise ConfigError("lm.adapter_len and lm.adapter_layer must be >= 1")
+        _adapter_checks("lm", self)
 
 
 @dataclass
@@ -168,6 +203,17 @@ class Recipe:
                 "projector.type 'clipcap_mlp' maps one pooled vector to a prefix: it needs "
                 "vision.features 'pooled' (allowed with 'full': token_ffn, clipcap_transformer, lavin_mlp)"
             )
+        p = self.projector
+        if p.inject == "adapter_prompt":
+            if self.lm.trainable != "adapter_prompt":
+                raise ConfigError("projector.inject 'adapter_prompt' adds the ST output to LLaMA-Adapter's "
+                                  f"prompts: it needs lm.trainable 'adapter_prompt' (got {self.lm.trainable!r})")
+            if p.type not in ("clipcap_mlp", "clipcap_transformer"):
+                raise ConfigError("projector.inject 'adapter_prompt' needs an ST with a fixed number of output "
+                                  f"tokens (allowed: clipcap_mlp, clipcap_transformer), got {p.type!r}")
+            if p.prefix_length != self.lm.adapter_len:
+                raise ConfigError(f"projector.prefix_length ({p.prefix_length}) must equal lm.adapter_len "
+                                  f"({self.lm.adapter_len}) when projector.inject is 'adapter_prompt'")
         for s in self.stages:
             if "vision" in s.trainable and self.vision.trainable == "frozen":
                 raise ConfigError(
@@ -176,7 +222,8 @@ class Recipe:
                 )
             if "lm" in s.trainable and self.lm.trainable == "frozen":
                 raise ConfigError(
-                    f"stages[{s.name}] trains 'lm' but lm.trainable is 'frozen' (allowed: full, lora)"
+                    f"stages[{s.name}] trains 'lm' but lm.trainable is 'frozen' "
+                    f"(allowed: {', '.join(LM_TRAINABLE[1:])})"
                 )
             if "ie" in s.losses and "vision" not in s.trainable:
                 raise ConfigError(f"stages[{s.name}]: loss 'ie' trains CLIP, so 'vision' must be in trainable")
@@ -190,6 +237,16 @@ class Recipe:
 
     def stage_lr(self, stage):
         return self.train.lr if stage.lr is None else stage.lr
+
+
+def _adapter_checks(prefix, cfg):
+    if cfg.adapter_dim < 2 or cfg.adapter_dim % 2:
+        raise ConfigError(f"{prefix}.adapter_dim must be an even number >= 2 (the up-projection has 2 groups), "
+                          f"got {cfg.adapter_dim}")
+    if cfg.adapter_temperature <= 0:
+        raise ConfigError(f"{prefix}.adapter_temperature must be > 0, got {cfg.adapter_temperature}")
+    if not 0 <= cfg.adapter_dropout < 1:
+        raise ConfigError(f"{prefix}.adapter_dropout must be in [0, 1), got {cfg.adapter_dropout}")
 
 
 def _choice(key, value, allowed):

@@ -29,6 +29,13 @@ def _llama(hidden, inter, layers, heads):
                                max_position_embeddings=2048, tie_word_embeddings=False)
 
 
+def _smollm2_135m():
+    # HuggingFaceTB/SmolLM2-135M(-Instruct): LLaMA architecture with GQA, 134,515,008 parameters
+    return LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                       num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192,
+                       rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
+
+
 KNOWN = {
     "openai/clip-vit-base-patch32": lambda: CLIPConfig(**_CLIP_B32),
     "openai/clip-vit-large-patch14": lambda: CLIPConfig(**_CLIP_L14),
@@ -36,6 +43,8 @@ KNOWN = {
     "openai-community/gpt2": lambda: GPT2Config(),
     "huggyllama/llama-7b": _llama(4096, 11008, 32, 32),
     "huggyllama/llama-13b": _llama(5120, 13824, 40, 40),
+    "HuggingFaceTB/SmolLM2-135M": _smollm2_135m,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2_135m,
 }
 
 

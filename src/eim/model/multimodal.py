@@ -8,7 +8,13 @@ A batch (built by :class:`eim.train.collate.Collator`) is a dict::
     pixel_values [B,3,H,W] (or absent)   features [B,...] (precomputed vision output, optional)
     has_image [B] bool   input_ids [B,Lt] (right-padded)   text_lengths [B]   n_lead [B]
     labels [B,Lt] (-100 outside the response)
+
+Adapter LLMs (:mod:`eim.model.adapters`) take one more step: ``inject="adapter_prompt"``
+(LLaMA-Adapter) hands the ST output to the adaption prompts instead of splicing it, and LaVIN puts
+its modality token before each row; both happen in :meth:`MultimodalLM.embed`.
 """
+
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -17,10 +23,11 @@ from eim.model.splice import splice
 
 
 class MultimodalLM(nn.Module):
-    def __init__(self, vision, projector, lm, padding_side="right"):
+    def __init__(self, vision, projector, lm, padding_side="right", inject="splice"):
         super().__init__()
         self.vision, self.projector, self.lm = vision, projector, lm
         self.padding_side = padding_side
+        self.inject = inject  # splice: ST tokens in the input | adapter_prompt: added to LLaMA-Adapter's prompts
 
     # --- segments -------------------------------------------------------------------------
     def segment_tunable(self, segment):
@@ -44,14 +51,27 @@ class MultimodalLM(nn.Module):
     def image_tokens(self, features):
         return None if features is None else self.projector(features)  # [B, P, D_lm]
 
-    def embed(self, batch, features=None, with_labels=True):
-        """-> (inputs_embeds, attention_mask, position_ids, labels) with image tokens spliced."""
+    def embed(self, batch, features=None, with_labels=True, side=None):
+        """-> (inputs_embeds, attention_mask, position_ids, labels) with image tokens spliced.
+
+        With an LLM-side adapter, the adapter gets the last word (LaVIN: modality token first;
+        LLaMA-Adapter: the ST output becomes the visual prompt of the LM call on these embeds).
+        """
+        from eim.model.adapters import lm_adapter
+
         if features is None:
             features = self.image_features(batch)
         prefix = self.image_tokens(features)
         text = self.lm.get_input_embeddings()(batch["input_ids"])  # [B, Lt, D]
-        return splice(text, batch["text_lengths"], batch["n_lead"], prefix, batch.get("has_image"),
-                      batch.get("labels") if with_labels else None, side=self.padding_side)
+        has = batch.get("has_image")
+        spliced = prefix if self.inject == "splice" else None
+        out = splice(text, batch["text_lengths"], batch["n_lead"], spliced, has,
+                     batch.get("labels") if with_labels else None, side=side or self.padding_side)
+        adapter = lm_adapter(self.lm)
+        if adapter is not None:
+            visual = prefix if self.inject == "adapter_prompt" else None
+            out = adapter.prepare(*out, has_image=has, visual=visual)
+        return out
 
     def forward(self, batch, features=None, output_hidden_states=False):
         """LM output; ``.loss`` is loss_base: cross-entropy on response tokens only (eq. 1)."""
@@ -61,24 +81,24 @@ class MultimodalLM(nn.Module):
 
     # --- generation -----------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, batch, tokenizer, num_beams=1, max_new_tokens=30, stop_text=None):
+    def generate(self, batch, tokenizer, num_beams=1, max_new_tokens=30, stop_text=None, **generate_kwargs):
         """Decode with the LM's own ``generate`` from ``inputs_embeds`` (prompt = lead+image+instruction).
 
         ``batch`` holds prompt ids only (no response); prompts are left-padded here because
         batched decoding appends to the right. Returns one string per sample, cut after
-        ``stop_text`` when given.
+        ``stop_text`` when given. ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache``).
         """
-        features = self.image_features(batch)
-        prefix = self.image_tokens(features)
-        text = self.lm.get_input_embeddings()(batch["input_ids"])
-        embeds, mask, _, _ = splice(text, batch["text_lengths"], batch["n_lead"], prefix,
-                                    batch.get("has_image"), None, side="left")
+        from eim.model.adapters import lm_adapter
+
+        embeds, mask, _, _ = self.embed(batch, with_labels=False, side="left")
         kw = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                   num_beams=num_beams, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id)
+                  pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
         if stop_text:
             kw.update(stop_strings=[stop_text], tokenizer=tokenizer)
-        out = self.lm.generate(**kw)
+        adapter = lm_adapter(self.lm)
+        with adapter.generating() if adapter is not None else nullcontext():
+            out = self.lm.generate(**kw)
         texts = tokenizer.batch_decode(out, skip_special_tokens=True)
         return [cut_at_stop(t, stop_text) for t in texts]
 
@@ -108,7 +128,8 @@ def build_model(recipe, device=None):
             projector = build_projector(recipe.projector, vision.out_dim, d_lm)
     else:
         projector = build_projector(recipe.projector, vision.out_dim, d_lm)
-    model = MultimodalLM(vision, projector, lm, padding_side=getattr(tok, "padding_side", "right") or "right")
+    model = MultimodalLM(vision, projector, lm, padding_side=getattr(tok, "padding_side", "right") or "right",
+                         inject=recipe.projector.inject)
     model.lm_cfg = recipe.lm
     return model, tok
 
@@ -118,8 +139,12 @@ def segment_counts(model):
 
     ``parts`` splits the vision segment into the CLIP tower (HF ``CLIPVisionModel``), its output
     layer (``visual_projection``, present only in ``pooled`` mode) and the tuning parameters
-    (VPT prompts / LoRA), matching the paper's Table 2 accounting.
+    (VPT prompts / LoRA / LaVIN adapters), matching the paper's Table 2 accounting. With an
+    LLM-side adapter the LLM gets ``parts`` too: ``base`` + the adapter's own (LLaMA-Adapter:
+    ``prompts``, ``gates``; LaVIN: ``adapters``, ``modality_embedding``).
     """
+    from eim.model.adapters import lm_adapter
+
     def count(params):
         return sum(p.numel() for p in {id(p): p for p in params}.values())
 
@@ -128,8 +153,11 @@ def segment_counts(model):
         module = getattr(model, seg)
         out[seg] = {"total": count(module.parameters()), "trainable": count(model.segment_tunable(seg))}
     v = model.vision
-    tuning = [p for n, p in v.named_parameters() if n == "prompts" or "lora_" in n]
+    tuning = [p for n, p in v.named_parameters() if n == "prompts" or "lora_" in n or n.startswith("adapters.")]
     proj = count(v.visual_projection.parameters()) if v.visual_projection is not None else 0
     out["vision"]["parts"] = {"tower": out["vision"]["total"] - proj - count(tuning), "output_layer": proj,
                               "tuning": count(tuning)}
+    adapter = lm_adapter(model.lm)
+    if adapter is not None:
+        out["lm"]["parts"] = {"base": out["lm"]["total"] - count(adapter.parameters()), **adapter.parts()}
     return out

@@ -4,11 +4,15 @@ Feature modes:
 - ``pooled`` — ClipCap's input: ``visual_projection(post_layernorm(h[:, 0]))``, 512-d for ViT-B/32.
 - ``full``  — EIM's choice: ``post_layernorm`` applied to the [CLS] and every patch token, and no
   output layer (``visual_projection`` is not part of the segment, so it is not counted or saved).
+  With ``cls_every: k`` (LaVIN) the features are instead the [CLS] token after every k-th block,
+  counted back from the last (k = 4 on ViT-L/14's 24 blocks: blocks 4, 8, …, 24 -> 6 tokens), with
+  neither ``post_layernorm`` nor the output layer.
 
 Trainable modes: ``frozen``; ``prompt`` — visual prompt tuning (Jia et al. 2022): learnable
 tokens inserted after [CLS] before the transformer (``shallow``), or replaced at every layer
 (``deep``); they are dropped from the output so the feature count is unchanged; ``lora`` (peft,
-on q/v projections); ``full``.
+on q/v projections); ``full``; ``lavin`` — LaVIN's RepAdapters (router or plain) before the
+attention of every block (:mod:`eim.model.adapters`), zero-initialised.
 
 CLIP's text tower and the projections are not held here; the EIM code loads them from the same
 CLIP folder when it builds the text bank or the ``loss_IE`` head (see :func:`load_clip_parts`).
@@ -41,6 +45,10 @@ class VisionTower(nn.Module):
 
             lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=["q_proj", "v_proj"])
             self.vision_model = inject_adapter_in_model(lcfg, self.vision_model)
+        if cfg.trainable == "lavin":
+            from eim.model.adapters import attach_clip_adapters
+
+            self.adapters = attach_clip_adapters(self.vision_model, cfg)  # hooks on each block's attention
 
     @property
     def out_dim(self):
@@ -52,8 +60,14 @@ class VisionTower(nn.Module):
     def num_tokens(self):
         """Visual tokens per image in ``full`` mode ([CLS] + patches, or ``cfg.num_tokens``)."""
         c = self.vision_model.config
-        n = (c.image_size // c.patch_size) ** 2 + 1
+        n = len(self.cls_blocks) if self.cfg.cls_every else (c.image_size // c.patch_size) ** 2 + 1
         return min(n, self.cfg.num_tokens) if self.cfg.num_tokens else n
+
+    @property
+    def cls_blocks(self):
+        """Blocks whose [CLS] output is a feature when ``cls_every`` is set (0-based, every k-th from the last)."""
+        n = self.vision_model.config.num_hidden_layers
+        return sorted(range(n - 1, -1, -self.cfg.cls_every)) if self.cfg.cls_every else []
 
     def tunable_parameters(self):
         """The parameters the configured tuning method trains (empty when frozen)."""
@@ -64,10 +78,13 @@ class VisionTower(nn.Module):
             return [self.prompts]
         if mode == "lora":
             return [p for n, p in self.named_parameters() if "lora_" in n]
+        if mode == "lavin":
+            return list(self.adapters.parameters())
         return list(self.parameters())
 
-    def encode(self, pixel_values):
-        """Run the ViT. Returns the last hidden state [B, 1+L, D] with prompt tokens removed."""
+    def encode(self, pixel_values, blocks=None):
+        """Run the ViT. Returns the last hidden state [B, 1+L, D] with prompt tokens removed; with
+        ``blocks`` (a list, filled in place) also each block's output [B, 1+P+L, D]."""
         vm = self.vision_model
         h = vm.embeddings(pixel_values.to(vm.embeddings.patch_embedding.weight.dtype))  # [B, 1+L, D]
         P = 0
@@ -82,6 +99,8 @@ class VisionTower(nn.Module):
                 h = torch.cat([h[:, :1], prompts, h[:, 1 + P :]], dim=1)
             h = layer(h, None)
             h = h[0] if isinstance(h, tuple) else h
+            if blocks is not None:
+                blocks.append(h)
         if P:
             h = torch.cat([h[:, :1], h[:, 1 + P :]], dim=1)
         return h
@@ -91,10 +110,15 @@ class VisionTower(nn.Module):
         return self.vision_model.post_layernorm(self.encode(pixel_values)[:, 0])
 
     def forward(self, pixel_values, return_cls=False):
-        h = self.encode(pixel_values)
+        blocks = [] if self.cfg.cls_every else None
+        h = self.encode(pixel_values, blocks)
         cls = self.vision_model.post_layernorm(h[:, 0])  # [B, D]
         if self.cfg.features == "pooled":
             feats = self.visual_projection(cls)  # [B, D_proj]
+        elif self.cfg.cls_every:  # LaVIN: raw [CLS] of every k-th block [B, K, D]
+            feats = torch.stack([blocks[i][:, 0] for i in self.cls_blocks], dim=1)
+            if self.cfg.num_tokens:
+                feats = feats[:, : self.cfg.num_tokens]
         else:
             feats = self.vision_model.post_layernorm(h)  # [B, T, D]
             if self.cfg.num_tokens:
