@@ -11,13 +11,22 @@ Row i is dataset index i. Rows are stored L2-normalised in ``eim.bank_dtype`` as
 ``RUN_DIR/banks/<name>.safetensors`` with ``<name>.json`` holding the fingerprint (model id and
 weights digest, tokenizer digest, dataset file digests and record count, settings). A bank whose
 fingerprint differs is rebuilt, or refused under ``--no-rebuild``; never used silently. Building
-writes ``<name>.parts/`` every ``PART_ROWS`` rows, so an interrupted build resumes.
+writes ``<name>.parts/`` one block of ``PART_ROWS`` rows at a time, so an interrupted build
+resumes.
+
+Several processes (``torchrun``/``accelerate launch``: a process group is initialised): rank 0
+checks the fingerprint and tells the others; a build splits the blocks across ranks (each encodes
+a contiguous ~N/W of the rows), rank 0 joins the parts into the bank file, and every rank loads
+it. ``shard=True``: each rank keeps only its contiguous row range
+(:func:`eim.distributed.shard_range`, read straight from the file) and the EIM losses use
+:func:`eim.distributed.sharded_bank_infonce` — for banks too large for one device.
 
     eim banks build clipcap_eim --data DATA/coco --out runs/eim
 """
 
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -25,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from eim import distributed as D
 from eim.errors import EIMError
 from eim.io import load_tensors, save_tensors, write_json
 
 BANK_VERSION = 1  # bump when the way a bank is computed changes
-PART_ROWS = 4096
+PART_ROWS = 4096  # rows per part file (one block of an interrupted or multi-process build)
 _DIGESTS = {}
 
 
@@ -64,20 +74,37 @@ def dataset_fingerprint(dataset):
 
 
 class BankProvider:
-    """Builds or loads the banks a run needs; ``get(name) -> Tensor [N, d]`` (unit rows)."""
+    """Builds or loads the banks a run needs; ``get(name) -> Tensor [N, d]`` (unit rows), or this
+    rank's rows ``[shard_offset(name), +n)`` when ``sharded``."""
 
     NAMES = ("text", "embed", "lm")
 
     def __init__(self, recipe, dataset, run_dir, model=None, tokenizer=None, image_processor=None,
-                 no_rebuild=False, quiet=False, device="cpu", banks_dir=None):
+                 no_rebuild=False, quiet=False, device="cpu", banks_dir=None, shard=False):
         self.recipe, self.dataset = recipe, dataset
         self.dir = Path(banks_dir) if banks_dir else Path(run_dir) / "banks"
         self.model, self.tok, self.proc = model, tokenizer, image_processor
         self.no_rebuild, self.quiet, self.device = no_rebuild, quiet, device
+        self.shard = shard
         self._banks, self._groups = {}, None
         self.events = []  # ("built" | "reused", name): what happened, for tests and the demo
 
     # --- public ---------------------------------------------------------------------------------
+    @property
+    def sharded(self):
+        """True when ``get`` returns row shards (``shard=True`` and several processes)."""
+        return self.shard and D.is_distributed()
+
+    def shard_offset(self, name):
+        """First bank row this rank holds (0 unless ``sharded``); the same for every bank."""
+        return self._rows()[0]
+
+    def _rows(self):
+        """(offset, count) of the rows this rank holds."""
+        if not self.sharded:
+            return 0, len(self.dataset)
+        return D.shard_range(len(self.dataset), D.world_size(), D.rank())
+
     def get(self, name):
         if name not in self._banks:
             self._banks[name] = self._load_or_build(name)
@@ -108,55 +135,90 @@ class BankProvider:
     def _load_or_build(self, name):
         if name not in self.NAMES:
             raise EIMError(f"unknown bank {name!r} (allowed: {', '.join(self.NAMES)})")
+        path = self.dir / f"{name}.safetensors"
+        # rank 0 decides (one fingerprint: weight digests are read once), everyone follows
+        decision = self._decide(name, path) if D.rank() == 0 else None
+        action, fp, msg = D.broadcast_object(decision)
+        if action == "error":
+            raise EIMError(msg)
+        if msg:
+            self._say(msg)
+        if action == "build":
+            bank = self._build(name, fp)
+            if D.rank() == 0:
+                save_tensors({"bank": bank}, path, {"fingerprint": json.dumps(fp)})
+                write_json(fp, self.dir / f"{name}.json")
+                shutil.rmtree(self.dir / f"{name}.parts", ignore_errors=True)
+            D.barrier()
+            if D.world_size() > 1 or self.sharded:
+                bank = None  # built in parts across ranks: every rank reads the joined file
+        else:
+            bank = None
+        self.events.append(("built" if action == "build" else "reused", name))
+        return bank if bank is not None else self._read(path)
+
+    def _decide(self, name, path):
+        """-> (action "reuse" | "build" | "error", fingerprint, message)."""
         fp = self.fingerprint(name)
-        path, meta = self.dir / f"{name}.safetensors", self.dir / f"{name}.json"
+        meta = self.dir / f"{name}.json"
         if path.exists() and meta.exists():
             old = json.loads(meta.read_text())
             if old == fp:
-                self.events.append(("reused", name))
-                self._say(f"bank {name}: fingerprint matches, reusing {path}")
-                return load_tensors(path)[0]["bank"]
+                return "reuse", fp, f"bank {name}: fingerprint matches, reusing {path}"
             diff = sorted(k for k in fp if old.get(k) != fp[k])
             if self.no_rebuild:
-                raise EIMError(f"{path}: feature bank was built from different inputs (changed: {', '.join(diff)}) "
-                               "and --no-rebuild is set; delete the bank or drop --no-rebuild to rebuild it")
-            self._say(f"bank {name}: inputs changed ({', '.join(diff)}), rebuilding")
-        bank = self._build(name, fp)
-        save_tensors({"bank": bank}, path, {"fingerprint": json.dumps(fp)})
-        write_json(fp, meta)
-        shutil.rmtree(self.dir / f"{name}.parts", ignore_errors=True)
-        self.events.append(("built", name))
-        return bank
+                return "error", fp, (f"{path}: feature bank was built from different inputs (changed: {', '.join(diff)}) "
+                                     "and --no-rebuild is set; delete the bank or drop --no-rebuild to rebuild it")
+            return "build", fp, f"bank {name}: inputs changed ({', '.join(diff)}), rebuilding"
+        return "build", fp, None
+
+    def _read(self, path):
+        """The whole bank, or this rank's rows of it when sharded (read without the rest)."""
+        if not self.sharded:
+            return load_tensors(path)[0]["bank"]
+        from safetensors import safe_open
+
+        off, n = self._rows()
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_slice("bank")[off : off + n]
 
     def _build(self, name, fp):
-        """Encode every row in index order, saving parts so an interrupted build resumes."""
+        """Encode every row in index order, one ``PART_ROWS`` block per part file, so an
+        interrupted build resumes; with several ranks each encodes a contiguous share of the
+        blocks. Returns the whole bank on rank 0 (None elsewhere)."""
         parts = self.dir / f"{name}.parts"
-        parts.mkdir(parents=True, exist_ok=True)
-        fp_file = parts / "fingerprint.json"
-        if fp_file.exists() and json.loads(fp_file.read_text()) != fp:
-            shutil.rmtree(parts)
-            parts.mkdir(parents=True)
-        write_json(fp, fp_file)
-        encode = self._encoder(name)
+        P, N, bs = PART_ROWS, len(self.dataset), self.recipe.eim.bank_batch_size
+        layout = {**fp, "part_rows": P}
+        if D.rank() == 0:
+            parts.mkdir(parents=True, exist_ok=True)
+            fp_file = parts / "fingerprint.json"
+            if fp_file.exists() and json.loads(fp_file.read_text()) != layout:
+                shutil.rmtree(parts)
+                parts.mkdir(parents=True)
+            write_json(layout, fp_file)
+        D.barrier()  # the parts folder is ready before anyone writes into it
         dtype = getattr(torch, self.recipe.eim.bank_dtype)
-        N, bs = len(self.dataset), self.recipe.eim.bank_batch_size
-        done = sorted(int(p.stem) for p in parts.glob("*.safetensors"))
-        start = (done[-1] + load_tensors(parts / f"{done[-1]}.safetensors")[0]["rows"].shape[0]) if done else 0
-        bar = tqdm(total=N, initial=start, desc=f"bank {name}", disable=self.quiet, dynamic_ncols=True)
-        rows, part_start = [], start
-        with torch.inference_mode():
-            for i in range(start, N, bs):
-                samples = [self.dataset[j] for j in range(i, min(i + bs, N))]
-                rows.append(F.normalize(encode(samples).float(), dim=-1).to(dtype).cpu())
-                bar.update(len(samples))
-                n_rows = sum(r.shape[0] for r in rows)
-                if n_rows >= PART_ROWS or i + bs >= N:
-                    save_tensors({"rows": torch.cat(rows)}, parts / f"{part_start}.safetensors")
-                    part_start += n_rows
-                    rows = []
-        bar.close()
-        chunks = [load_tensors(parts / f"{s}.safetensors")[0]["rows"]
-                  for s in sorted(int(p.stem) for p in parts.glob("*.safetensors"))]
+        blocks = math.ceil(N / P)
+        first, count = D.shard_range(blocks, D.world_size(), D.rank())
+        todo = [b for b in range(first, first + count) if not (parts / f"{b * P}.safetensors").exists()]
+        if todo:
+            encode = self._encoder(name)
+            rows = sum(min(P, N - b * P) for b in todo)
+            bar = tqdm(total=rows, desc=f"bank {name}", disable=self.quiet or D.rank() != 0, dynamic_ncols=True)
+            with torch.inference_mode():
+                for b in todo:
+                    s, e = b * P, min((b + 1) * P, N)
+                    out = []
+                    for i in range(s, e, bs):
+                        samples = [self.dataset[j] for j in range(i, min(i + bs, e))]
+                        out.append(F.normalize(encode(samples).float(), dim=-1).to(dtype).cpu())
+                        bar.update(len(samples))
+                    save_tensors({"rows": torch.cat(out)}, parts / f"{s}.safetensors")
+            bar.close()
+        D.barrier()  # every block is written
+        if D.rank() != 0:
+            return None
+        chunks = [load_tensors(parts / f"{b * P}.safetensors")[0]["rows"] for b in range(blocks)]
         bank = torch.cat(chunks) if chunks else torch.zeros(0, 1, dtype=dtype)
         assert bank.shape[0] == N, f"bank {name}: {bank.shape[0]} rows for {N} samples"
         return bank
@@ -210,5 +272,5 @@ class BankProvider:
         return encode
 
     def _say(self, msg):
-        if not self.quiet:
+        if not self.quiet and D.rank() == 0:
             print(msg, flush=True)

@@ -22,25 +22,72 @@ from eim.contrastive import bank_infonce
 
 
 class _BankLoss(nn.Module):
+    """Shared InfoNCE plumbing. A loss is a mean over its queries; :meth:`count` says how many a
+    batch has (before any forward), so the trainer can normalise by the global count across
+    ranks and accumulation steps (:mod:`eim.train.trainer`). ``batch["valid"]`` (when present)
+    marks the rows that are real samples: a rank whose share of a short last batch is empty gets
+    a padding row, run through the model but excluded from every loss.
+
+    With a row-sharded provider (``banks.sharded``) the loss is
+    :func:`eim.distributed.sharded_bank_infonce`, a collective: every rank calls it every step,
+    with an empty query when it has none.
+    """
+
     name = None
+    needs_image = True
 
     def __init__(self, recipe, banks):
         super().__init__()
         self.recipe, self.banks = recipe, banks
+        self._device_bank = None  # (device, tensor): the bank moved once, not every step
 
-    def infonce(self, query, index):
+    def _bank(self, device):
+        if self._device_bank is None or self._device_bank[0] != device:
+            self._device_bank = (device, self.banks.get(self.bank_name).to(device))
+        return self._device_bank[1]
+
+    def query_rows(self, batch):
+        """Bool [B]: rows that are queries of this loss."""
+        rows = batch["valid"] if "valid" in batch else torch.ones_like(batch["has_image"])
+        return rows & batch["has_image"] if self.needs_image else rows
+
+    def count(self, batch):
+        return int(self.query_rows(batch).sum())
+
+    def infonce(self, query, index, like=None):
+        """Mean InfoNCE of ``query`` [B', d] (B' may be 0) against this loss's bank.
+
+        ``like``: a graph-connected tensor to build the zero from when there is no query, so
+        every trainable parameter that ran still gets a (zero) gradient (DDP expects that).
+        """
         e = self.recipe.eim
-        bank = self.banks.get(self.bank_name)
+        sharded = getattr(self.banks, "sharded", False)
+        if query is None:
+            d = self.banks.get(self.bank_name).shape[1]
+            query = torch.zeros(0, d, device=index.device)
+        if query.shape[0] == 0 and not sharded:
+            return (like.sum() if like is not None else query.sum()) * 0.0
+        dev = query.device
+        bank = self._bank(dev)
+        index = index.to(dev)
+        offset = self.banks.shard_offset(self.bank_name) if sharded else 0
         exclude = None
         if e.same_image == "mask":
             g = self.banks.groups()
-            exclude = (g[index.cpu()].to(query.device), g.to(query.device))
-        return bank_infonce(query, bank.to(query.device), index, tau=e.tau, exclude=exclude,
-                            normalized=True, chunk_size=e.chunk_size)
+            exclude = (g[index.cpu()].to(dev), g[offset : offset + bank.shape[0]].to(dev))
+        # the softmax runs in float32 even under mixed-precision autocast (DESIGN §2)
+        with torch.autocast(dev.type, enabled=False):
+            if sharded:
+                from eim.distributed import sharded_bank_infonce
 
-    def _zero(self, ctx):
-        p = next(ctx.model.parameters())
-        return {f"loss_{self.name}": p.new_zeros(()) * 0.0}
+                loss = sharded_bank_infonce(query, bank, offset, index, tau=e.tau, exclude=exclude,
+                                            normalized=True, chunk_size=e.chunk_size)
+            else:
+                loss = bank_infonce(query, bank, index, tau=e.tau, exclude=exclude, normalized=True,
+                                    chunk_size=e.chunk_size)
+        if query.shape[0] == 0 and like is not None:
+            loss = loss + like.sum() * 0.0
+        return loss
 
 
 class STLoss(_BankLoss):
@@ -49,17 +96,19 @@ class STLoss(_BankLoss):
     name, bank_name = "st", "embed"
 
     def forward(self, ctx):
-        has = ctx.batch["has_image"]
-        if not has.any():
-            return self._zero(ctx)
-        q = ctx.image_tokens.mean(dim=1)  # [B, D_lm]
-        return {"loss_st": self.infonce(q[has], ctx.batch["index"][has])}
+        b = ctx.batch
+        rows = self.query_rows(b)
+        q = None if ctx.features is None else ctx.image_tokens.mean(dim=1)  # [B, D_lm]
+        if q is None:
+            return {"loss_st": self.infonce(None, b["index"][rows])}
+        return {"loss_st": self.infonce(q[rows], b["index"][rows], like=q)}
 
 
 class LMLoss(_BankLoss):
     """loss_LM: tuned LLM's last-token hidden state vs the frozen LLM's [EOS] bank Kb."""
 
     name, bank_name = "lm", "lm"
+    needs_image = False  # text mode reads no image; multimodal mode splices one when there is one
 
     def forward(self, ctx):
         b, model = ctx.batch, ctx.model
@@ -74,7 +123,8 @@ class LMLoss(_BankLoss):
                            output_hidden_states=True, use_cache=False)
             last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # last real position (any padding side)
         h = out.hidden_states[-1][torch.arange(last.shape[0], device=last.device), last]  # [B, D]
-        return {"loss_lm": self.infonce(h, b["index"])}
+        rows = self.query_rows(b)
+        return {"loss_lm": self.infonce(h[rows], b["index"][rows], like=h)}
 
 
 class IELoss(_BankLoss):
@@ -102,13 +152,18 @@ class IELoss(_BankLoss):
             d_text = banks.get("text").shape[1]
             self.head = nn.Linear(vt.vision_model.config.hidden_size, d_text)
 
+    def count(self, batch):
+        # the [CLS] query exists only when CLIP runs in the loop (pixels, not cached features)
+        return super().count(batch) if batch.get("pixel_values") is not None else 0
+
     def forward(self, ctx):
-        has = ctx.batch["has_image"]
-        if not has.any() or ctx.cls is None:
-            return self._zero(ctx)
+        b = ctx.batch
+        rows = self.query_rows(b)
+        if ctx.cls is None:
+            return {"loss_ie": self.infonce(None, b["index"][rows])}
         head = self.head if self.head is not None else ctx.model.vision.visual_projection
-        q = head(ctx.cls[has])  # [B', D_text]
-        return {"loss_ie": self.infonce(q, ctx.batch["index"][has])}
+        q = head(ctx.cls)  # [B, D_text]
+        return {"loss_ie": self.infonce(q[rows], b["index"][rows], like=q)}
 
 
 def build_eim_loss(name, recipe, banks, model):

@@ -45,12 +45,42 @@ class StepContext:
 
 
 class BaseLoss(nn.Module):
-    """loss_base (eq. 1): autoregressive cross-entropy on the response tokens only."""
+    """loss_base (eq. 1): autoregressive cross-entropy on the response tokens only.
+
+    A mean over the batch's target tokens; :meth:`count` gives their number before any forward
+    (the trainer normalises by the global count over ranks and accumulation steps, so the
+    gradient equals one process's on the whole global batch).
+    """
 
     name = "base"
 
+    def __init__(self, inject="splice"):
+        super().__init__()
+        self.inject = inject
+
+    def count(self, batch):
+        return target_count(batch, self.inject)
+
     def forward(self, ctx):
-        return {"loss_base": ctx.model(ctx.batch, features=ctx.features).loss}
+        out = ctx.model(ctx.batch, features=ctx.features)
+        if self.count(ctx.batch) == 0:  # HF's mean over no token is nan; keep the graph, add 0
+            return {"loss_base": out.logits.sum() * 0.0}
+        return {"loss_base": out.loss}
+
+
+def target_count(batch, inject="splice"):
+    """Number of tokens loss_base averages over in ``batch`` (labels not IGNORE, as spliced).
+
+    :func:`eim.model.splice.splice` never makes a row's first token a target; that token is the
+    first text token exactly when no image prefix is spliced in front of it.
+    """
+    from eim.model.splice import IGNORE
+
+    labels = batch["labels"]  # [B, Lt] right-padded
+    has_prefix = batch.get("features") is not None or batch.get("pixel_values") is not None
+    spliced = batch["has_image"] & has_prefix & (inject == "splice")  # [B]
+    first = (labels[:, 0] != IGNORE) & ~spliced.to(labels.device)
+    return int((labels != IGNORE).sum() - first.sum())
 
 
 LOSS_CLASSES = {"base": BaseLoss}
@@ -61,7 +91,7 @@ def build_losses(stage, recipe, banks=None, model=None):
     out = {}
     for name, weight in stage.losses.items():
         if name == "base":
-            out[name] = (BaseLoss(), weight)
+            out[name] = (BaseLoss(getattr(model, "inject", "splice")), weight)
         else:
             from eim.eim_losses import build_eim_loss
 
