@@ -73,6 +73,43 @@ def dataset_fingerprint(dataset):
             "files": {str(f): file_digest(f) for f in getattr(dataset, "files", [])}}
 
 
+def _write_bank(path, part_files, n, dtype, metadata):
+    """Write the parts' rows, in order, as one safetensors file holding ``bank`` [n, d].
+
+    Streams: the header first, then each part's bytes, so joining an 82 GB bank (10M × 4096
+    float16) needs one part in memory, not the bank twice (``safetensors.torch.save`` builds the
+    whole file in memory)."""
+    import struct
+
+    from safetensors import safe_open
+
+    from eim.io import _atomic
+
+    widths = set()
+    rows = 0
+    for p in part_files:
+        with safe_open(str(p), framework="pt") as f:
+            shape = f.get_slice("rows").get_shape()
+        rows, _ = rows + shape[0], widths.add(shape[1])
+    if rows != n or len(widths) > 1:
+        raise EIMError(f"{path}: parts hold {rows} rows of widths {sorted(widths)} for {n} samples; "
+                       f"delete {path.parent / (path.stem + '.parts')} and rebuild")
+    d = widths.pop() if widths else 1
+    code = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}[dtype]
+    nbytes = n * d * dtype.itemsize
+    header = json.dumps({"__metadata__": metadata,
+                         "bank": {"dtype": code, "shape": [n, d], "data_offsets": [0, nbytes]}}).encode()
+    header += b" " * (-len(header) % 8)  # the format aligns the data to 8 bytes
+
+    def write(f):
+        f.write(struct.pack("<Q", len(header)) + header)
+        for p in part_files:
+            t = load_tensors(p)[0]["rows"].to(dtype).contiguous()
+            f.write(t.view(torch.uint8).numpy().tobytes())
+
+    _atomic(path, write)
+
+
 class BankProvider:
     """Builds or loads the banks a run needs; ``get(name) -> Tensor [N, d]`` (unit rows), or this
     rank's rows ``[shard_offset(name), +n)`` when ``sharded``."""
@@ -144,18 +181,15 @@ class BankProvider:
         if msg:
             self._say(msg)
         if action == "build":
-            bank = self._build(name, fp)
-            if D.rank() == 0:
-                save_tensors({"bank": bank}, path, {"fingerprint": json.dumps(fp)})
+            part_files = self._build(name, fp)
+            if D.rank() == 0:  # join the parts into the bank file, one part in memory at a time
+                _write_bank(path, part_files, len(self.dataset), getattr(torch, self.recipe.eim.bank_dtype),
+                            {"fingerprint": json.dumps(fp)})
                 write_json(fp, self.dir / f"{name}.json")
                 shutil.rmtree(self.dir / f"{name}.parts", ignore_errors=True)
-            D.barrier()
-            if D.world_size() > 1 or self.sharded:
-                bank = None  # built in parts across ranks: every rank reads the joined file
-        else:
-            bank = None
+            D.barrier()  # the file is whole before anyone reads it
         self.events.append(("built" if action == "build" else "reused", name))
-        return bank if bank is not None else self._read(path)
+        return self._read(path)
 
     def _decide(self, name, path):
         """-> (action "reuse" | "build" | "error", fingerprint, message)."""
@@ -185,7 +219,7 @@ class BankProvider:
     def _build(self, name, fp):
         """Encode every row in index order, one ``PART_ROWS`` block per part file, so an
         interrupted build resumes; with several ranks each encodes a contiguous share of the
-        blocks. Returns the whole bank on rank 0 (None elsewhere)."""
+        blocks. Returns the part files, in row order."""
         parts = self.dir / f"{name}.parts"
         P, N, bs = PART_ROWS, len(self.dataset), self.recipe.eim.bank_batch_size
         layout = {**fp, "part_rows": P}
@@ -216,12 +250,7 @@ class BankProvider:
                     save_tensors({"rows": torch.cat(out)}, parts / f"{s}.safetensors")
             bar.close()
         D.barrier()  # every block is written
-        if D.rank() != 0:
-            return None
-        chunks = [load_tensors(parts / f"{b * P}.safetensors")[0]["rows"] for b in range(blocks)]
-        bank = torch.cat(chunks) if chunks else torch.zeros(0, 1, dtype=dtype)
-        assert bank.shape[0] == N, f"bank {name}: {bank.shape[0]} rows for {N} samples"
-        return bank
+        return [parts / f"{b * P}.safetensors" for b in range(blocks)]
 
     def _encoder(self, name):
         from eim.model.splice import TextEncoder, pad_ids

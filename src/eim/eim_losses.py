@@ -162,7 +162,7 @@ class IELoss(_BankLoss):
         if ctx.cls is None:
             return {"loss_ie": self.infonce(None, b["index"][rows])}
         head = self.head if self.head is not None else ctx.model.vision.visual_projection
-        q = head(ctx.cls)  # [B, D_text]
+        q = head(ctx.cls.to(head.weight.dtype))  # [B, D_text]; CLIP may run in another precision
         return {"loss_ie": self.infonce(q[rows], b["index"][rows], like=q)}
 
 

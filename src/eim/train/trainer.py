@@ -118,8 +118,18 @@ class StageStep(nn.Module):
         self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
         self.need_cls = need_cls
         self.image_params = list(image_params)  # plain list: already registered under .model/.losses
-        # FSDP's transformer auto-wrap reads this: the blocks of every HF model inside (CLIP, LLM)
-        self._no_split_modules = sorted({c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or ())})
+        # FSDP's transformer auto-wrap reads _no_split_modules: the blocks of the HF models inside
+        self._block_names = sorted({c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or ())})
+
+    @property
+    def _no_split_modules(self):
+        """Block classes present now (FSDP2 renames a wrapped class X to FSDPX)."""
+        present = {type(m).__name__ for m in self.model.modules()}
+        return sorted(n for b in self._block_names for n in (b, "FSDP" + b) if n in present)
+
+    def set_stage(self, losses, need_cls, image_params):
+        self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
+        self.need_cls, self.image_params = need_cls, list(image_params)
 
     def forward(self, batch):
         ctx = StepContext(self.model, batch, need_cls=self.need_cls)
@@ -172,6 +182,7 @@ class Trainer:
     def run(self, resume=False):
         """Train every stage in order; returns ``[stage summary dicts]``."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model.to(self.acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
         if self.acc.is_main_process:
             save_recipe(self.recipe, self.run_dir)
         summaries = []
@@ -186,6 +197,8 @@ class Trainer:
         return summaries
 
     def run_stage(self, k, stage, d, resume):
+        from accelerate.utils import DistributedType
+
         r, model, acc = self.recipe, self.model, self.acc
         t0 = time.time()
         trainable = self._set_trainable(stage)
@@ -234,13 +247,19 @@ class Trainer:
         loader = torch.utils.data.DataLoader(_Rows(self.dataset), batch_sampler=sampler, collate_fn=collate,
                                              num_workers=r.train.num_workers)
         image_segs = [p for seg in ("vision", "projector") if seg in stage.trainable for p in model.segment_tunable(seg)]
-        step_module = StageStep(model, losses, need_cls="ie" in stage.losses,
-                                image_params=(image_segs + loss_params) if self.world > 1 else ())
+        image_params = (image_segs + loss_params) if self.world > 1 else ()
+        step_module = getattr(self, "_fsdp_root", None)
+        if step_module is None:
+            step_module = StageStep(model, losses, need_cls="ie" in stage.losses, image_params=image_params)
+        else:  # FSDP shards the model in place, once: later stages reuse the wrapped root
+            step_module.set_stage(losses, "ie" in stage.losses, image_params)
         if acc.state.deepspeed_plugin is not None:  # DeepSpeed wants the batch geometry; we prepare no loader
             acc.state.deepspeed_plugin.deepspeed_config.update(
                 train_micro_batch_size_per_gpu=r.train.batch_size, gradient_accumulation_steps=A,
                 train_batch_size=r.train.batch_size * A * self.world)
         step_p, opt_p = acc.prepare(step_module, opt)
+        if acc.distributed_type == DistributedType.FSDP:
+            self._fsdp_root = step_p
         if resuming and self._engine_shards:
             acc.load_state(str(ckpt / "state"))
         step_p.train()
@@ -267,6 +286,8 @@ class Trainer:
                     acc.backward(sum(w * s * v for w, s, v in zip(weights, scale, vals)))
                     sums += torch.stack([v.detach().double() for v in vals]) * torch.tensor(
                         cnt, dtype=torch.float64, device=acc.device)
+            if acc.distributed_type == DistributedType.FSDP and self.world > 1:
+                _average_grads(loss_params)  # a loss's own head joined after FSDP wrapped the root
             opt_p.step()
             sched.step()
             opt_p.zero_grad(set_to_none=True)
@@ -377,6 +398,15 @@ def make_accelerator(recipe):
     return Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision),
                        cpu=not torch.cuda.is_available(), gradient_accumulation_steps=recipe.train.grad_accum,
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))])
+
+
+def _average_grads(params):
+    """Mean of each gradient over ranks (parameters no DDP/FSDP wrapper reduces)."""
+    from eim.distributed import world_size
+
+    for p in params:
+        if p.grad is not None:
+            all_reduce_sum(p.grad).div_(world_size())
 
 
 def _to_device(batch, device):
