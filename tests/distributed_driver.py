@@ -2,12 +2,14 @@
 
     torchrun --nproc-per-node 2 tests/distributed_driver.py sharded OUT_DIR
     torchrun --nproc-per-node 2 tests/distributed_driver.py train-interrupted STAGE STEP -- <eim train args>
+    torchrun --nproc-per-node 2 tests/distributed_driver.py banks-small-parts <eim banks build args>
 
 ``sharded``: every rank evaluates :func:`eim.distributed.sharded_bank_infonce` on the cases of
 :func:`case_data` and saves its loss and query gradient to ``OUT_DIR/rank<r>.pt``; the test
 compares them with the single-process ``bank_infonce`` on the full bank.
 ``train-interrupted``: ``eim train`` that raises after optimiser step STEP of stage STAGE, on
 every rank (a killed job), so the test can resume it.
+``banks-small-parts``: ``eim banks build`` with 4-row parts, so the two ranks share the blocks.
 """
 
 import sys
@@ -90,9 +92,19 @@ def train_interrupted(stage, step, argv):
     return main(["train", *argv])
 
 
+def banks_small_parts(argv):
+    import eim.banks
+    from eim.cli import main
+
+    eim.banks.PART_ROWS = 4
+    return main(["banks", "build", *argv])
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "sharded":
         sharded(sys.argv[2])
     elif sys.argv[1] == "train-interrupted":
         rest = sys.argv[4:]
         sys.exit(train_interrupted(int(sys.argv[2]), int(sys.argv[3]), rest[1:] if rest[:1] == ["--"] else rest))
+    elif sys.argv[1] == "banks-small-parts":
+        sys.exit(banks_small_parts(sys.argv[2:]))

@@ -163,6 +163,19 @@ def test_resume_under_two_processes(tiny_dir, coco, two, tmp_path):
     assert_same_run(two, tmp_path, atol=1e-6)
 
 
+def test_bank_build_shared_by_two_processes_equals_single_process_banks(tiny_dir, coco, single, tmp_path):
+    """``torchrun ... eim banks build`` with 4-row parts: rank 0 encodes blocks 0-3, rank 1
+    blocks 4-6 of the 25 rows; the joined files equal the banks one process built."""
+    check(launch([str(TESTS / "distributed_driver.py"), "banks-small-parts", *train_args(tiny_dir, coco, tmp_path, 2)[1:]]))
+    for name in ("text", "embed", "lm"):
+        got = load_tensors(tmp_path / "banks" / f"{name}.safetensors")[0]["bank"]
+        ref = load_tensors(single / "banks" / f"{name}.safetensors")[0]["bank"]
+        torch.testing.assert_close(got.float(), ref.float(), rtol=0, atol=2e-3, msg=name)
+        assert json.loads((tmp_path / "banks" / f"{name}.json").read_text()) == json.loads(
+            (single / "banks" / f"{name}.json").read_text())
+    assert not list((tmp_path / "banks").glob("*.parts"))
+
+
 # --- pieces, in one process --------------------------------------------------------------------
 def test_rank_shares_of_a_global_batch_are_the_single_process_batch():
     from eim.train.trainer import EpochBatches

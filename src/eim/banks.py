@@ -173,6 +173,7 @@ class BankProvider:
         if name not in self.NAMES:
             raise EIMError(f"unknown bank {name!r} (allowed: {', '.join(self.NAMES)})")
         path = self.dir / f"{name}.safetensors"
+        D.ensure_process_group()  # `torchrun -m eim.cli banks build`: the ranks share the build
         # rank 0 decides (one fingerprint: weight digests are read once), everyone follows
         decision = self._decide(name, path) if D.rank() == 0 else None
         action, fp, msg = D.broadcast_object(decision)

@@ -48,6 +48,18 @@ def rank(group=None):
     return dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
 
 
+def ensure_process_group():
+    """Join the launcher's process group when started by ``torchrun``/``accelerate launch``
+    (``WORLD_SIZE`` > 1) and nothing has yet — e.g. ``eim banks build`` run on 8 processes.
+    Training needs none of this: its ``Accelerator`` joins first."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()
+
+
 def barrier(group=None):
     if is_distributed(group):
         dist.barrier(group=group)
