@@ -36,8 +36,8 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
 
     ``banks_dir``: where feature banks live (default ``out/banks``); runs that share data and
     encoders can share one folder, since a bank is only reused when its fingerprint matches.
-    ``shard_banks``: split banks by rows across processes (default: ``eim.shard_banks`` when the
-    recipe has it, else the ``EIM_SHARD_BANKS`` environment variable).
+    ``shard_banks``: split banks by rows across processes (default: on when the recipe's
+    ``eim.shard_banks`` or the ``EIM_SHARD_BANKS=1`` environment variable says so).
     """
     import torch
 
@@ -48,10 +48,9 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
 
     quiet_transformers()
     acc = accelerator or make_accelerator(recipe)  # first: it joins the process group of a launcher
-    if shard_banks is None:
-        shard_banks = getattr(recipe.eim, "shard_banks", None)
-        if shard_banks is None:
-            shard_banks = os.environ.get("EIM_SHARD_BANKS", "0").lower() not in ("", "0", "false", "no")
+    if shard_banks is None:  # the recipe's eim.shard_banks (once config has it) or the environment turns it on
+        shard_banks = bool(getattr(recipe.eim, "shard_banks", False)) or (
+            os.environ.get("EIM_SHARD_BANKS", "0").lower() not in ("", "0", "false", "no"))
     torch.manual_seed(recipe.train.seed)  # ST init and VPT prompts: a run is reproducible from its recipe
     model, tok = build_model(recipe)
     proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
