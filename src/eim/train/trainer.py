@@ -401,11 +401,14 @@ def make_accelerator(recipe):
 
 
 def _average_grads(params):
-    """Mean of each gradient over ranks (parameters no DDP/FSDP wrapper reduces)."""
+    """Mean of each gradient over ranks, for parameters FSDP does not manage (plain tensors, not
+    the DTensors of the modules it sharded)."""
+    from torch.distributed.tensor import DTensor
+
     from eim.distributed import world_size
 
     for p in params:
-        if p.grad is not None:
+        if p.grad is not None and not isinstance(p, DTensor):
             all_reduce_sum(p.grad).div_(world_size())
 
 
