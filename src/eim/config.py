@@ -167,6 +167,7 @@ class EIMConfig:
     bank_dtype: str = "float16"  # storage dtype of feature banks
     bank_batch_size: int = 64  # rows per forward when building banks
     chunk_size: int = 65536  # bank rows per chunk of the log-sum-exp
+    shard_banks: bool = False  # split banks by rows across processes (exact sharded InfoNCE); for banks larger than one device
 
     def __post_init__(self):
         _choice("eim.ie_head", self.ie_head, ("clip_projection", "linear"))

@@ -48,8 +48,8 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
 
     quiet_transformers()
     acc = accelerator or make_accelerator(recipe)  # first: it joins the process group of a launcher
-    if shard_banks is None:  # the recipe's eim.shard_banks (once config has it) or the environment turns it on
-        shard_banks = bool(getattr(recipe.eim, "shard_banks", False)) or (
+    if shard_banks is None:  # the recipe's eim.shard_banks or the environment turns it on
+        shard_banks = recipe.eim.shard_banks or (
             os.environ.get("EIM_SHARD_BANKS", "0").lower() not in ("", "0", "false", "no"))
     torch.manual_seed(recipe.train.seed)  # ST init and VPT prompts: a run is reproducible from its recipe
     model, tok = build_model(recipe)
