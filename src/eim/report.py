@@ -96,7 +96,7 @@ def write_report(out, summary, results, test_ds):
 
     # timings
     h.append("<h2>Wall-clock</h2><table><tr><th>model</th><th>stages (steps, seconds)</th><th>train s</th>"
-             "<th>eval s</th></tr>")
+             "<th>generation s</th></tr>")
     for v in variants:
         d = summary["variants"][v]
         st = "<br>".join(f"{s['name']} [{'+'.join(s['losses'])}]: {s['steps']} steps, {s['seconds_mean']:.1f} s"
