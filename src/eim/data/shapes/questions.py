@@ -72,6 +72,9 @@ def llava_conversation(rng, s, caption):
         (f"What color is the {o.shape} {where(o)}?", f"It is {o.colour}."),
         (f"Is the {o.name} big or small?", f"It is {'big' if o.size == 'large' else 'small'}."),
     ]
+    # MME-style yes/no questions, so an instruction-tuned model learns to answer in that form
+    # (MME counts an answer only when it starts with yes/no).
+    asks += mme_pair(rng.choice(("existence", "color")), rng, s) or []
     rng.shuffle(asks)
     turns += asks[: rng.randint(1, 2)]
     conv = []
