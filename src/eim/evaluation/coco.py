@@ -178,7 +178,8 @@ def score_captions(gts, res, *, spice=None, timings=None):
     return result
 
 
-def _load_json(path, what):
+def load_json(path, what):
+    """Read a JSON file the scorers take; a missing or malformed file is a DataError naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} file not found", file=path)
@@ -204,7 +205,7 @@ def load_karpathy_references(path, split="test"):
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}", remedy=f"use one of {', '.join(SPLITS)}")
-    data = _load_json(path, "Karpathy dataset_coco.json")
+    data = load_json(path, "Karpathy dataset_coco.json")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError('expected {"images": [...]} (Karpathy dataset_coco.json)', file=path)
     refs = {}
@@ -232,7 +233,7 @@ def load_karpathy_references(path, split="test"):
 
 def load_predictions(path):
     """{image_id: caption} from a standard COCO results list ``[{"image_id", "caption"}, ...]``."""
-    data = _load_json(path, "predictions")
+    data = load_json(path, "predictions")
     if not isinstance(data, list):
         raise DataError('expected a COCO results list [{"image_id": ..., "caption": ...}, ...]',
                         file=path)

@@ -16,11 +16,11 @@ choice, a failed parse (or a letter beyond the problem's choices) counts as wron
 in ``unparsed`` — scores are deterministic and a model is not credited for luck.
 """
 
-import json
 import re
 from pathlib import Path
 
 from eim.errors import DataError
+from eim.evaluation.coco import load_json
 
 ANSWER_RE = re.compile(r"The answer is ([A-Z]).")
 OPTIONS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -112,17 +112,6 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None):
     return out
 
 
-def _load_json(path, what):
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file not found", file=path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e})", file=path) from None
-
-
 def load_split_qids(problems_path, split="test", splits_path=None):
     """The qids of ``split`` from pid_splits.json (default: next to problems.json, DESIGN §5)."""
     if splits_path is None:
@@ -132,7 +121,7 @@ def load_split_qids(problems_path, split="test", splits_path=None):
         raise DataError("split file not found", file=splits_path,
                         remedy="put ScienceQA's pid_splits.json next to problems.json or pass "
                         "--splits FILE")
-    splits = _load_json(splits_path, "pid_splits")
+    splits = load_json(splits_path, "pid_splits")
     if not isinstance(splits, dict) or split not in splits:
         names = ", ".join(splits) if isinstance(splits, dict) else "none"
         raise DataError(f"no split {split!r} (splits present: {names})", file=splits_path)
@@ -141,13 +130,13 @@ def load_split_qids(problems_path, split="test", splits_path=None):
 
 def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=None):
     """:func:`score_scienceqa` on problems.json, a {qid: text} predictions file and a split."""
-    problems = _load_json(problems_path, "problems")
+    problems = load_json(problems_path, "problems")
     if not isinstance(problems, dict):
         raise DataError("expected {qid: problem} (ScienceQA problems.json)", file=problems_path)
     for qid, p in problems.items():
         if not isinstance(p, dict) or "choices" not in p or "answer" not in p:
             raise DataError('problem needs "choices" and "answer"', file=problems_path, record=qid)
-    predictions = _load_json(pred_path, "predictions")
+    predictions = load_json(pred_path, "predictions")
     if not isinstance(predictions, dict):
         raise DataError('expected {qid: "generated text"}', file=pred_path)
     qids = load_split_qids(problems_path, split, splits_path)
