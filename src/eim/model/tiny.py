@@ -19,7 +19,12 @@ def make_tokenizer(texts, vocab_size=400, padding_side="right"):
 def make_tiny_clip(out_dir, tokenizer, image_size=32, patch_size=8, width=32, layers=2, heads=2,
                    projection_dim=24, text_width=32, seed=0):
     """Save a random ``CLIPModel`` + the tokenizer + a CLIP image processor to ``out_dir``."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPModel
+
+    try:  # the PIL backend: torchvision must not be installed beside the CPU torch here
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
 
     torch.manual_seed(seed)
     cfg = CLIPConfig(
