@@ -196,3 +196,17 @@ def test_caption_command_prints_one_caption_per_image(tiny_dir, data, tmp_path, 
     assert [l.split("\t")[0] for l in lines] == imgs
     assert main(["caption", str(tmp_path), str(tmp_path / "missing.png")]) == 2
     assert "missing.png: image file not found" in capsys.readouterr().err
+
+
+def test_lora_modes_train_only_lora_and_projector(tiny_dir, data, tmp_path):
+    over = steps("l", 2, 3, **{"vision.trainable": "lora", "lm.trainable": "lora", "lm.lora_target": ["c_attn"]})
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides=over)
+    train(recipe, data, tmp_path, quiet=True)
+    final = load_tensors(tmp_path / "stage-2-base_ie" / "model.safetensors")[0]
+    assert final and all(k.startswith("projector.") or "lora_" in k for k in final)
+    assert any(k.startswith("vision.") for k in final) and any(k.startswith("lm.") for k in final)
+    torch.manual_seed(recipe.train.seed)
+    model, _ = build_model(recipe)
+    init = tunable_state(model)
+    lm_lora_b = [k for k in final if k.startswith("lm.") and "lora_B" in k]
+    assert lm_lora_b and any(not torch.equal(final[k], init[k]) for k in lm_lora_b)  # LoRA B starts at 0, then trains
