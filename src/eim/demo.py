@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VARIANTS = ("clipcap", "clipcap_eim", "clipcap_joint")
-LABELS = {"clipcap": "ClipCap (baseline)", "clipcap_eim": "ClipCap + EIM", "clipcap_joint": "ClipCap + joint losses"}
+LABELS = {"clipcap": "ClipCap (baseline)", "clipcap_eim": "ClipCap + EIM", "clipcap_joint": "ClipCap + joint losses",
+          "clipcap_eim_st": "EIM model, +ST only", "clipcap_eim_lm": "EIM model, +LM only",
+          "clipcap_eim_ie": "EIM model, +IE only"}
 
 
 @dataclass
@@ -90,11 +92,12 @@ def recipe_for(variant, preset, clip_dir, lm_dir, seed):
         "train.log_every": 5, "generation.num_beams": preset.beams,
         "generation.max_new_tokens": preset.max_new_tokens,
     }
-    n_stages = 3 if variant == "clipcap_eim" else 1
-    lengths = [preset.st_steps, preset.lm_steps, preset.steps] if n_stages == 3 else [preset.steps]
-    for i, n in enumerate(lengths):
+    # EIM's loss_ST / loss_LM-only stages get their own (extra-cost) lengths; every other stage
+    # optimises the final objective and gets `steps`, so variants compare at equal steps.
+    for i, stage in enumerate(load_recipe(variant).stages):
+        extra = {"st": preset.st_steps, "lm": preset.lm_steps}
         over[f"stages.{i}.epochs"] = None
-        over[f"stages.{i}.steps"] = n
+        over[f"stages.{i}.steps"] = extra.get("".join(stage.losses), preset.steps)
     over.update(preset.overrides)
     return load_recipe(variant, over)
 

@@ -24,6 +24,9 @@ def add_parser(sub):
                    help="tiny: small CLIP + small GPT-2 (a tiny LLaMA for --task scienceqa/mme; minutes); "
                         "smol: small CLIP + SmolLM2-135M; test: a few images and steps (smoke test)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant (3 gives mean ± std)")
+    p.add_argument("--variants", default=None,
+                   help="coco task: comma-separated recipes to compare (default clipcap,clipcap_eim,clipcap_joint; "
+                        "the ablations clipcap_eim_st, clipcap_eim_lm, clipcap_eim_ie may be added)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -34,7 +37,10 @@ def run(args):
     from eim.demo import run_demo
 
     args.out = args.out or "eim-demo"
-    s = run_demo(args.out, preset=args.preset, seeds=args.seeds, quiet=args.quiet)
+    from eim.demo import VARIANTS
+
+    variants = tuple(args.variants.split(",")) if args.variants else VARIANTS
+    s = run_demo(args.out, preset=args.preset, seeds=args.seeds, quiet=args.quiet, variants=variants)
     print(f"\n{'model':<26}" + "".join(f"{m:>10}" for m in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")))
     for v, d in s["variants"].items():
         row = "".join(f"{'n/a' if d['metrics'][m]['mean'] is None else format(d['metrics'][m]['mean'] * 100, '.2f'):>10}"
