@@ -106,7 +106,6 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
     """Run the whole pipeline into ``out``; returns the summary dict (also ``out/summary.json``)."""
     from eim.commands.train import quiet_transformers, train
     from eim.data import load_dataset
-    from eim.data.shapes.writer import write_shapes
     from eim.evaluation.generate import evaluate_checkpoint
     from eim.io import write_json
     from eim.report import write_report
@@ -126,14 +125,7 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
     # 1. data ------------------------------------------------------------------------------------
     prog.start("data", "1/5 data: the shapes world in COCO/ScienceQA/MME/LLaVA formats")
     t = time.time()
-    data = out / "data"
-    want = {"generator": "eim data shapes", "seed": 0, "size": p.size, "train": p.train, "val": max(p.test // 4, 4),
-            "test": p.test}
-    cfg = data / "shapes_config.json"
-    if cfg.exists() and json.loads(cfg.read_text()) == want:
-        _say(quiet, f"      reusing {data} (same generator settings)")
-    else:
-        write_shapes(data, train=p.train, val=want["val"], test=p.test, seed=0, size=p.size, overwrite=True)
+    data = ensure_shapes(out / "data", p.train, p.test, p.size, quiet)
     timings["data"] = time.time() - t
     prog.finish("data")
 
@@ -184,6 +176,22 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
     prog.finish("report")
     _say(quiet, f"done in {_mmss(time.time() - t_start)}: {out / 'report.html'}")
     return summary
+
+
+def ensure_shapes(data, train, test, size, quiet=False):
+    """Generate the shapes world (seed 0) into ``data`` unless it already holds one made with
+    these settings; returns ``data``. Validation gets a quarter of the test size (at least 4)."""
+    from eim.data.shapes.writer import write_shapes
+
+    data = Path(data)
+    want = {"generator": "eim data shapes", "seed": 0, "size": size, "train": train, "val": max(test // 4, 4),
+            "test": test}
+    cfg = data / "shapes_config.json"
+    if cfg.exists() and json.loads(cfg.read_text()) == want:
+        _say(quiet, f"      reusing {data} (same generator settings)")
+    else:
+        write_shapes(data, train=train, val=want["val"], test=test, seed=0, size=size, overwrite=True)
+    return data
 
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")

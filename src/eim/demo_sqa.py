@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from eim.demo import Progress, _mean_std, _mmss, _say
+from eim.demo import Progress, _mean_std, _mmss, _say, ensure_shapes
 
 TASKS = ("scienceqa", "mme")
 VARIANTS = ("lavin", "lavin_eim")
@@ -221,7 +221,6 @@ def run_task_demo(task, out=None, preset="tiny", seeds=1, quiet=False, variants=
     ``f(trainer, stage_index, step)`` after every optimiser step (timing, progress).
     """
     from eim.commands.train import quiet_transformers, train
-    from eim.data.shapes.writer import write_shapes
     from eim.errors import EIMError
     from eim.evaluation.generate import evaluate_checkpoint
     from eim.io import write_json
@@ -242,15 +241,7 @@ def run_task_demo(task, out=None, preset="tiny", seeds=1, quiet=False, variants=
 
     prog.start("data", "1/5 data: the shapes world (ScienceQA, LLaVA and MME formats)")
     t = time.time()
-    data = out / "data"
-    want = {"generator": "eim data shapes", "seed": 0, "size": p.size, "train": p.world_train,
-            "val": max(p.world_test // 4, 4), "test": p.world_test}
-    cfg = data / "shapes_config.json"
-    if cfg.exists() and json.loads(cfg.read_text()) == want:
-        _say(quiet, f"      reusing {data} (same generator settings)")
-    else:
-        write_shapes(data, train=p.world_train, val=want["val"], test=p.world_test, seed=0, size=p.size,
-                     overwrite=True)
+    data = ensure_shapes(out / "data", p.world_train, p.world_test, p.size, quiet)
     timings["data"] = time.time() - t
     prog.finish("data")
 
