@@ -42,45 +42,55 @@ def _chunk_mask(exclude, index, s, e, device):
     return m & (cols[None, :] != index[:, None])  # B×c
 
 
+def stream_lse(qn, bank, index, tau, exclude, normalized, rows, want_weights=True):
+    """One streamed pass over the bank: ``(lse, acc, ssum)`` for unit queries ``qn`` (B×d).
+
+    lse_b = log Σ_{j kept} exp(qn_b·K̂_j / τ); ``acc / ssum`` = Σ_j softmax_bj K̂_j (the gradient
+    direction; B×d, None unless ``want_weights``). Memory: one c×d chunk and B×c logits. Rows with
+    nothing kept get lse = -inf and ssum = 0. Shared by :func:`bank_infonce` and the sharded loss.
+    """
+    B, d = qn.shape  # qn: B×d float32, unit rows
+    N = bank.shape[0]
+    dev = qn.device
+    qs = qn / tau  # B×d, so logits = qs·K̂ᵀ
+    m = qn.new_full((B,), float("-inf"))  # B   running max
+    ssum = qn.new_zeros(B)  # B   running Σ exp(l - m)
+    acc = qn.new_zeros(B, d) if want_weights else None  # B×d running Σ exp(l - m)·K̂
+    direct = bank.dtype == torch.float32 and bank.device == dev
+    buf = None if direct else qn.new_empty(min(rows, N), d)  # c×d float32 staging
+    for s in range(0, N, rows):
+        e = min(s + rows, N)
+        if direct:
+            k = bank[s:e]  # c×d view, no copy
+        else:
+            k = buf[: e - s]
+            k.copy_(bank[s:e])  # c×d upcast of this chunk only
+        logits = qs @ k.T  # B×c
+        if not normalized:
+            inv = torch.linalg.vector_norm(k, dim=1).clamp_min_(_EPS).reciprocal_()  # c
+            logits.mul_(inv)
+        mask = _chunk_mask(exclude, index, s, e, dev)
+        if mask is not None:
+            logits.masked_fill_(mask, float("-inf"))
+        m_new = torch.maximum(m, logits.amax(dim=1))  # B
+        m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # rows fully masked so far
+        alpha = torch.exp(m - m_safe)  # B   rescale of earlier chunks
+        p = logits.sub_(m_safe[:, None]).exp_()  # B×c, in place
+        ssum.mul_(alpha).add_(p.sum(dim=1))
+        if want_weights:
+            if not normalized:
+                p.mul_(inv)  # fold 1/|K_j| into the weights: p·K̂ = (p/|K|)·K
+            acc.mul_(alpha[:, None]).addmm_(p, k)  # B×d
+        m = m_new
+    return m + ssum.log(), acc, ssum  # lse: B
+
+
 class _BankLSE(torch.autograd.Function):
     """lse_b = log Σ_{j kept} exp(qn_b·K̂_j / τ), streamed over bank chunks. Gradient: qn only."""
 
     @staticmethod
     def forward(ctx, qn, bank, index, tau, exclude, normalized, rows, want_grad):
-        B, d = qn.shape  # qn: B×d float32, unit rows
-        N = bank.shape[0]
-        dev = qn.device
-        qs = qn / tau  # B×d, so logits = qs·K̂ᵀ
-        m = qn.new_full((B,), float("-inf"))  # B   running max
-        ssum = qn.new_zeros(B)  # B   running Σ exp(l - m)
-        acc = qn.new_zeros(B, d) if want_grad else None  # B×d running Σ exp(l - m)·K̂
-        direct = bank.dtype == torch.float32 and bank.device == dev
-        buf = None if direct else qn.new_empty(min(rows, N), d)  # c×d float32 staging
-        for s in range(0, N, rows):
-            e = min(s + rows, N)
-            if direct:
-                k = bank[s:e]  # c×d view, no copy
-            else:
-                k = buf[: e - s]
-                k.copy_(bank[s:e])  # c×d upcast of this chunk only
-            logits = qs @ k.T  # B×c
-            if not normalized:
-                inv = torch.linalg.vector_norm(k, dim=1).clamp_min_(_EPS).reciprocal_()  # c
-                logits.mul_(inv)
-            mask = _chunk_mask(exclude, index, s, e, dev)
-            if mask is not None:
-                logits.masked_fill_(mask, float("-inf"))
-            m_new = torch.maximum(m, logits.amax(dim=1))  # B
-            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # rows fully masked so far
-            alpha = torch.exp(m - m_safe)  # B   rescale of earlier chunks
-            p = logits.sub_(m_safe[:, None]).exp_()  # B×c, in place
-            ssum.mul_(alpha).add_(p.sum(dim=1))
-            if want_grad:
-                if not normalized:
-                    p.mul_(inv)  # fold 1/|K_j| into the weights: p·K̂ = (p/|K|)·K
-                acc.mul_(alpha[:, None]).addmm_(p, k)  # B×d
-            m = m_new
-        lse = m + ssum.log()  # B
+        lse, acc, ssum = stream_lse(qn, bank, index, tau, exclude, normalized, rows, want_grad)
         if want_grad:
             ctx.save_for_backward(acc / ssum[:, None])  # B×d  Σ_j softmax_bj K̂_j
             ctx.tau = tau

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from eim.contrastive import _EPS, _chunk_mask, _chunk_rows, bank_infonce
+from eim.contrastive import _chunk_rows, bank_infonce, stream_lse
 
 
 # --- process group helpers (no-ops without one) --------------------------------------------------
@@ -105,39 +105,7 @@ def _shard_lse(qn, bank, local_index, tau, exclude, normalized, rows):
     rank owns it); ``exclude`` is indexed by local rows. Rows fully masked on this shard get
     lse = -inf and w = 0.
     """
-    Q, d = qn.shape
-    n = bank.shape[0]
-    dev = qn.device
-    qs = qn / tau  # Q×d
-    m = qn.new_full((Q,), float("-inf"))  # Q   running max
-    ssum = qn.new_zeros(Q)  # Q   running Σ exp(l - m)
-    acc = qn.new_zeros(Q, d)  # Q×d running Σ exp(l - m)·K̂
-    direct = bank.dtype == torch.float32 and bank.device == dev
-    buf = None if direct or n == 0 else qn.new_empty(min(rows, n), d)  # c×d float32 staging
-    for s in range(0, n, rows):
-        e = min(s + rows, n)
-        if direct:
-            k = bank[s:e]
-        else:
-            k = buf[: e - s]
-            k.copy_(bank[s:e])  # c×d upcast of one chunk
-        logits = qs @ k.T  # Q×c
-        if not normalized:
-            inv = torch.linalg.vector_norm(k, dim=1).clamp_min_(_EPS).reciprocal_()  # c
-            logits.mul_(inv)
-        mask = _chunk_mask(exclude, local_index, s, e, dev)
-        if mask is not None:
-            logits.masked_fill_(mask, float("-inf"))
-        m_new = torch.maximum(m, logits.amax(dim=1))
-        m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)
-        alpha = torch.exp(m - m_safe)
-        p = logits.sub_(m_safe[:, None]).exp_()  # Q×c
-        ssum.mul_(alpha).add_(p.sum(dim=1))
-        if not normalized:
-            p.mul_(inv)
-        acc.mul_(alpha[:, None]).addmm_(p, k)
-        m = m_new
-    lse = m + ssum.log()  # -inf where nothing on this shard survived the mask
+    lse, acc, ssum = stream_lse(qn, bank, local_index, tau, exclude, normalized, rows)
     w = torch.where(ssum[:, None] > 0, acc / ssum.clamp_min(1e-38)[:, None], torch.zeros_like(acc))
     return lse, w
 
