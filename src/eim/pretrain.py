@@ -16,6 +16,7 @@ Each folder carries a ``pretrain.json`` with what was measured: CLIP image->text
 text->image R@1 on the held-out val split (and chance level), LM train/val loss and perplexity.
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -475,6 +476,21 @@ def temp_sibling(final):
     return tmp
 
 
+@contextlib.contextmanager
+def atomic_dir(final):
+    """Yield a temporary sibling of ``final`` to fill; on success it replaces ``final``, on any
+    error (or interrupt) it is removed, so ``final`` is never half written."""
+    tmp = temp_sibling(final)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _cached(folder, fp):
     try:
         same = json.loads((folder / "fingerprint.json").read_text()).get("sha256") == fp["sha256"]
@@ -514,8 +530,7 @@ def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=N
     if (final / "fingerprint.json").exists():
         _say(quiet, f"{final}: data or settings changed, pretraining again")
     t0 = time.perf_counter()
-    tmp = temp_sibling(final)
-    try:
+    with atomic_dir(final) as tmp:
         coco = _datasets(data_dir)["coco"]
         texts, heldout = (None, None) if smol else training_texts(data_dir)
         pretrain_clip(coco, tmp / "clip", texts=texts, vocab_size=settings["vocab_size"], quiet=quiet,
@@ -526,11 +541,5 @@ def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=N
             tok = AutoTokenizer.from_pretrained(tmp / "clip")  # one tokenizer for both
             pretrain_lm(texts, tok, tmp / "lm", val_texts=heldout, quiet=quiet, **settings["lm"])
         (tmp / "fingerprint.json").write_text(json.dumps(fp, indent=1) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _say(quiet, f"pretrained encoders saved in {final} in {time.perf_counter() - t0:.0f}s")
     return {**result, "reused": False}

@@ -10,7 +10,6 @@ model, so :func:`smol_lm` copies the weights into a fresh ``LlamaForCausalLM`` (
 """
 
 import importlib.util
-import shutil
 import time
 from pathlib import Path
 
@@ -87,19 +86,12 @@ def smol_lm(cache_dir, quiet=False):
     if config.tie_word_embeddings:
         model.tie_weights()
     del src
-    from eim.pretrain import temp_sibling
+    from eim.pretrain import atomic_dir
 
-    tmp = temp_sibling(out)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         write_json(source, tmp / "eim_source.json")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if not quiet:
         print(f"SmolLM2-135M-Instruct saved to {out} in {time.perf_counter() - t0:.1f}s", flush=True)
     return out
