@@ -60,21 +60,48 @@ PRESETS = {
 
 
 class Progress:
-    """One line per pipeline step with elapsed time and an estimate of what is left."""
+    """One line per pipeline step, with the elapsed time and an estimate of what is left.
+
+    Steps are keyed ``kind-…`` (``train-clipcap-0``, ``eval-clipcap-0``) and carry a weight in the
+    kind's own unit (optimiser steps for ``train``, test items for ``eval``). The estimate is
+    ``remaining weight × measured seconds per unit`` for each kind, so it only appears once every
+    kind still to come has been measured: a guess from a different preset's proportions would be
+    off by minutes (SmolLM2 spends its time in training, the tiny preset in pretraining).
+    """
 
     def __init__(self, weights, quiet=False):
-        self.weights, self.quiet, self.t0, self.done = weights, quiet, time.time(), 0.0
-        self.total = sum(weights.values())
+        self.weights, self.quiet, self.t0 = dict(weights), quiet, time.time()
+        self.spent, self.units, self.finished, self._t = {}, {}, set(), {}
+
+    @staticmethod
+    def kind(key):
+        return key.split("-", 1)[0]
+
+    def eta(self):
+        """Seconds left, or None while a kind still to come has not been measured yet."""
+        left = 0.0
+        for key, w in self.weights.items():
+            if key in self.finished or self.kind(key) not in ("train", "eval"):
+                continue
+            k = self.kind(key)
+            if not self.units.get(k):
+                return None
+            left += w * self.spent[k] / self.units[k]
+        return left
 
     def start(self, key, text):
+        self._t[key] = time.time()
         if self.quiet:
             return
-        el = time.time() - self.t0
-        left = "" if self.done == 0 else f", ~{_mmss(el / self.done * (self.total - self.done))} left"
-        print(f"[{_mmss(el)}{left}] {text}", flush=True)
+        eta = self.eta()
+        left = "" if eta is None or not self.finished else f", ~{_mmss(eta)} left"
+        print(f"[{_mmss(time.time() - self.t0)}{left}] {text}", flush=True)
 
     def finish(self, key):
-        self.done += self.weights[key]
+        k = self.kind(key)
+        self.spent[k] = self.spent.get(k, 0.0) + time.time() - self._t.pop(key, time.time())
+        self.units[k] = self.units.get(k, 0.0) + self.weights[key]
+        self.finished.add(key)
 
 
 def _mmss(s):
@@ -117,8 +144,9 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     runs = [(v, s) for s in range(seeds) for v in variants]
-    weights = {"data": 1, "encoders": 8, **{f"train-{v}-{s}": (4 if v == "clipcap_eim" else 3) for v, s in runs},
-               **{f"eval-{v}-{s}": 1.5 for v, s in runs}, "report": 0.5}
+    weights = {"data": 1, "encoders": 1, "report": 1,  # units: optimiser steps for train, test items for eval
+               **{f"train-{v}-{s}": sum(st.steps for st in recipe_for(v, p, "clip", "lm", s).stages) for v, s in runs},
+               **{f"eval-{v}-{s}": 1 for v, s in runs}}  # every evaluation scores the same test split
     prog = Progress(weights, quiet)
     timings = {}
 
@@ -210,7 +238,7 @@ def build_summary(results, variants, seeds, preset, name, enc, timings, test_ds)
     from eim.commands.params import param_report
 
     out = {"preset": name, "seeds": seeds, "schedule": preset.__dict__, "timings": timings,
-           "encoders": {k: str(v) for k, v in enc.items()}, "variants": {}}
+           "encoders": {k: (v if isinstance(v, bool) else str(v)) for k, v in enc.items()}, "variants": {}}
     for v in variants:
         per_seed = [results[(v, s)] for s in range(seeds)]
         metrics = {}

@@ -234,8 +234,9 @@ def run_task_demo(task, out=None, preset="tiny", seeds=1, quiet=False, variants=
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     runs = [(v, s) for s in range(seeds) for v in variants]
-    weights = {"data": 0.5, "encoders": 4, **{f"train-{v}-{s}": (7 if v == "lavin_eim" else 5) for v, s in runs},
-               **{f"eval-{v}-{s}": 1 for v, s in runs}, "report": 0.3}
+    weights = {"data": 1, "encoders": 1, "report": 1,  # units: optimiser steps for train, test items for eval
+               **{f"train-{v}-{s}": sum(st.steps for st in recipe_for(v, p, "clip", "lm", s).stages) for v, s in runs},
+               **{f"eval-{v}-{s}": 1 for v, s in runs}}
     prog = Progress(weights, quiet)
     timings = {}
 
@@ -320,7 +321,7 @@ def build_summary(task, results, variants, seeds, preset, name, enc, timings, tr
 
     metrics_names = SQA_METRICS if task == "scienceqa" else MME_METRICS
     out = {"task": task, "preset": name, "seeds": seeds, "schedule": asdict(preset), "timings": timings,
-           "encoders": {k: str(v) for k, v in enc.items()}, "data": _data_summary(task, train_ds, test_ds),
+           "encoders": {k: (v if isinstance(v, bool) else str(v)) for k, v in enc.items()}, "data": _data_summary(task, train_ds, test_ds),
            "metric_names": list(metrics_names), "variants": {}}
     for v in variants:
         per_seed = [results[(v, s)] for s in range(seeds)]
