@@ -1,7 +1,7 @@
 """``eim demo --task scienceqa|mme``: LaVIN vs LaVIN + EIM on the embedded data, end to end (issue 7).
 
-    eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; ~46 min estimated on 2 idle CPU cores
-    eim demo --task scienceqa                  # tiny preset: a tiny pretrained LLaMA, a few minutes
+    eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; 36 min measured on 2 idle CPU cores
+    eim demo --task scienceqa                  # tiny preset: a tiny pretrained LLaMA (27 min measured, cores shared)
     eim demo --task mme --preset smol          # instruction tuning on LLaVA-format data, MME scores
 
 ``scienceqa``: train ``lavin`` (baseline) and ``lavin_eim`` on the shapes world's ScienceQA
@@ -89,7 +89,8 @@ PRESETS = {
         # calibrated to DESIGN §7's 1.7 s per 8x32-token forward+backward): LaVIN step 3.5 s,
         # LaVIN+EIM Adapter/base+IE step 4.1 s, loss_LM step 2.8 s, loss_ST step ~0, loss_LM bank
         # 0.2 s/sample, one evaluation of the 200 test problems 38 s, small CLIP + conversion 50 s
-        # -> 50 + 300*3.5 + 1000*0.2 + 60*2.8 + 300*4.1 + 2*38 = ~46 min. Batch 8 (tokens are the
+        # -> 50 + 300*3.5 + 1000*0.2 + 60*2.8 + 300*4.1 + 2*38 = ~46 min estimated; measured end to
+        # end: 36 min (steps were faster than estimated: 2.7 s LaVIN, 3.3 s Adapter). Batch 8 (tokens are the
         # cost), lr = LaVIN's 9e-3 at batch 32 scaled by sqrt(8/32).
         "smol": TaskPreset(train_samples=1000, steps=300, st_steps=60, lm_steps=60, batch_size=8, lr=4.5e-3,
                            warmup=20, lm="smol"),
