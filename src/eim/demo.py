@@ -73,6 +73,16 @@ class Progress:
         self.weights, self.quiet, self.t0 = dict(weights), quiet, time.time()
         self.spent, self.units, self.finished, self._t = {}, {}, set(), {}
 
+    @classmethod
+    def for_runs(cls, runs, make_recipe, quiet=False):
+        """The demo pipeline's steps for ``runs`` = [(variant, seed)]: data, encoders, a train and an
+        eval step per run (train weighted by its recipe's optimiser steps; every evaluation scores
+        the same test split), report."""
+        weights = {"data": 1, "encoders": 1, "report": 1,
+                   **{f"train-{v}-{s}": sum(st.steps for st in make_recipe(v, s).stages) for v, s in runs},
+                   **{f"eval-{v}-{s}": 1 for v, s in runs}}
+        return cls(weights, quiet)
+
     @staticmethod
     def kind(key):
         return key.split("-", 1)[0]
@@ -144,10 +154,7 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     runs = [(v, s) for s in range(seeds) for v in variants]
-    weights = {"data": 1, "encoders": 1, "report": 1,  # units: optimiser steps for train, test items for eval
-               **{f"train-{v}-{s}": sum(st.steps for st in recipe_for(v, p, "clip", "lm", s).stages) for v, s in runs},
-               **{f"eval-{v}-{s}": 1 for v, s in runs}}  # every evaluation scores the same test split
-    prog = Progress(weights, quiet)
+    prog = Progress.for_runs(runs, lambda v, s: recipe_for(v, p, "clip", "lm", s), quiet)
     timings = {}
 
     # 1. data ------------------------------------------------------------------------------------

@@ -235,10 +235,7 @@ def run_task_demo(task, out=None, preset="tiny", seeds=1, quiet=False, variants=
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     runs = [(v, s) for s in range(seeds) for v in variants]
-    weights = {"data": 1, "encoders": 1, "report": 1,  # units: optimiser steps for train, test items for eval
-               **{f"train-{v}-{s}": sum(st.steps for st in recipe_for(v, p, "clip", "lm", s).stages) for v, s in runs},
-               **{f"eval-{v}-{s}": 1 for v, s in runs}}
-    prog = Progress(weights, quiet)
+    prog = Progress.for_runs(runs, lambda v, s: recipe_for(v, p, "clip", "lm", s), quiet)
     timings = {}
 
     prog.start("data", "1/5 data: the shapes world (ScienceQA, LLaVA and MME formats)")
