@@ -426,7 +426,7 @@ def _examples(task, test_ds):
 
 def write_task_report(out, summary, results, test_ds):
     """``out/report.html`` (plots in ``out/plots/``, example images embedded as data URIs)."""
-    from eim.report import _img_uri, _loss_plot
+    from eim.report import _img_uri, loss_curves_html
 
     out = Path(out)
     plots = out / "plots"
@@ -511,11 +511,7 @@ def write_task_report(out, summary, results, test_ds):
                  f"<td>{pr['trainable']:,}</td></tr>")
     h.append("</table>")
 
-    h.append("<h2>Loss curves</h2>")
-    for v in variants:
-        png = plots / f"loss_{task}_{v}.png"
-        _loss_plot([results[(v, s)]["run_dir"] for s in range(seeds)], png)
-        h.append(f"<h3>{esc(LABELS.get(v, v))}</h3><img src='plots/{png.name}' alt='loss curves {v}'>")
+    h += loss_curves_html(results, variants, seeds, plots, f"loss_{task}", LABELS)
 
     h.append("<h2>Examples (test split, seed 0)</h2>")
     preds = {v: _predictions(task, results[(v, 0)]["eval_dir"]) for v in variants}

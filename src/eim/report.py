@@ -44,6 +44,17 @@ def _loss_plot(run_dirs, path):
     plt.close(fig)
 
 
+def loss_curves_html(results, variants, seeds, plots, stem, labels=None):
+    """A "Loss curves" section: one PNG per variant (all seeds' stages) in ``plots/{stem}_{v}.png``."""
+    labels = LABELS if labels is None else labels
+    h = ["<h2>Loss curves</h2>"]
+    for v in variants:
+        png = plots / f"{stem}_{v}.png"
+        _loss_plot([results[(v, s)]["run_dir"] for s in range(seeds)], png)
+        h.append(f"<h3>{html.escape(labels.get(v, v))}</h3><img src='plots/{png.name}' alt='loss curves {v}'>")
+    return h
+
+
 def _img_uri(path):
     from PIL import Image
 
@@ -117,12 +128,7 @@ def write_report(out, summary, results, test_ds):
                  f"<td>{p['segments']['lm']['total']:,}</td><td>{p['total']:,}</td><td>{p['trainable']:,}</td></tr>")
     h.append("</table>")
 
-    # loss curves
-    h.append("<h2>Loss curves</h2>")
-    for v in variants:
-        png = plots / f"loss_{v}.png"
-        _loss_plot([results[(v, s)]["run_dir"] for s in range(seeds)], png)
-        h.append(f"<h3>{html.escape(LABELS.get(v, v))}</h3><img src='plots/{png.name}' alt='loss curves {v}'>")
+    h += loss_curves_html(results, variants, seeds, plots, "loss")
 
     # gallery
     h.append("<h2>Gallery (test images, seed 0)</h2><div class='g'>")
