@@ -72,6 +72,7 @@ class Progress:
     def __init__(self, weights, quiet=False):
         self.weights, self.quiet, self.t0 = dict(weights), quiet, time.time()
         self.spent, self.units, self.finished, self._t = {}, {}, set(), {}
+        self.seconds = {}  # wall-clock of each finished step, by key
 
     @classmethod
     def for_runs(cls, runs, make_recipe, quiet=False):
@@ -82,6 +83,10 @@ class Progress:
                    **{f"train-{v}-{s}": sum(st.steps for st in make_recipe(v, s).stages) for v, s in runs},
                    **{f"eval-{v}-{s}": 1 for v, s in runs}}
         return cls(weights, quiet)
+
+    def pipeline_seconds(self):
+        """Wall-clock of the shared steps (data, encoders), for the summary's ``timings``."""
+        return {k: self.seconds[k] for k in ("data", "encoders") if k in self.seconds}
 
     @staticmethod
     def kind(key):
@@ -109,7 +114,8 @@ class Progress:
 
     def finish(self, key):
         k = self.kind(key)
-        self.spent[k] = self.spent.get(k, 0.0) + time.time() - self._t.pop(key, time.time())
+        self.seconds[key] = time.time() - self._t.pop(key, time.time())
+        self.spent[k] = self.spent.get(k, 0.0) + self.seconds[key]
         self.units[k] = self.units.get(k, 0.0) + self.weights[key]
         self.finished.add(key)
 
@@ -155,24 +161,19 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
     t_start = time.time()
     runs = [(v, s) for s in range(seeds) for v in variants]
     prog = Progress.for_runs(runs, lambda v, s: recipe_for(v, p, "clip", "lm", s), quiet)
-    timings = {}
 
     # 1. data ------------------------------------------------------------------------------------
     prog.start("data", "1/5 data: the shapes world in COCO/ScienceQA/MME/LLaVA formats")
-    t = time.time()
     data = ensure_shapes(out / "data", p.train, p.test, p.size, quiet)
-    timings["data"] = time.time() - t
     prog.finish("data")
 
     # 2. encoders --------------------------------------------------------------------------------
     prog.start("encoders", f"2/5 encoders: small CLIP + {'SmolLM2-135M' if name == 'smol' else 'small GPT-2'}")
-    t = time.time()
     from eim.pretrain import cached_encoders
 
     enc = cached_encoders(data, out / "encoders", preset="smol" if name == "smol" else "tiny", quiet=quiet,
                           overrides=p.encoders or None)
     _say(quiet, f"      {'reused' if enc['reused'] else 'built'} encoders in {out / 'encoders'}")
-    timings["encoders"] = time.time() - t
     prog.finish("encoders")
 
     train_ds = load_dataset(data / "coco", split="train", mode="train")
@@ -204,7 +205,7 @@ def run_demo(out, preset="tiny", seeds=1, quiet=False, variants=VARIANTS):
 
     # 5. report ----------------------------------------------------------------------------------
     prog.start("report", "5/5 report")
-    summary = build_summary(results, variants, seeds, p, name, enc, timings, test_ds)
+    summary = build_summary(results, variants, seeds, p, name, enc, prog.pipeline_seconds(), test_ds)
     summary["seconds_total"] = round(time.time() - t_start, 1)
     write_report(out, summary, results, test_ds)
     write_json(summary, out / "summary.json")

@@ -236,20 +236,15 @@ def run_task_demo(task, out=None, preset="tiny", seeds=1, quiet=False, variants=
     t_start = time.time()
     runs = [(v, s) for s in range(seeds) for v in variants]
     prog = Progress.for_runs(runs, lambda v, s: recipe_for(v, p, "clip", "lm", s), quiet)
-    timings = {}
 
     prog.start("data", "1/5 data: the shapes world (ScienceQA, LLaVA and MME formats)")
-    t = time.time()
     data = ensure_shapes(out / "data", p.world_train, p.world_test, p.size, quiet)
-    timings["data"] = time.time() - t
     prog.finish("data")
 
     lm_name = "SmolLM2-135M-Instruct" if p.lm == "smol" else "a tiny LLaMA"
     prog.start("encoders", f"2/5 encoders: small CLIP + {lm_name}")
-    t = time.time()
     enc = _encoders(out, data, p, quiet)
     _say(quiet, f"      {'reused' if enc['reused'] else 'built'} encoders: {enc['clip']}, {enc['lm']}")
-    timings["encoders"] = time.time() - t
     prog.finish("encoders")
 
     train_ds, test_ds = _datasets(task, data, p)
@@ -285,7 +280,7 @@ def run_task_demo(task, out=None, preset="tiny", seeds=1, quiet=False, variants=
         prog.finish(f"eval-{v}-{s}")
 
     prog.start("report", "5/5 report")
-    summary = build_summary(task, results, variants, seeds, p, name, enc, timings, train_ds, test_ds)
+    summary = build_summary(task, results, variants, seeds, p, name, enc, prog.pipeline_seconds(), train_ds, test_ds)
     summary["seconds_total"] = round(time.time() - t_start, 1)
     write_task_report(out, summary, results, test_ds)
     write_json(summary, out / "summary.json")
