@@ -42,7 +42,7 @@ def _median_times(fns, reps):
 def child(a):
     import torch
 
-    from eim.contrastive import _chunk_rows, bank_infonce, naive_bank_infonce
+    from eim.losses.infonce import _chunk_rows, bank_infonce, naive_bank_infonce
 
     if a.threads:
         torch.set_num_threads(a.threads)

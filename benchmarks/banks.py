@@ -48,7 +48,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args(argv)
 
-    from conftest import tiny_recipe
+    from helpers import tiny_recipe
     from eim.banks import BankProvider
     from eim.model.splice import TextEncoder, pad_ids
     from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer

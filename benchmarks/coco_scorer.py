@@ -1,4 +1,4 @@
-"""Time the COCO caption scorer (DESIGN §6) on a Karpathy-test-sized synthetic set, on the CPU.
+"""Time the COCO caption scorer (docs/design.md §6) on a Karpathy-test-sized synthetic set, on the CPU.
 
     .venv/bin/python benchmarks/coco_scorer.py [--images 5000] [--refs 5] [--seed 0]
 

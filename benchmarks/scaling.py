@@ -36,7 +36,7 @@ def _load():
 
 # --- part 1: step time ---------------------------------------------------------------------------
 def make_assets(root, width, layers, image_size, n_images):
-    from eim.commands.train import quiet_transformers
+    from eim.api import quiet_transformers
     from eim.data.shapes.writer import write_shapes
     from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer
 
@@ -99,7 +99,8 @@ def sharded_child(a):
     import torch
     import torch.distributed as dist
 
-    from eim.distributed import shard_range, sharded_bank_infonce
+    from eim.distributed import shard_range
+    from eim.losses.infonce import sharded_bank_infonce
 
     dist.init_process_group("gloo")
     r, w = dist.get_rank(), dist.get_world_size()
@@ -178,7 +179,7 @@ def part_gpu(a):
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-    from eim.contrastive import bank_infonce
+    from eim.losses.infonce import bank_infonce
 
     dev = torch.device("cuda")
     print(f"\n### GPU calibration: {torch.cuda.get_device_name()}, torch {torch.__version__}\n")

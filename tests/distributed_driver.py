@@ -1,10 +1,10 @@
-"""Programs that tests/test_distributed.py runs under ``torchrun --nproc-per-node 2`` (gloo, CPU).
+"""Programs that tests/test_distributed.py and tests/losses/test_infonce_sharded.py run under ``torchrun --nproc-per-node 2`` (gloo, CPU).
 
     torchrun --nproc-per-node 2 tests/distributed_driver.py sharded OUT_DIR
     torchrun --nproc-per-node 2 tests/distributed_driver.py train-interrupted STAGE STEP -- <eim train args>
     torchrun --nproc-per-node 2 tests/distributed_driver.py banks-small-parts <eim banks build args>
 
-``sharded``: every rank evaluates :func:`eim.distributed.sharded_bank_infonce` on the cases of
+``sharded``: every rank evaluates :func:`eim.losses.infonce.sharded_bank_infonce` on the cases of
 :func:`case_data` and saves its loss and query gradient to ``OUT_DIR/rank<r>.pt``; the test
 compares them with the single-process ``bank_infonce`` on the full bank.
 ``train-interrupted``: ``eim train`` that raises after optimiser step STEP of stage STAGE, on
@@ -51,7 +51,8 @@ def rank_slice(sizes, r):
 def sharded(out):
     import torch.distributed as dist
 
-    from eim.distributed import shard_range, sharded_bank_infonce
+    from eim.distributed import shard_range
+    from eim.losses.infonce import sharded_bank_infonce
 
     dist.init_process_group("gloo")
     r, w = dist.get_rank(), dist.get_world_size()
@@ -80,8 +81,8 @@ class Interrupt(Exception):
 
 
 def train_interrupted(stage, step, argv):
+    import eim.commands.train as train_cmd  # the verb's own reference to eim.api.train
     from eim.cli import main
-    import eim.commands.train as train_cmd
 
     def stop(trainer, k, s):
         if (k, s) == (stage, step):

@@ -1,80 +1,17 @@
-"""Multi-process training and sharded banks (issue 8): 2 CPU processes, gloo, tiny models.
+"""Multi-process training and bank building (eim.distributed): 2 CPU processes, gloo, tiny models.
 
 The processes are real: ``torchrun --nproc-per-node 2`` (and ``accelerate launch``) runs
 ``python -m eim.cli train`` or tests/distributed_driver.py in subprocesses.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ListDataset, caption_samples, tiny_recipe
-from distributed_driver import CASES, case_data, rank_slice
+from helpers import TESTS, check, launch
 
-from eim.contrastive import bank_infonce
 from eim.io import load_tensors
-
-TESTS = Path(__file__).parent
-
-
-def launch(args, env=None, launcher="torchrun"):
-    """Run a 2-process job; returns the CompletedProcess (output in .stdout)."""
-    if launcher == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    else:  # accelerate launch: DDP (--multi_gpu), which falls back to CPU processes and gloo here
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port())]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
-    return subprocess.run(cmd + args, capture_output=True, text=True, env=full_env, timeout=300)
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def check(res):
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
-    return res
-
-
-# --- sharded bank loss -------------------------------------------------------------------------
-def test_sharded_bank_infonce_equals_single_process_loss_and_gradient(tmp_path):
-    check(launch([str(TESTS / "distributed_driver.py"), "sharded", str(tmp_path)]))
-    for r in range(2):
-        got = torch.load(tmp_path / f"rank{r}.pt")
-        for name in CASES:
-            c = case_data(name)
-            sl = rank_slice(c["sizes"], r)
-            q = c["q"][sl].clone().requires_grad_(True)
-            idx = c["idx"][sl]
-            if q.shape[0] == 0:  # a rank with no query still joins the collectives, returns 0
-                assert got[name]["loss"].item() == 0 and got[name]["grad"].shape == (0, q.shape[1])
-                continue
-            exclude = {"groups": (c["groups"][idx], c["groups"]), "dense": c["dense"][sl]}.get(c["kind"])
-            ref = bank_infonce(q, c["bank"], idx, tau=0.07, exclude=exclude, normalized=c["normalized"])
-            ref.backward()
-            torch.testing.assert_close(got[name]["loss"], ref.detach(), rtol=1e-5, atol=1e-5, msg=f"{name} rank {r}")
-            torch.testing.assert_close(got[name]["grad"], q.grad, rtol=1e-4, atol=1e-6, msg=f"{name} rank {r}")
-
-
-def test_sharded_bank_infonce_without_process_group_is_bank_infonce():
-    from eim.distributed import sharded_bank_infonce
-
-    c = case_data("plain")
-    q = c["q"][:3]
-    a = sharded_bank_infonce(q, c["bank"], 0, c["idx"][:3], chunk_size=4)
-    assert torch.equal(a, bank_infonce(q, c["bank"], c["idx"][:3], chunk_size=4))
-    with pytest.raises(ValueError, match="without a process group"):
-        sharded_bank_infonce(q, c["bank"][5:], 5, c["idx"][:3])
 
 
 # --- training: 2 processes == 1 process with the doubled batch ---------------------------------
@@ -176,45 +113,6 @@ def test_bank_build_shared_by_two_processes_equals_single_process_banks(tiny_dir
     assert not list((tmp_path / "banks").glob("*.parts"))
 
 
-# --- pieces, in one process --------------------------------------------------------------------
-def test_rank_shares_of_a_global_batch_are_the_single_process_batch():
-    from eim.train.trainer import EpochBatches
-
-    n, b, total = 13, 3, 12  # global batch 6: two full batches and a short one (1 row) per epoch
-    one = list(EpochBatches(n, 2 * b, seed=5, total=total))
-    ranks = [list(EpochBatches(n, b, seed=5, total=total, world=2, rank=r)) for r in range(2)]
-    for i, batch in enumerate(one):
-        shares = [ranks[r][i] for r in range(2)]
-        real = [j for s in shares for j in s if j < n]
-        assert real == batch
-        if len(batch) == 1:  # rank 1's share is empty: one padding row (index n + j)
-            assert shares[1] == [n + batch[0]]
-        else:
-            assert all(len(s) >= len(batch) // 2 for s in shares)
-    # resuming at micro-batch 4 continues the same sequence
-    assert list(EpochBatches(n, b, seed=5, total=total, start=4, world=2, rank=1)) == ranks[1][4:]
-
-
-@pytest.mark.parametrize("lm", ["gpt2", "llama"])  # no lead token / BOS lead
-def test_target_count_equals_tokens_the_lm_loss_averages(tiny_dir, tmp_path, lm):
-    from eim.losses import target_count
-    from eim.model.multimodal import build_model
-    from eim.model.splice import IGNORE, TextEncoder
-    from eim.train.collate import Collator, load_image_processor
-
-    recipe = tiny_recipe(tiny_dir, "clipcap_eim", lm=lm)
-    model, tok = build_model(recipe)
-    proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
-    samples = caption_samples(tmp_path, 3)
-    samples[1].image = None  # a text-only row: its first token is not predicted by anything
-    batch = Collator(TextEncoder(tok, 16), proc)(samples)
-    _, _, _, labels = model.embed(batch)
-    assert target_count(batch) == int((labels[:, 1:] != IGNORE).sum())
-    text = Collator(TextEncoder(tok, 16), proc, mode="text")(samples)
-    _, _, _, labels = model.embed(text)
-    assert target_count(text) == int((labels[:, 1:] != IGNORE).sum())
-
-
 def test_shipped_accelerate_configs_load():
     from accelerate.commands.config.config_args import ClusterConfig
 
@@ -227,12 +125,3 @@ def test_shipped_accelerate_configs_load():
         "deepspeed_zero3": "DEEPSPEED"}
     assert kinds["deepspeed_zero3"].deepspeed_config["zero_stage"] == 3
     assert kinds["fsdp"].fsdp_config["fsdp_version"] == 2
-
-
-def test_bank_provider_in_one_process_is_unsharded(tiny_dir, tmp_path):
-    from eim.banks import BankProvider
-
-    data = ListDataset(caption_samples(tmp_path / "img", 4))
-    data.files, data.format, data.split = [], "list", "train"
-    prov = BankProvider(tiny_recipe(tiny_dir, "clipcap_eim"), data, tmp_path, quiet=True, shard=True)
-    assert not prov.sharded and prov.shard_offset("lm") == 0 and prov.get("lm").shape[0] == len(data)

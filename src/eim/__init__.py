@@ -1,8 +1,9 @@
 """EIM: improving multi-modal LLMs through the training process alone.
 
 Library first: everything here is importable without the CLI (``eim.cli`` only parses and
-calls). The method is specified in DESIGN.md (the project's restatement of Bai, Su, Bai,
-PLOS ONE 2025); section numbers in docstrings refer to it.
+calls; its entry points are in :mod:`eim.api`). The method and every decision where the paper
+(Bai, Su, Bai, PLOS ONE 2025) is silent are in ``docs/design.md``; section numbers in docstrings
+refer to it.
 """
 
 import os as _os
@@ -20,7 +21,7 @@ from eim.errors import EIMError, ConfigError, DataError, CheckpointError  # noqa
 def __getattr__(name):
     # Lazy so that `import eim` stays cheap (no torch import for `eim --help`).
     if name in ("bank_infonce", "BankInfoNCE"):
-        from eim import contrastive
+        from eim.losses import infonce  # lazy: `import eim` must not import torch
 
-        return getattr(contrastive, name)
+        return getattr(infonce, name)
     raise AttributeError(f"module 'eim' has no attribute {name!r}")

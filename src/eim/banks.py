@@ -1,4 +1,4 @@
-"""Feature banks: one frozen key per training sample, built once, cached, fingerprinted (DESIGN §2).
+"""Feature banks: one frozen key per training sample, built once, cached, fingerprinted (docs/design.md §2).
 
 - ``text``  (Kt, ``loss_IE``): CLIP.text feature at the [EOS] of each caption (the sample's
   response), through ``text_projection`` when ``eim.ie_head`` is ``clip_projection``.
@@ -28,15 +28,22 @@ import hashlib
 import json
 import math
 import shutil
+import struct
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer, CLIPModel
 
 from eim import distributed as D
 from eim.errors import EIMError
-from eim.io import load_tensors, save_tensors, write_json
+from eim.io import atomic_write, load_tensors, save_tensors, write_json
+from eim.losses import BANK_NAMES
+from eim.model.lm import build_lm
+from eim.model.splice import TextEncoder, pad_ids
 
 BANK_VERSION = 1  # bump when the way a bank is computed changes
 PART_ROWS = 4096  # rows per part file (one block of an interrupted or multi-process build)
@@ -79,12 +86,6 @@ def _write_bank(path, part_files, n, dtype, metadata):
     Streams: the header first, then each part's bytes, so joining an 82 GB bank (10M × 4096
     float16) needs one part in memory, not the bank twice (``safetensors.torch.save`` builds the
     whole file in memory)."""
-    import struct
-
-    from safetensors import safe_open
-
-    from eim.io import _atomic
-
     widths = set()
     rows = 0
     for p in part_files:
@@ -107,14 +108,14 @@ def _write_bank(path, part_files, n, dtype, metadata):
             t = load_tensors(p)[0]["rows"].to(dtype).contiguous()
             f.write(t.view(torch.uint8).numpy().tobytes())
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 class BankProvider:
     """Builds or loads the banks a run needs; ``get(name) -> Tensor [N, d]`` (unit rows), or this
     rank's rows ``[shard_offset(name), +n)`` when ``sharded``."""
 
-    NAMES = ("text", "embed", "lm")
+    NAMES = BANK_NAMES  # text, embed, lm: the banks the losses in eim.losses read
 
     def __init__(self, recipe, dataset, run_dir, model=None, tokenizer=None, image_processor=None,
                  no_rebuild=False, quiet=False, device="cpu", banks_dir=None, shard=False):
@@ -211,8 +212,6 @@ class BankProvider:
         """The whole bank, or this rank's rows of it when sharded (read without the rest)."""
         if not self.sharded:
             return load_tensors(path)[0]["bank"]
-        from safetensors import safe_open
-
         off, n = self._rows()
         with safe_open(str(path), framework="pt") as f:
             return f.get_slice("bank")[off : off + n]
@@ -254,12 +253,8 @@ class BankProvider:
         return [parts / f"{b * P}.safetensors" for b in range(blocks)]
 
     def _encoder(self, name):
-        from eim.model.splice import TextEncoder, pad_ids
-
         r = self.recipe
         if name == "text":
-            from transformers import AutoTokenizer, CLIPModel
-
             clip = CLIPModel.from_pretrained(r.vision.name_or_path, dtype=torch.float32).to(self.device).eval()
             ctok = AutoTokenizer.from_pretrained(r.vision.name_or_path)
             max_len = clip.config.text_config.max_position_embeddings
@@ -278,9 +273,6 @@ class BankProvider:
 
             return encode
         # embed / lm: the original LLM, freshly loaded so training never leaks into a bank
-        from eim.model.lm import build_lm
-        from dataclasses import replace
-
         lm, tok = build_lm(replace(r.lm, trainable="full"))
         lm = lm.to(self.device).eval()
         enc = TextEncoder(tok, r.train.max_length)

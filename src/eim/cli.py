@@ -1,8 +1,10 @@
 """The `eim` command line: parses, then calls the library. ``main(argv)`` runs in tests.
 
-Each command lives in a module exposing ``add_parser(subparsers)`` that registers a sub-parser
-whose ``func(args) -> int`` does the work. Errors derived from :class:`eim.EIMError` are printed
-as one clear line and exit with status 2.
+Each verb is one module of :mod:`eim.commands` exposing ``add_parser(subparsers)``, which
+registers a sub-parser whose ``func(args) -> int`` does the work. Only the module of the verb
+being run is imported (the others are listed by name and help line), so ``eim --help`` stays
+instant while each command imports the library it needs at its module top. Errors derived from
+:class:`eim.EIMError` are printed as one clear line and exit with status 2.
 """
 
 import argparse
@@ -12,20 +14,26 @@ import sys
 from eim import __version__
 from eim.errors import EIMError
 
-# Modules that contribute sub-commands, in the order `eim --help` lists them.
-COMMAND_MODULES = [
-    "eim.commands.train",
-    "eim.commands.params",
-    "eim.commands.caption",
-    "eim.data.cli",
-    "eim.commands.banks",
-    "eim.evaluation.cli",
-    "eim.commands.evaluate",
-    "eim.commands.demo",
-]
+# verb -> (module, one-line help), in the order `eim --help` lists them
+COMMANDS = {
+    "train": ("eim.commands.train", "train a recipe's stages on a dataset"),
+    "params": ("eim.commands.params", "parameter counts per segment (meta device, no weights)"),
+    "caption": ("eim.commands.caption", "caption images with a trained checkpoint"),
+    "data": ("eim.commands.data", "generate, inspect and validate datasets"),
+    "banks": ("eim.commands.banks", "build feature banks"),
+    "score": ("eim.commands.score", "score saved predictions (COCO captions, ScienceQA, MME)"),
+    "eval": ("eim.commands.evaluate", "generate with a checkpoint on a benchmark and score it"),
+    "demo": ("eim.commands.demo", "run baseline vs EIM end to end, offline (ClipCap, or LaVIN with --task)"),
+}
 
 
-def build_parser():
+def _verb(argv):
+    """The verb in ``argv`` (its first word that is not an option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(verb=None):
+    """The ``eim`` parser; ``verb`` (or every verb, when ``"all"``) gets its full sub-parser."""
     parser = argparse.ArgumentParser(
         prog="eim",
         description="EIM: train CLIP -> projector -> LLM models with feature banks, contrastive "
@@ -33,19 +41,17 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"eim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a command not built yet
-            if e.name == name:
-                continue
-            raise
-        module.add_parser(sub)
+    for name, (module, help_line) in COMMANDS.items():
+        if verb in (name, "all"):
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_verb(argv))
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "allow_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

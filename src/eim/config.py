@@ -5,7 +5,7 @@ dotted keys (``--train.lr 1e-4``, ``--vision.features full``); a stage field is 
 ``--stages.0.lr 1e-3``. Unknown keys, wrong types and impossible combinations raise
 :class:`eim.errors.ConfigError` naming the key and the allowed values.
 
-Stages are data (DESIGN §3): each names its losses with weights, the segments it trains, its
+Stages are data (docs/design.md §3): each names its losses with weights, the segments it trains, its
 length and learning rate. The baseline is one ``base`` stage; ``clipcap_eim`` is
 ``st`` → ``lm`` → ``base + ie``; adapter models with EIM (``llama_adapter_eim``, ``lavin_eim``)
 are ``st`` → ``lm`` → ``adapter`` (``base`` only) → ``base + ie``.
@@ -23,6 +23,7 @@ from typing import Optional
 import yaml
 
 from eim.errors import ConfigError
+from eim.losses import LOSSES as LOSS_CLASSES
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -32,7 +33,7 @@ PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp
 LM_TRAINABLE = ("frozen", "full", "lora", "adapter_prompt", "lavin")
 ADAPTER_TYPES = ("router", "repadapter")  # LaVIN: mixture-of-modality router adapter | plain RepAdapter
 PROJECTOR_INJECT = ("splice", "adapter_prompt")
-LOSSES = ("base", "st", "lm", "ie")
+LOSSES = tuple(LOSS_CLASSES)  # base, st, lm, ie: the loss registry (eim.losses) is the one list
 SEGMENTS = ("vision", "projector", "lm")
 
 
@@ -41,7 +42,7 @@ class VisionConfig:
     name_or_path: str = "openai/clip-vit-base-patch32"  # local folder or hub id of a CLIPModel
     features: str = "pooled"  # pooled: ClipCap's [CLS]->visual_projection; full: [CLS]+patches, no output layer (EIM)
     trainable: str = "frozen"  # how CLIP may be tuned: frozen | prompt (VPT) | lora (peft) | full
-    prompt_length: int = 8  # VPT prompt tokens; the paper's prompt network size is not given (DESIGN §3)
+    prompt_length: int = 8  # VPT prompt tokens; the paper's prompt network size is not given (docs/design.md §3)
     prompt_deep: bool = False  # deep VPT: new prompts at every layer (more params, stronger)
     lora_r: int = 8  # LoRA rank on q/v projections when trainable == lora
     lora_alpha: int = 16

@@ -1,18 +1,27 @@
-"""Atomic, pickle-free persistence: safetensors for tensors, JSON for metadata.
+"""Atomic, pickle-free persistence: safetensors for tensors, JSON for metadata (docs/design.md §8).
 
 Every write goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed
-over the target, so an interrupted run never leaves a truncated checkpoint, bank or cache.
+over the target, so an interrupted run never leaves a truncated checkpoint, bank or cache. A
+folder written as a whole (an encoder cache, a converted model) is filled in a temporary sibling
+and renamed into place (:func:`atomic_dir`).
 """
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save
 
 from eim.errors import CheckpointError
 
 
-def _atomic(path, write):
+def atomic_write(path, write):
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,17 +39,13 @@ def _atomic(path, write):
 
 def save_tensors(tensors, path, metadata=None):
     """``{name: tensor}`` -> safetensors file, atomically. ``metadata`` values become strings."""
-    from safetensors.torch import save
-
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                 metadata={k: str(v) for k, v in (metadata or {}).items()})
-    _atomic(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def load_tensors(path, device="cpu"):
     """-> (tensors, metadata). A missing or corrupt file raises :class:`CheckpointError`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: file not found")
@@ -55,7 +60,7 @@ def load_tensors(path, device="cpu"):
 
 
 def write_json(obj, path):
-    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
 
 
 def read_json(path):
@@ -66,3 +71,29 @@ def read_json(path):
         raise CheckpointError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def temp_sibling(final):
+    """A new empty folder beside ``final`` (same filesystem, so renaming it into place is atomic);
+    made with mkdir, not mkdtemp, so it gets the usual permissions rather than 0700."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_dir(final):
+    """Yield a temporary sibling of ``final`` to fill; on success it replaces ``final``, on any
+    error (or interrupt) it is removed, so ``final`` is never half written."""
+    final = Path(final)
+    tmp = temp_sibling(final)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,46 +1,38 @@
 """``eim banks build RECIPE --data PATH --out RUN_DIR [--no-rebuild]``
 
 Builds (or reuses, when the fingerprint matches) the feature banks the recipe's losses need
-(DESIGN §2): ``text`` for loss_IE, ``embed`` for loss_ST, ``lm`` for loss_LM, under
+(docs/design.md §2): ``text`` for loss_IE, ``embed`` for loss_ST, ``lm`` for loss_LM, under
 ``RUN_DIR/banks/``. ``eim train`` does this on its own before the stage that needs a bank;
 this command builds them ahead of time (e.g. on a different machine or job).
 """
 
+from eim.api import quiet_transformers
+from eim.banks import BankProvider
 from eim.config import load_recipe, parse_overrides
-
-LOSS_BANK = {"ie": "text", "st": "embed", "lm": "lm"}
+from eim.data import add_data_args, dataset_from_args
+from eim.losses import BANK_NAMES, stage_banks
 
 
 def add_parser(sub):
-    from eim.data import add_data_args
-
     p = sub.add_parser("banks", help="build feature banks", description=__doc__)
     bsub = p.add_subparsers(dest="banks_command", metavar="ACTION", required=True)
     b = bsub.add_parser("build", help="build or reuse the banks a recipe needs", description=__doc__)
     b.add_argument("recipe")
     add_data_args(b)
     b.add_argument("--out", required=True, help="run folder; banks go to RUN_DIR/banks/")
-    b.add_argument("--bank", action="append", choices=sorted(set(LOSS_BANK.values())),
+    b.add_argument("--bank", action="append", choices=sorted(BANK_NAMES),
                    help="build only this bank (repeatable; default: every bank the recipe's stages use)")
     b.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a stale bank")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=run, allow_overrides=True)
 
 
-def needed_banks(recipe):
-    return sorted({LOSS_BANK[n] for s in recipe.stages for n in s.losses if n in LOSS_BANK})
-
-
 def run(args):
-    from eim.banks import BankProvider
-    from eim.commands.train import quiet_transformers
-    from eim.data import dataset_from_args
-
     quiet_transformers()
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
     dataset = dataset_from_args(args, mode="train")
     provider = BankProvider(recipe, dataset, args.out, no_rebuild=args.no_rebuild, quiet=args.quiet)
-    names = args.bank or needed_banks(recipe)
+    names = args.bank or stage_banks(recipe)
     if not names:
         print(f"recipe {recipe.name} uses no feature bank (its stages have no ie/st/lm loss)")
     for name in names:

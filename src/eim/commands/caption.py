@@ -3,6 +3,14 @@
 CHECKPOINT is a run folder (its last finished stage), a stage folder or a ``model.safetensors``.
 """
 
+from pathlib import Path
+
+from eim.api import load_for_inference
+from eim.data.sample import Sample
+from eim.errors import DataError
+from eim.model.splice import TextEncoder
+from eim.train.collate import Collator
+
 
 def add_parser(sub):
     p = sub.add_parser("caption", help="caption images with a trained checkpoint", description=__doc__)
@@ -14,30 +22,7 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-def load_for_inference(checkpoint):
-    """-> (model, tokenizer, image_processor, recipe) with the checkpoint's tuned tensors loaded."""
-    from eim.commands.train import quiet_transformers
-    from eim.model.multimodal import build_model
-    from eim.train.checkpoint import find_checkpoint, load_model_weights
-    from eim.train.collate import load_image_processor
-
-    quiet_transformers()
-    recipe, weights = find_checkpoint(checkpoint)
-    model, tok = build_model(recipe)
-    load_model_weights(model, weights)
-    model.eval()
-    proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
-    return model, tok, proc, recipe
-
-
 def run(args):
-    from pathlib import Path
-
-    from eim.data.sample import Sample
-    from eim.errors import DataError
-    from eim.model.splice import TextEncoder
-    from eim.train.collate import Collator
-
     for p in args.images:
         if not Path(p).is_file():
             raise DataError("image file not found", file=p, remedy="check the path")

@@ -10,13 +10,17 @@ made) and ``scores.json``, then prints the scorer's table. The library behind it
 :mod:`eim.evaluation.generate`.
 """
 
+import argparse
+import json
+
+from eim.data import add_data_args, dataset_from_args
+from eim.evaluation import coco, mme, scienceqa
+from eim.evaluation.generate import TASKS, evaluate_checkpoint
+
+FORMATS = {"coco": coco.format_coco, "scienceqa": scienceqa.format_scienceqa, "mme": mme.format_mme}
+
 
 def add_parser(sub):
-    import argparse
-
-    from eim.data import add_data_args
-    from eim.evaluation.generate import TASKS
-
     p = sub.add_parser("eval", help="generate with a checkpoint on a benchmark and score it",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,11 +48,6 @@ def add_parser(sub):
 
 
 def run(args):
-    import json
-
-    from eim.data import dataset_from_args
-    from eim.evaluation.generate import evaluate_checkpoint
-
     dataset = dataset_from_args(args, mode="eval")
     scores = evaluate_checkpoint(
         args.checkpoint, args.task, dataset, args.out, num_beams=args.beams,
@@ -58,10 +57,6 @@ def run(args):
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
-        from eim.evaluation import coco, mme, scienceqa
-
-        fmt = {"coco": coco.format_coco, "scienceqa": scienceqa.format_scienceqa,
-               "mme": mme.format_mme}[args.task]
-        print(fmt(scores))
+        print(FORMATS[args.task](scores))
         print(f"written to {args.out}")
     return 0

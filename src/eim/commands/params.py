@@ -6,6 +6,7 @@ The model is built on the ``meta`` device, so 7B-scale recipes cost no memory an
 
 import json
 
+from eim.api import param_report
 from eim.config import load_recipe, parse_overrides
 
 
@@ -15,15 +16,6 @@ def add_parser(sub):
     p.add_argument("recipe", help="shipped recipe name (e.g. clipcap) or a YAML path")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=run, allow_overrides=True)
-
-
-def param_report(recipe):
-    from eim.model.multimodal import build_model, segment_counts
-
-    model, _ = build_model(recipe, device="meta")
-    segs = segment_counts(model)
-    return {"segments": segs, "total": sum(s["total"] for s in segs.values()),
-            "trainable": sum(s["trainable"] for s in segs.values())}
 
 
 def run(args):

@@ -1,4 +1,4 @@
-"""Datasets in the field's real formats, and a generated multimodal world (DESIGN §5).
+"""Datasets in the field's real formats, and a generated multimodal world (docs/design.md §5).
 
     from eim.data import load_dataset, load_image
     ds = load_dataset("shapes/coco", split="train")        # format detected from the path

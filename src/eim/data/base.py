@@ -1,6 +1,6 @@
 """What every dataset shares: validation at construction, skip bookkeeping, map-style access.
 
-DESIGN §5 formats are read by one class each (``eim.data.formats``); all of them subclass
+docs/design.md §5 formats are read by one class each (``eim.data.formats``); all of them subclass
 :class:`RecordDataset`, which gives
 
 - ``len(ds)`` / ``ds[i] -> Sample`` with contiguous indices 0..N-1 *after* bad records are

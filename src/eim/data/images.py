@@ -1,11 +1,13 @@
 """Image files: a cheap header check for validation, and the RGB loader the collator uses.
 
-Datasets never decode pixels (DESIGN §5: a Sample holds the image *path*); they only check, at
+Datasets never decode pixels (docs/design.md §5: a Sample holds the image *path*); they only check, at
 construction, that every image exists and that PIL recognises its header, so a bad file fails
 before training starts rather than hours into an epoch.
 """
 
 import os
+
+from PIL import Image, UnidentifiedImageError
 
 from eim.errors import DataError
 
@@ -16,8 +18,6 @@ def check_image(path):
     Reads the header only (``Image.open`` without ``load``): a few hundred bytes per file, so
     validating COCO's 123k images stays in seconds, not minutes.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not os.path.isfile(path):
         return f"missing image {path}"
     try:
@@ -49,8 +49,6 @@ def load_image(path):
     Raises :class:`DataError` naming the file when it cannot be decoded: a header that passed
     validation can still hide a truncated body.
     """
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB")

@@ -3,7 +3,7 @@
 Every command that reads data calls :func:`add_data_args` on its parser and
 :func:`dataset_from_args` after parsing, so ``--data/--data-format/--image-root/--skip-bad/
 --split`` mean the same thing everywhere. The format is detected from what the path holds
-(DESIGN §5):
+(docs/design.md §5):
 
 ==========================================================  =========
 path                                                        format

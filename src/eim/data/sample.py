@@ -1,4 +1,4 @@
-"""The one sample shape every dataset yields (issue 3, DESIGN §5).
+"""The one sample shape every dataset yields (docs/design.md §5).
 
 Datasets yield :class:`Sample` objects holding the image *path* (not pixels): the collator
 loads and preprocesses images with the vision tower's CLIP image processor, so datasets stay

@@ -13,6 +13,8 @@ import io
 import os
 from collections import Counter
 
+from pycocoevalcap.bleu.bleu import Bleu
+
 from eim.data.loader import detect_format, load_dataset
 from eim.errors import DataError
 
@@ -21,8 +23,6 @@ SPLITS = {"coco": ("train", "val", "test"), "scienceqa": ("train", "val", "test"
 
 def caption_bleu(groups, max_images=500):
     """(mean pairwise sentence BLEU-4, leave-one-out corpus BLEU-4) over caption groups."""
-    from pycocoevalcap.bleu.bleu import Bleu
-
     pair_gts, pair_res, loo_gts, loo_res = {}, {}, {}, {}
     for g, caps in enumerate(groups[:max_images]):
         caps = [" ".join(c.lower().split()) for c in caps]

@@ -1,4 +1,4 @@
-"""COCO caption scoring with pycocoevalcap (DESIGN §6: PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L,
+"""COCO caption scoring with pycocoevalcap (docs/design.md §6: PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L,
 CIDEr; SPICE reported as unavailable, never as zero, when it cannot run).
 
 Library use (no files)::
@@ -23,11 +23,17 @@ import subprocess
 import time
 from pathlib import Path
 
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
 from eim.errors import DataError, EIMError
 
 # pycocoevalcap's metric names, in the order papers report them.
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
-# Karpathy split names accepted by --split; "train" also takes "restval" (DESIGN §5).
+# Karpathy split names accepted by --split; "train" also takes "restval" (docs/design.md §5).
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",),
           "restval": ("restval",), "all": ("train", "restval", "val", "test")}
 JAVA_INSTALL_HINT = ("install a Java runtime (e.g. `apt-get install openjdk-17-jre-headless`) "
@@ -54,7 +60,7 @@ def spice_unavailable_reason():
 
     Only checks files: pycocoevalcap would otherwise start a network download that hangs offline.
     """
-    import pycocoevalcap.spice as spice_pkg
+    import pycocoevalcap.spice as spice_pkg  # optional scorer: only its folder is read here
 
     lib = Path(spice_pkg.__file__).parent / "lib"
     missing = [jar for jar in CORENLP_JARS if not (lib / jar).is_file()]
@@ -94,8 +100,6 @@ def ptb_tokenize(gts, res):
     gts: {id: [ref, ...]}, res: {id: caption} -> ({id: [tokenized refs]}, {id: [tokenized caption]})
     Lowercased, punctuation removed (pycocoevalcap's PUNCTUATIONS).
     """
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
     require_java()
     both = {("gt", k): [{"caption": c} for c in refs] for k, refs in gts.items()}
     both.update({("res", k): [{"caption": c}] for k, c in res.items()})
@@ -108,7 +112,7 @@ def ptb_tokenize(gts, res):
 
 def _run_spice(gts_tok, res_tok):
     """SPICE F-score, or (None, reason) when the scorer fails (it is fragile outside Java 8)."""
-    from pycocoevalcap.spice.spice import Spice
+    from pycocoevalcap.spice.spice import Spice  # optional scorer (needs CoreNLP jars)
 
     try:
         score, _ = Spice().compute_score(gts_tok, res_tok)
@@ -118,18 +122,13 @@ def _run_spice(gts_tok, res_tok):
 
 
 def score_captions(gts, res, *, spice=None, timings=None):
-    """Score captions with pycocoevalcap after PTB tokenization (DESIGN §6).
+    """Score captions with pycocoevalcap after PTB tokenization (docs/design.md §6).
 
     gts: {image_id: [reference, ...]} (raw strings), res: {image_id: caption} (raw string); the
     two must have the same ids. spice: None = run SPICE only when its CoreNLP jars are installed,
     True = require it, False = skip it. timings: optional dict filled with seconds per stage.
     Returns {metric: float | None for METRICS, "n_images": int, "unavailable": {metric: reason}}.
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-
     check_coverage(gts, res)
     if not gts:
         raise DataError("no images to score")

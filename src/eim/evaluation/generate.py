@@ -1,4 +1,4 @@
-"""Generate with a trained checkpoint on a benchmark, write the predictions, score them (issue 5).
+"""Generate with a trained checkpoint on a benchmark, write the predictions, score them (docs/design.md §6).
 
     eim eval RUN_DIR --task coco --data shapes/coco --out eval/coco
     eim eval RUN_DIR --task scienceqa --data shapes/scienceqa --out eval/sqa --beams 1
@@ -31,7 +31,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from eim import __version__
+from eim.api import load_for_inference
 from eim.errors import DataError
+from eim.evaluation.coco import score_coco_files
+from eim.evaluation.mme import score_mme_dir
+from eim.evaluation.scienceqa import score_scienceqa_files
+from eim.model.splice import TextEncoder
+from eim.train.checkpoint import find_checkpoint
+from eim.train.collate import Collator
 
 TASKS = ("coco", "scienceqa", "mme")
 # Where each task's predictions go, relative to out_dir.
@@ -89,11 +100,6 @@ def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_b
     ``[lead][image tokens][instruction]``; text-only samples (``image`` None) get no image
     tokens. The model runs on whatever device it is on.
     """
-    from tqdm.auto import tqdm
-
-    from eim.model.splice import TextEncoder
-    from eim.train.collate import Collator
-
     collate = Collator(TextEncoder(tok, max_prompt_tokens or recipe.train.max_length), proc,
                        mode="prompt")
     device = next(model.parameters()).device
@@ -110,11 +116,6 @@ def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_b
 
 def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
     """The prompt's layout for generation.json: lead tokens, P, first instruction, truncations."""
-    import torch
-
-    from eim.model.splice import TextEncoder
-    from eim.train.collate import Collator
-
     enc = TextEncoder(tok, max_prompt_tokens)
     n_image_tokens = None
     first_image = next((s for s in samples if s.image), None)
@@ -167,16 +168,10 @@ def score_predictions(task, dataset, out_dir, spice=None):
     """Score ``out_dir``'s prediction file with the library code behind ``eim score``."""
     out_dir, split = Path(out_dir), dataset.split
     if task == "coco":
-        from eim.evaluation.coco import score_coco_files
-
         return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[task], split, spice=spice)
     if task == "scienceqa":
-        from eim.evaluation.scienceqa import score_scienceqa_files
-
         problems, splits = dataset.files[:2]
         return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits)
-    from eim.evaluation.mme import score_mme_dir
-
     return score_mme_dir(out_dir / PREDICTION_FILES[task])
 
 
@@ -204,12 +199,6 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
     :func:`resolve_settings`. spice: None = run SPICE when available, False = skip. device:
     default CUDA when available. Returns the scorer's dict (also written to scores.json).
     """
-    import torch
-
-    from eim import __version__
-    from eim.commands.caption import load_for_inference
-    from eim.train.checkpoint import find_checkpoint
-
     check_task_data(task, dataset)
     model, tok, proc, recipe = load_for_inference(checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

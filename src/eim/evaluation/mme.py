@@ -1,4 +1,4 @@
-"""MME scores, computed exactly as MME's official ``eval_tool/calculation.py`` (DESIGN §6).
+"""MME scores, computed exactly as MME's official ``eval_tool/calculation.py`` (docs/design.md §6).
 
 Results layout (the official tool's): ``DIR/<subtask>.txt`` with lines
 ``image<TAB>question<TAB>gt<TAB>prediction``, the two questions of an image on consecutive lines.
@@ -77,7 +77,7 @@ def score_subtask(rows, *, name="subtask", file=None):
 
 
 def score_mme(subtasks, *, files=None):
-    """Perception/cognition totals over the subtasks given (DESIGN §6).
+    """Perception/cognition totals over the subtasks given (docs/design.md §6).
 
     subtasks: {official name: rows as for :func:`score_subtask`}. Returns {"perception",
     "cognition": summed scores or None when no subtask of the group is present, "subtasks":

@@ -1,4 +1,4 @@
-"""ScienceQA accuracy by category (DESIGN §6), on generated "The answer is X." texts.
+"""ScienceQA accuracy by category (docs/design.md §6), on generated "The answer is X." texts.
 
 Library use (no files)::
 
@@ -39,7 +39,7 @@ def extract_answer(text):
 
 
 def problem_categories(problem):
-    """The DESIGN §6 categories a ScienceQA problem counts in (TXT and IMG may both apply).
+    """The docs/design.md §6 categories a ScienceQA problem counts in (TXT and IMG may both apply).
 
     TXT/IMG/NO follow the official scorer: a truthy ``hint`` / ``image`` field.
     """
@@ -68,7 +68,7 @@ def _few(ids):
 
 
 def score_scienceqa(problems, predictions, qids, *, pred_file=None):
-    """Accuracy in percent per category, and overall, on the problems ``qids`` (DESIGN §6).
+    """Accuracy in percent per category, and overall, on the problems ``qids`` (docs/design.md §6).
 
     problems: {qid: problem} as in problems.json (needs choices, answer, hint, image, grade,
     subject). predictions: {qid: generated text}; qids outside ``qids`` are ignored.
@@ -113,7 +113,7 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None):
 
 
 def load_split_qids(problems_path, split="test", splits_path=None):
-    """The qids of ``split`` from pid_splits.json (default: next to problems.json, DESIGN §5)."""
+    """The qids of ``split`` from pid_splits.json (default: next to problems.json, docs/design.md §5)."""
     if splits_path is None:
         splits_path = Path(problems_path).parent / "pid_splits.json"
     splits_path = Path(splits_path)

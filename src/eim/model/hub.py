@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
+from transformers import AutoConfig
+
 from eim.errors import ConfigError
 from eim.model.known_configs import known_config
 
 
 def resolve_config(name_or_path, config_cls=None, trust_remote_code=False):
     """Config for ``name_or_path``: a local folder, a known reference architecture, or the hub."""
-    from transformers import AutoConfig
-
     if Path(name_or_path).is_dir():
         cls = config_cls or AutoConfig
         kw = {} if config_cls else {"trust_remote_code": trust_remote_code}

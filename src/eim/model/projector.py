@@ -1,4 +1,4 @@
-"""The semantic-space transformation network ST ("projector"), DESIGN §1 and §4.
+"""The semantic-space transformation network ST ("projector"), docs/design.md §1 and §4.
 
 Every ST maps visual features to LLM input embeddings: ``forward(x) -> [B, P, D_lm]`` where x is
 [B, D_in] (pooled) or [B, T, D_in] (full). :func:`build_projector` fails loudly on unknown names.
@@ -13,7 +13,7 @@ from eim.errors import ConfigError
 class ClipCapMLP(nn.Module):
     """ClipCap's MLP: D_in -> P*D_lm/2 (Tanh) -> P*D_lm, reshaped to P tokens.
 
-    ViT-B/32 + GPT-2: 512 -> 3840 -> 7680 = 10 x 768, 31,468,800 parameters (DESIGN §4).
+    ViT-B/32 + GPT-2: 512 -> 3840 -> 7680 = 10 x 768, 31,468,800 parameters (docs/design.md §4).
     """
 
     def __init__(self, d_in, d_lm, prefix_length=10, hidden_dim=None):

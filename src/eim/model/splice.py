@@ -1,4 +1,4 @@
-"""Tokenising samples and splicing image tokens into the LLM input (DESIGN §1, issue 2).
+"""Tokenising samples and splicing image tokens into the LLM input (docs/design.md §1).
 
 Layout of one training sequence (``lead`` is the tokenizer's BOS when it adds one, else empty)::
 
@@ -47,7 +47,7 @@ class TextEncoder:
         return (self.lead + self._ids(instruction))[-self.max_length :], len(self.lead)
 
     def encode_text_eos(self, instruction, response):
-        """Bank text: instruction + response + EOS (no image), as in DESIGN §2."""
+        """Bank text: instruction + response + EOS (no image), as in docs/design.md §2."""
         ids = (self.lead + self._ids(instruction) + self._ids(self.join(instruction, response)))[: self.max_length - 1]
         return ids + [self.eos]
 

@@ -1,4 +1,4 @@
-"""Tokenizers built offline from text (no hub downloads on this platform, DESIGN §7).
+"""Tokenizers built offline from text (no hub downloads on this platform, docs/design.md §7).
 
 A byte-level BPE trained on the training text and wrapped as a Hugging Face
 ``PreTrainedTokenizerFast`` stands in for GPT-2's and CLIP's tokenizers in tests and in the

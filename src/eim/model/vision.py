@@ -1,4 +1,4 @@
-"""The image-encoder segment: a wrapper over Hugging Face CLIP's vision tower (DESIGN §1, §3).
+"""The image-encoder segment: a wrapper over Hugging Face CLIP's vision tower (docs/design.md §1, §3).
 
 Feature modes:
 - ``pooled`` — ClipCap's input: ``visual_projection(post_layernorm(h[:, 0]))``, 512-d for ViT-B/32.
@@ -18,8 +18,20 @@ CLIP's text tower and the projections are not held here; the EIM code loads them
 CLIP folder when it builds the text bank or the ``loss_IE`` head (see :func:`load_clip_parts`).
 """
 
+import logging
+from pathlib import Path
+
 import torch
 from torch import nn
+from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
+
+try:  # transformers 5: the PIL backend by name (torchvision must not be installed beside the CPU torch)
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:  # transformers 4: the default processor is the PIL one
+    from transformers import CLIPImageProcessor
+
+from eim.model.adapters import attach_clip_adapters
+from eim.model.hub import resolve_config
 
 
 class VisionTower(nn.Module):
@@ -29,7 +41,7 @@ class VisionTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision_model = vision_model  # transformers CLIPVisionModel
-        # Only the pooled mode keeps the output layer; EIM removes it (DESIGN §1.1).
+        # Only the pooled mode keeps the output layer; EIM removes it (docs/design.md §1).
         self.visual_projection = visual_projection if cfg.features == "pooled" else None
         width = vision_model.config.hidden_size
         if cfg.trainable == "prompt":
@@ -41,13 +53,11 @@ class VisionTower(nn.Module):
         else:
             self.prompts = None
         if cfg.trainable == "lora":
-            from peft import LoraConfig, inject_adapter_in_model
+            from peft import LoraConfig, inject_adapter_in_model  # peft: only LoRA runs need it
 
             lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=["q_proj", "v_proj"])
             self.vision_model = inject_adapter_in_model(lcfg, self.vision_model)
         if cfg.trainable == "lavin":
-            from eim.model.adapters import attach_clip_adapters
-
             self.adapters = attach_clip_adapters(self.vision_model, cfg)  # hooks on each block's attention
 
     @property
@@ -132,10 +142,6 @@ def load_clip_parts(name_or_path, config_only=False):
     Falls back to the known architecture config of the paper's models when offline
     (``eim.model.known_configs``) so that ``eim params`` works without weights.
     """
-    from transformers import CLIPConfig, CLIPModel
-
-    from eim.model.hub import resolve_config
-
     if config_only:
         return resolve_config(name_or_path, CLIPConfig)
     return CLIPModel.from_pretrained(name_or_path, dtype=torch.float32)
@@ -146,8 +152,6 @@ def build_vision(cfg, device=None):
 
     ``device="meta"`` builds it without weights (for parameter reports).
     """
-    from transformers import CLIPVisionModel
-
     if device == "meta":
         clip_cfg = load_clip_parts(cfg.name_or_path, config_only=True)
         with torch.device("meta"):
@@ -156,3 +160,13 @@ def build_vision(cfg, device=None):
             return VisionTower(vm, proj, cfg)
     clip = load_clip_parts(cfg.name_or_path)
     return VisionTower(clip.vision_model, clip.visual_projection, cfg)
+
+
+def load_image_processor(clip_path, image_size=None):
+    """The CLIP image processor saved beside the weights, or CLIP's standard one at ``image_size``
+    (PIL backend: torchvision must not be installed beside the CPU torch here)."""
+    logging.getLogger("transformers.models.clip").setLevel(logging.ERROR)
+    if (Path(clip_path) / "preprocessor_config.json").exists():
+        return CLIPImageProcessor.from_pretrained(clip_path)
+    size = image_size or 224
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})

@@ -3,30 +3,10 @@ tokenizer (:class:`eim.model.splice.TextEncoder`). Produces the batch dict docum
 :mod:`eim.model.multimodal`.
 """
 
-import logging
-from pathlib import Path
-
 import torch
 
+from eim.data import load_image
 from eim.model.splice import IGNORE, pad_ids
-
-
-def load_image_processor(clip_path, image_size=None):
-    """The CLIP image processor saved beside the weights, or CLIP's standard one at ``image_size``.
-
-    Uses the PIL backend explicitly: torchvision must not be installed beside the CPU torch here.
-    """
-    from transformers import CLIPImageProcessor
-
-    logging.getLogger("transformers.models.clip").setLevel(logging.ERROR)
-    if (Path(clip_path) / "preprocessor_config.json").exists():
-        try:
-            from transformers import CLIPImageProcessorPil as cls
-        except ImportError:
-            cls = CLIPImageProcessor
-        return cls.from_pretrained(clip_path)
-    size = image_size or 224
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 class Collator:
@@ -39,8 +19,6 @@ class Collator:
         self.features, self.load_pixels = features, load_pixels
 
     def __call__(self, samples):
-        from eim.data import load_image
-
         ids, labels, leads = [], [], []
         for s in samples:
             if self.mode == "prompt":

@@ -1,4 +1,4 @@
-"""The training loop: a run is its recipe's list of stages (DESIGN §3), driven by ``accelerate``.
+"""The training loop: a run is its recipe's list of stages (docs/design.md §3), driven by ``accelerate``.
 
 Single process::
 
@@ -26,132 +26,63 @@ running one from its checkpoint; the result equals an uninterrupted run.
 """
 
 import json
-import math
 import os
+import shutil
 import time
 import warnings
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
-from torch import nn
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, InitProcessGroupKwargs
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
-from eim.distributed import all_reduce_sum, shard_range
+from eim.data import load_image
+from eim.distributed import all_reduce_sum, world_size
 from eim.io import load_tensors, save_tensors, write_json
-from eim.losses import StepContext, build_losses
-from eim.model.splice import IGNORE
+from eim.losses import build_losses
+from eim.model.splice import TextEncoder
 from eim.train.checkpoint import (load_model_weights, load_optimizer, save_model, save_optimizer,
                                   save_recipe, tunable_state)
 from eim.train.collate import Collator
+from eim.train.sampler import EpochBatches, Rows, ValidCollate
+from eim.train.stage import StageStep, stage_dir, stage_steps
 
 
-class EpochBatches(torch.utils.data.Sampler):
-    """This rank's share of global index batches over many epochs, each epoch a permutation
-    seeded by (seed, epoch).
+@dataclass
+class StageRun:
+    """The state of one running stage, built by :meth:`Trainer._setup_stage`."""
 
-    Global micro-batch i is ``perm[i·G : (i+1)·G]`` with ``G = batch_size × world``: the same
-    samples whatever the process count. Rank r takes its contiguous share (sizes differ by at most
-    one in an epoch's short last batch); a rank whose share is empty gets one padding index
-    ``n + j`` (a copy of sample j that no loss counts, see :class:`_Rows`). Deterministic from
-    its position, so a resumed run sees exactly the batches it would have. ``start`` = number of
-    micro-batches already consumed.
-    """
-
-    def __init__(self, n, batch_size, seed, total, start=0, world=1, rank=0):
-        self.n, self.bs, self.seed, self.total, self.start = n, batch_size, seed, total, start
-        self.world, self.rank = world, rank
-        self.per_epoch = math.ceil(n / (batch_size * world))
-
-    def __len__(self):
-        return self.total - self.start
-
-    def __iter__(self):
-        G = self.bs * self.world
-        for i in range(self.start, self.total):
-            epoch, j = divmod(i, self.per_epoch)
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            batch = torch.randperm(self.n, generator=g)[j * G : (j + 1) * G]
-            off, cnt = shard_range(len(batch), self.world, self.rank)
-            yield batch[off : off + cnt].tolist() if cnt else [self.n + int(batch[0])]
-
-
-class _Rows(torch.utils.data.Dataset):
-    """``dataset`` with padding rows: item i is ``(dataset[i mod n], i < n)``."""
-
-    def __init__(self, dataset):
-        self.dataset, self.n = dataset, len(dataset)
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return self.dataset[i % self.n], i < self.n
-
-
-class _ValidCollate:
-    """Collate ``(sample, real)`` pairs; ``batch["valid"]`` marks real rows, padding rows get no
-    target token (and the InfoNCE losses skip them)."""
-
-    def __init__(self, collate):
-        self.collate = collate
-
-    def __call__(self, items):
-        batch = self.collate([s for s, _ in items])
-        batch["valid"] = torch.tensor([v for _, v in items], dtype=torch.bool)
-        if not batch["valid"].all():
-            batch["labels"][~batch["valid"]] = IGNORE
-        return batch
-
-
-class StageStep(nn.Module):
-    """One stage's forward — the model and the stage's losses — as the single module accelerate
-    wraps (DDP/FSDP/DeepSpeed only see calls to the wrapped module's ``forward``).
-
-    ``forward(batch) -> {"loss_<name>": local mean}``. ``image_params``: trainable parameters that
-    only image rows reach; with several processes they get a zero gradient on a rank whose batch
-    has no image, since DDP expects every trainable parameter to take part in each backward.
-    """
-
-    def __init__(self, model, losses, need_cls=False, image_params=()):
-        super().__init__()
-        self.model = model
-        self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
-        self.need_cls = need_cls
-        self.image_params = list(image_params)  # plain list: already registered under .model/.losses
-        # FSDP's transformer auto-wrap reads _no_split_modules: the blocks of the HF models inside
-        self._block_names = sorted({c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or ())})
+    k: int
+    stage: object  # eim.config.StageConfig
+    dir: Path
+    losses: dict  # name -> (module, weight)
+    trainable: list  # the model's parameters this stage trains
+    loss_params: list  # a loss's own trainable parameters (e.g. a linear loss_IE head)
+    opt: torch.optim.Optimizer
+    sched: object
+    total: int  # optimiser steps
+    step: int = 0  # optimiser steps done
+    resuming: bool = False
+    t0: float = field(default_factory=time.time)
+    step_p: object = None  # the prepared StageStep (DDP/FSDP/DeepSpeed wrapper)
+    opt_p: object = None  # the prepared optimizer
 
     @property
-    def _no_split_modules(self):
-        """Block classes present now (FSDP2 renames a wrapped class X to FSDPX)."""
-        present = {type(m).__name__ for m in self.model.modules()}
-        return sorted(n for b in self._block_names for n in (b, "FSDP" + b) if n in present)
+    def ckpt(self):
+        return self.dir / "checkpoint"
 
-    def set_stage(self, losses, need_cls, image_params):
-        self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
-        self.need_cls, self.image_params = need_cls, list(image_params)
+    @property
+    def names(self):
+        return list(self.losses)
 
-    def forward(self, batch):
-        ctx = StepContext(self.model, batch, need_cls=self.need_cls)
-        terms = {}
-        for m in self.losses.values():
-            terms.update(m(ctx))
-        if self.image_params and not bool(batch["has_image"].any()):
-            first = next(iter(terms))
-            terms[first] = terms[first] + sum(p.reshape(-1)[0] for p in self.image_params) * 0.0
-        return terms
-
-
-def stage_dir(run_dir, k, stage):
-    return Path(run_dir) / f"stage-{k}-{stage.name}"
-
-
-def stage_steps(stage, n_samples, recipe, world=1):
-    """Optimiser steps of a stage (``steps`` or ``epochs`` × global micro-batches / accumulation)."""
-    if stage.steps is not None:
-        return stage.steps
-    micro = math.ceil(n_samples / (recipe.train.batch_size * world))
-    return max(1, math.ceil(stage.epochs * micro / recipe.train.grad_accum))
+    @property
+    def weights(self):
+        return [self.losses[n][1] for n in self.losses]
 
 
 class Trainer:
@@ -167,15 +98,13 @@ class Trainer:
         self.acc.gradient_accumulation_steps = recipe.train.grad_accum
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
-        from eim.model.splice import TextEncoder
-
         self.encoder = TextEncoder(tokenizer, recipe.train.max_length)
+        self._feature_cache = None
+        self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
 
     @property
     def _engine_shards(self):
         """FSDP / DeepSpeed: parameters and optimizer state are split across ranks."""
-        from accelerate.utils import DistributedType
-
         return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
     # ------------------------------------------------------------------------------------------
@@ -197,8 +126,31 @@ class Trainer:
         return summaries
 
     def run_stage(self, k, stage, d, resume):
-        from accelerate.utils import DistributedType
+        """One stage: set up (optimizer, schedule, resume), prepare, loop, finish."""
+        run = self._setup_stage(k, stage, d, resume)
+        loader = self._loader(run)
+        self._prepare(run)
+        bar = tqdm(total=run.total, initial=run.step, desc=f"stage {k} {stage.name}",
+                   disable=self.quiet or not self.acc.is_main_process, dynamic_ncols=True)
+        last = {}
+        batches = iter(loader)
+        while run.step < run.total:
+            last = self._optimizer_step(run, batches)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if run.step % self.recipe.train.log_every == 0 or run.step == run.total:
+                self._log(d, {"step": run.step, **last, "lr": run.sched.get_last_lr()[0], "time": time.time() - run.t0})
+            if run.step % self.recipe.train.save_every == 0 and run.step < run.total:
+                self._checkpoint(run.ckpt, run.opt, run.step_p, run.step)
+            for cb in self.callbacks:
+                cb(self, k, run.step)
+        bar.close()
+        return self._finish_stage(run, last)
 
+    # --- the named steps of a stage -------------------------------------------------------------
+    def _setup_stage(self, k, stage, d, resume):
+        """Trainable set, losses, optimizer and schedule; restores them from ``d/checkpoint`` when
+        resuming. A fresh start replaces the stage's old ``metrics.jsonl``."""
         r, model, acc = self.recipe, self.model, self.acc
         t0 = time.time()
         trainable = self._set_trainable(stage)
@@ -207,111 +159,116 @@ class Trainer:
             m.to(acc.device)
         loss_params = [p for m, _ in losses.values() for p in m.parameters() if p.requires_grad]
         total = stage_steps(stage, len(self.dataset), r, self.world)
-        A = r.train.grad_accum
         opt = torch.optim.AdamW(trainable + loss_params, lr=r.stage_lr(stage), weight_decay=r.train.weight_decay)
-        from transformers import get_scheduler
-
         warmup = min(r.train.warmup_steps, max(total // 10, 0))
         # not prepared: accelerate would step it once per process
         sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
-        step = 0
-        ckpt = d / "checkpoint"
-        resuming = resume and (ckpt / "model.safetensors").exists()
-        if resuming and not self._engine_shards:
-            load_model_weights(model, ckpt / "model.safetensors")
-            extra = load_optimizer(opt, ckpt / "optimizer")
-            step = extra["step"]
-            rng = ckpt / f"rng-{self.rank}.safetensors"  # ranks > 0; rank 0's is in the optimizer file
+        run = StageRun(k, stage, d, losses, trainable, loss_params, opt, sched, total, t0=t0)
+        run.resuming = resume and (run.ckpt / "model.safetensors").exists()
+        if run.resuming and not self._engine_shards:
+            load_model_weights(model, run.ckpt / "model.safetensors")
+            extra = load_optimizer(opt, run.ckpt / "optimizer")
+            run.step = extra["step"]
+            rng = run.ckpt / f"rng-{self.rank}.safetensors"  # ranks > 0; rank 0's is in the optimizer file
             torch.set_rng_state(load_tensors(rng)[0]["rng"] if rng.exists() else extra["tensors"]["rng"])
-        elif resuming:
-            step = json.loads((ckpt / "step.json").read_text())["step"]
+        elif run.resuming:
+            run.step = json.loads((run.ckpt / "step.json").read_text())["step"]
         elif d.exists() and (d / "metrics.jsonl").exists() and acc.is_main_process:
             (d / "metrics.jsonl").unlink()  # a fresh start of this stage replaces its old log
-        if resuming:
+        if run.resuming:
             with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is due
                 warnings.simplefilter("ignore", UserWarning)
-                for _ in range(step):
+                for _ in range(run.step):
                     sched.step()
-            self._say(f"stage {k} ({stage.name}): resuming at step {step}/{total} from {ckpt}")
+            self._say(f"stage {k} ({stage.name}): resuming at step {run.step}/{total} from {run.ckpt}")
         d.mkdir(parents=True, exist_ok=True)
+        return run
 
-        vision_in_loop = "vision" in stage.trainable
+    def _loader(self, run):
+        """This rank's batches from the stage's current step on: cached frozen-CLIP features when
+        CLIP does not train here, text only for a text-mode loss_LM stage."""
+        r, stage = self.recipe, run.stage
         features = None
-        if not vision_in_loop and r.train.cache_clip_features and any(
+        if "vision" not in stage.trainable and r.train.cache_clip_features and any(
                 n in stage.losses for n in ("base", "st")):
             features = self._cached_features()
         mode = "text" if set(stage.losses) == {"lm"} and r.eim.lm_query_input == "text" else "train"
-        collate = _ValidCollate(Collator(self.encoder, self.proc, mode=mode, features=features))
-        sampler = EpochBatches(len(self.dataset), r.train.batch_size, r.train.seed + 7919 * k, total * A,
-                               start=step * A, world=self.world, rank=self.rank)
-        loader = torch.utils.data.DataLoader(_Rows(self.dataset), batch_sampler=sampler, collate_fn=collate,
-                                             num_workers=r.train.num_workers)
-        image_segs = [p for seg in ("vision", "projector") if seg in stage.trainable for p in model.segment_tunable(seg)]
-        image_params = (image_segs + loss_params) if self.world > 1 else ()
-        step_module = getattr(self, "_fsdp_root", None)
-        if step_module is None:
-            step_module = StageStep(model, losses, need_cls="ie" in stage.losses, image_params=image_params)
+        collate = ValidCollate(Collator(self.encoder, self.proc, mode=mode, features=features))
+        A = r.train.grad_accum
+        sampler = EpochBatches(len(self.dataset), r.train.batch_size, r.train.seed + 7919 * run.k, run.total * A,
+                               start=run.step * A, world=self.world, rank=self.rank)
+        return torch.utils.data.DataLoader(Rows(self.dataset), batch_sampler=sampler, collate_fn=collate,
+                                           num_workers=r.train.num_workers)
+
+    def _prepare(self, run):
+        """Wrap the stage's forward and optimizer with accelerate (DDP / FSDP / DeepSpeed)."""
+        r, acc, stage, A = self.recipe, self.acc, run.stage, self.recipe.train.grad_accum
+        image_segs = [p for seg in ("vision", "projector") if seg in stage.trainable
+                      for p in self.model.segment_tunable(seg)]
+        image_params = (image_segs + run.loss_params) if self.world > 1 else ()
+        need_cls = "ie" in stage.losses
+        if self._fsdp_root is None:
+            step_module = StageStep(self.model, run.losses, need_cls=need_cls, image_params=image_params)
         else:  # FSDP shards the model in place, once: later stages reuse the wrapped root
-            step_module.set_stage(losses, "ie" in stage.losses, image_params)
+            step_module = self._fsdp_root
+            step_module.set_stage(run.losses, need_cls, image_params)
         if acc.state.deepspeed_plugin is not None:  # DeepSpeed wants the batch geometry; we prepare no loader
             acc.state.deepspeed_plugin.deepspeed_config.update(
                 train_micro_batch_size_per_gpu=r.train.batch_size, gradient_accumulation_steps=A,
                 train_batch_size=r.train.batch_size * A * self.world)
-        step_p, opt_p = acc.prepare(step_module, opt)
+        run.step_p, run.opt_p = acc.prepare(step_module, run.opt)
         if acc.distributed_type == DistributedType.FSDP:
-            self._fsdp_root = step_p
-        if resuming and self._engine_shards:
-            acc.load_state(str(ckpt / "state"))
-        step_p.train()
-        names = list(losses)
-        weights = [losses[n][1] for n in names]
-        bar = tqdm(total=total, initial=step, desc=f"stage {k} {stage.name}", disable=self.quiet or not acc.is_main_process,
-                   dynamic_ncols=True)
-        last = {}
-        batches = iter(loader)
-        while step < total:
-            window = [_to_device(next(batches), acc.device) for _ in range(A)]
-            # per-loss item counts (tokens / queries) of each micro-batch, then over all ranks
-            counts = [[losses[n][0].count(b) for n in names] for b in window]  # A × L
-            n_global = all_reduce_sum(torch.tensor([sum(c[i] for c in counts) for i in range(len(names))],
-                                                   dtype=torch.float64, device=acc.device)).tolist()
-            sums = torch.zeros(len(names), dtype=torch.float64, device=acc.device)
-            for batch, cnt in zip(window, counts):
-                with acc.accumulate(step_p):
-                    terms = step_p(batch)
-                    vals = [terms[f"loss_{n}"] for n in names]
-                    # local sum / global count, × world (undoes DDP's mean over ranks) × A
-                    # (undoes accelerate's division by grad_accum): gradient of the global mean
-                    scale = [c * self.world * A / max(g, 1.0) for c, g in zip(cnt, n_global)]
-                    acc.backward(sum(w * s * v for w, s, v in zip(weights, scale, vals)))
-                    sums += torch.stack([v.detach().double() for v in vals]) * torch.tensor(
-                        cnt, dtype=torch.float64, device=acc.device)
-            if acc.distributed_type == DistributedType.FSDP and self.world > 1:
-                _average_grads(loss_params)  # a loss's own head joined after FSDP wrapped the root
-            opt_p.step()
-            sched.step()
-            opt_p.zero_grad(set_to_none=True)
-            step += 1
-            means = (all_reduce_sum(sums) / torch.tensor(n_global, dtype=torch.float64, device=acc.device)
-                     .clamp_min(1.0)).tolist()
-            terms_g = {f"loss_{n}": v for n, v in zip(names, means)}
-            last = {"loss": sum(w * v for w, v in zip(weights, means)), **terms_g}
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if step % r.train.log_every == 0 or step == total:
-                self._log(d, {"step": step, **last, "lr": sched.get_last_lr()[0], "time": time.time() - t0})
-            if step % r.train.save_every == 0 and step < total:
-                self._checkpoint(ckpt, opt, step_p, step)
-            for cb in self.callbacks:
-                cb(self, k, step)
-        bar.close()
-        tensors = self._tunable_tensors(step_p)
-        summary = {"stage": k, "name": stage.name, "steps": total, "losses": stage.losses,
-                   "trainable": stage.trainable, "final": last, "seconds": round(time.time() - t0, 3)}
+            self._fsdp_root = run.step_p
+        if run.resuming and self._engine_shards:
+            acc.load_state(str(run.ckpt / "state"))
+        run.step_p.train()
+
+    def _optimizer_step(self, run, batches):
+        """One optimiser step over ``grad_accum`` micro-batches; returns the step's global losses.
+
+        Normalisation: every loss is a mean over its items (response tokens for loss_base, queries
+        for the InfoNCE terms). Each micro-batch's local *sum* is divided by the item count over
+        all ranks and accumulation steps, then multiplied by the world size (undoing DDP's mean of
+        gradients over ranks) and by ``grad_accum`` (undoing accelerate's division): the gradient
+        is that of the global-batch mean, so W processes with batch b equal one with batch W·b.
+        """
+        acc, A, names, weights = self.acc, self.recipe.train.grad_accum, run.names, run.weights
+        window = [_to_device(next(batches), acc.device) for _ in range(A)]
+        # per-loss item counts (tokens / queries) of each micro-batch, then over all ranks
+        counts = [[run.losses[n][0].count(b) for n in names] for b in window]  # A × L
+        n_global = all_reduce_sum(torch.tensor([sum(c[i] for c in counts) for i in range(len(names))],
+                                               dtype=torch.float64, device=acc.device)).tolist()
+        sums = torch.zeros(len(names), dtype=torch.float64, device=acc.device)
+        for batch, cnt in zip(window, counts):
+            with acc.accumulate(run.step_p):
+                terms = run.step_p(batch)
+                vals = [terms[f"loss_{n}"] for n in names]
+                scale = [c * self.world * A / max(g, 1.0) for c, g in zip(cnt, n_global)]
+                acc.backward(sum(w * s * v for w, s, v in zip(weights, scale, vals)))
+                sums += torch.stack([v.detach().double() for v in vals]) * torch.tensor(
+                    cnt, dtype=torch.float64, device=acc.device)
+        if acc.distributed_type == DistributedType.FSDP and self.world > 1:
+            _average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
+        run.opt_p.step()
+        run.sched.step()
+        run.opt_p.zero_grad(set_to_none=True)
+        run.step += 1
+        means = (all_reduce_sum(sums) / torch.tensor(n_global, dtype=torch.float64, device=acc.device)
+                 .clamp_min(1.0)).tolist()
+        return {"loss": sum(w * v for w, v in zip(weights, means)),
+                **{f"loss_{n}": v for n, v in zip(names, means)}}
+
+    def _finish_stage(self, run, last):
+        """Write the stage's tuned tensors and ``stage.json``, drop its checkpoint; returns the summary."""
+        acc, stage = self.acc, run.stage
+        tensors = self._tunable_tensors(run.step_p)
+        summary = {"stage": run.k, "name": stage.name, "steps": run.total, "losses": stage.losses,
+                   "trainable": stage.trainable, "final": last, "seconds": round(time.time() - run.t0, 3)}
         if acc.is_main_process:
-            save_tensors(tensors, d / "model.safetensors", {"recipe": r.name, "stage": str(k), "stage_name": stage.name})
-            write_json(summary, d / "stage.json")
-            _rmtree(ckpt)
+            save_tensors(tensors, run.dir / "model.safetensors",
+                         {"recipe": self.recipe.name, "stage": str(run.k), "stage_name": stage.name})
+            write_json(summary, run.dir / "stage.json")
+            shutil.rmtree(run.ckpt, ignore_errors=True)
         acc.wait_for_everyone()
         acc.free_memory()  # drop this stage's wrapper (DDP buckets, engine) before the next stage
         return summary
@@ -334,14 +291,12 @@ class Trainer:
 
         Every rank computes the whole cache (every rank may draw any sample).
         """
-        if getattr(self, "_feature_cache", None) is not None:
+        if self._feature_cache is not None:
             return self._feature_cache
         paths = sorted({s.image for s in (self.dataset[i] for i in range(len(self.dataset))) if s.image})
         self.model.eval()
         cache = {}
         bs = self.recipe.generation.batch_size * 4
-        from eim.data import load_image
-
         for i in tqdm(range(0, len(paths), bs), desc="CLIP features", disable=self.quiet or not self.acc.is_main_process):
             chunk = paths[i : i + bs]
             pix = self.proc(images=[load_image(p) for p in chunk], return_tensors="pt")["pixel_values"]
@@ -390,11 +345,6 @@ def make_accelerator(recipe):
     """The ``Accelerator`` for a recipe: its precision and accumulation; distribution (DDP, FSDP,
     DeepSpeed, process count) comes from the launcher (``accelerate launch --config_file``,
     ``torchrun``). Collective timeouts are long: rank 0 may be writing a large bank meanwhile."""
-    from datetime import timedelta
-
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
-
     return Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision),
                        cpu=not torch.cuda.is_available(), gradient_accumulation_steps=recipe.train.grad_accum,
                        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))])
@@ -403,10 +353,6 @@ def make_accelerator(recipe):
 def _average_grads(params):
     """Mean of each gradient over ranks, for parameters FSDP does not manage (plain tensors, not
     the DTensors of the modules it sharded)."""
-    from torch.distributed.tensor import DTensor
-
-    from eim.distributed import world_size
-
     for p in params:
         if p.grad is not None and not isinstance(p, DTensor):
             all_reduce_sum(p.grad).div_(world_size())
@@ -424,9 +370,3 @@ def _mixed_precision(mode):
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
     return "no"
-
-
-def _rmtree(path):
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""One loader class per published data format (DESIGN §5)."""
+"""One loader class per published data format (docs/design.md §5)."""
 
 from eim.data.formats.alpaca import Alpaca
 from eim.data.formats.coco import CocoKarpathy

@@ -1,4 +1,4 @@
-"""Alpaca-52k instruction data (text only), DESIGN §5: ``[{"instruction", "input", "output"}]``.
+"""Alpaca-52k instruction data (text only), docs/design.md §5: ``[{"instruction", "input", "output"}]``.
 
 The instruction is Stanford Alpaca's own prompt (:data:`PROMPT_INPUT` / :data:`PROMPT_NO_INPUT`),
 the one LLaMA-Adapter trains with, so text-only tuning here matches the published recipe.

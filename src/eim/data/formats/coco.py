@@ -1,4 +1,4 @@
-"""COCO captions in Karpathy's split file (``dataset_coco.json``), DESIGN §5.
+"""COCO captions in Karpathy's split file (``dataset_coco.json``), docs/design.md §5.
 
 Layout: ``{"images": [{"filepath", "filename", "imgid", "split", "cocoid", "sentences":
 [{"raw", "tokens", "sentid"}]}], "dataset": "coco"}``; image files under
@@ -8,13 +8,13 @@ The Flickr8k/30k files of the same release have no ``filepath``/``cocoid``; they
 Two views of one file:
 
 - ``mode="train"``: one sample per (image, caption) pair, the rows of the ``loss_IE`` bank
-  (DESIGN §2: N = number of image-text pairs, ~0.59M for Karpathy train);
+  (docs/design.md §2: N = number of image-text pairs, ~0.59M for Karpathy train);
 - ``mode="eval"``: one sample per image, ``meta["references"]`` = its raw captions (what BLEU
   and CIDEr score against); ``response`` is the first reference.
 
 ``restval`` joins ``train`` (as in every Karpathy-split paper). ``image_id`` is the cocoid, or
 the imgid where there is none; ``meta["image_key"]`` repeats it so feature banks can mask the
-other captions of the same image (DESIGN §2, ``same_image: mask``).
+other captions of the same image (docs/design.md §2, ``same_image: mask``).
 """
 
 import os

@@ -1,4 +1,4 @@
-"""LLaVA instruction data (``llava_instruct_150k.json`` and kin), DESIGN §5.
+"""LLaVA instruction data (``llava_instruct_150k.json`` and kin), docs/design.md §5.
 
 ``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}, ...]}]``. The token
 ``<image>`` marks where the image goes; it is stripped from the text because the collator

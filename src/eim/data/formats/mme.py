@@ -1,4 +1,4 @@
-"""The MME benchmark in its own folder layout, DESIGN §5.
+"""The MME benchmark in its own folder layout, docs/design.md §5.
 
 ``<root>/<subtask>/`` holds either the images and their ``.txt`` files side by side, or
 ``images/`` and ``questions_answers_YN/``. Each ``<image stem>.txt`` has two lines

@@ -1,4 +1,4 @@
-"""ScienceQA (Lu et al. 2022) in its published layout, DESIGN §5.
+"""ScienceQA (Lu et al. 2022) in its published layout, docs/design.md §5.
 
 A folder holding ``problems.json`` (qid -> problem), ``pid_splits.json`` (split -> [qid]) and
 ``images/<split>/<qid>/image.png`` (``image`` is ``"image.png"`` or null for text-only
@@ -52,7 +52,7 @@ def build_prompt(problem):
 
 
 def categories(problem):
-    """The scoring buckets of DESIGN §6: NAT/SOC/LAN, TXT, IMG, NO, G1-6 / G7-12."""
+    """The scoring buckets of docs/design.md §6: NAT/SOC/LAN, TXT, IMG, NO, G1-6 / G7-12."""
     tags = [SUBJECT_TAG.get(problem.get("subject"), "OTHER")]
     txt, img = bool((problem.get("hint") or "").strip()), bool(problem.get("image"))
     tags += (["TXT"] if txt else []) + (["IMG"] if img else []) + ([] if txt or img else ["NO"])

@@ -1,4 +1,4 @@
-"""The shapes world: a deterministic synthetic multimodal dataset (issue 3, DESIGN §5).
+"""The shapes world: a deterministic synthetic multimodal dataset (docs/design.md §5).
 
 ``eim data shapes --out DIR`` (:func:`eim.data.shapes.writer.write_shapes`) renders scenes of
 coloured shapes (:mod:`.scene`), captions them with a paraphrasing grammar (:mod:`.captions`),

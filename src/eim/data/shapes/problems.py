@@ -3,7 +3,7 @@
 Image problems ask about a scene (count, colour, size comparison, relative position, which
 sentence describes it); text-only problems ask general facts (sides of shapes, mixing paint,
 directions, alphabetical order, plurals, word meanings), some with a hint. Subjects, grades and
-hints are spread so every scoring bucket of DESIGN §6 (NAT/SOC/LAN, TXT/IMG/NO, G1-6/G7-12) is
+hints are spread so every scoring bucket of docs/design.md §6 (NAT/SOC/LAN, TXT/IMG/NO, G1-6/G7-12) is
 populated. Field names and value styles follow the published ``problems.json``.
 """
 

@@ -1,6 +1,6 @@
 """Yes/no pairs for the MME layout and conversations for the LLaVA layout, about a scene.
 
-MME (DESIGN §5): each image gets two questions, the true statement first (answer Yes) and a
+MME (docs/design.md §5): each image gets two questions, the true statement first (answer Yes) and a
 minimally changed false one second (No), for the perception subtasks the world can pose:
 existence, count, position, color. ``MME_NEEDS`` says what a scene must hold for a subtask,
 so the writer can redraw until the scene qualifies.

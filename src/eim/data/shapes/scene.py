@@ -11,6 +11,8 @@ object.
 import io
 from dataclasses import dataclass
 
+from PIL import Image, ImageDraw
+
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 # Saturated, far-apart colours: tell-apart-able at 64 px after antialiasing.
 COLOURS = {
@@ -112,8 +114,6 @@ def _polygon(shape, cx, cy, r):
 
 def render(scene, size=64):
     """The scene as an RGB ``PIL.Image`` of `size` x `size` pixels."""
-    from PIL import Image, ImageDraw
-
     big = size * SUPERSAMPLE
     im = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(im)

@@ -1,4 +1,4 @@
-"""Write the shapes world to disk in the real formats (DESIGN §5), streaming.
+"""Write the shapes world to disk in the real formats (docs/design.md §5), streaming.
 
 Layout under ``out``::
 

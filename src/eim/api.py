@@ -1,0 +1,82 @@
+"""The library's entry points: train a recipe, load a checkpoint for inference, count parameters.
+
+    from eim.api import train, load_for_inference, param_report
+    from eim.config import load_recipe
+    from eim.data import load_dataset
+
+    recipe = load_recipe("clipcap_eim", {"vision.name_or_path": "/models/clip-vit-base-patch32"})
+    train(recipe, load_dataset("data/coco", split="train"), "runs/eim")
+    model, tokenizer, image_processor, recipe = load_for_inference("runs/eim")
+
+The CLI (:mod:`eim.cli`, :mod:`eim.commands`) parses arguments and calls these; so do the demo
+and the benchmarks. The method: docs/design.md.
+"""
+
+import os
+
+import torch
+from transformers.utils import logging
+
+from eim.banks import BankProvider
+from eim.model.multimodal import build_model, segment_counts
+from eim.model.vision import load_image_processor
+from eim.train.checkpoint import find_checkpoint, load_model_weights
+from eim.train.trainer import Trainer, make_accelerator
+
+
+def quiet_transformers():
+    """No download bars or info chatter from transformers (errors still show)."""
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, callbacks=(), accelerator=None,
+          banks_dir=None, shard_banks=None):
+    """Build the model from ``recipe`` and run all its stages on ``dataset`` into ``out``.
+
+    Returns the stage summaries (``stage.json`` of each stage). ``banks_dir``: where feature banks
+    live (default ``out/banks``); runs that share data and encoders can share one folder, since a
+    bank is only reused when its fingerprint matches. ``shard_banks``: split banks by rows across
+    processes (default: on when the recipe's ``eim.shard_banks`` or the ``EIM_SHARD_BANKS=1``
+    environment variable says so). ``callbacks``: ``f(trainer, stage_index, step)`` after each
+    optimiser step.
+    """
+    quiet_transformers()
+    acc = accelerator or make_accelerator(recipe)  # first: it joins the process group of a launcher
+    if shard_banks is None:  # the recipe's eim.shard_banks or the environment turns it on
+        shard_banks = recipe.eim.shard_banks or (
+            os.environ.get("EIM_SHARD_BANKS", "0").lower() not in ("", "0", "false", "no"))
+    torch.manual_seed(recipe.train.seed)  # ST init and VPT prompts: a run is reproducible from its recipe
+    model, tok = build_model(recipe)
+    proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
+    banks = BankProvider(recipe, dataset, out, banks_dir=banks_dir, model=model, tokenizer=tok, image_processor=proc,
+                         no_rebuild=no_rebuild, quiet=quiet, device=acc.device, shard=bool(shard_banks))
+    trainer = Trainer(recipe, model, tok, proc, dataset, out, banks=banks, callbacks=callbacks, quiet=quiet,
+                      accelerator=acc)
+    return trainer.run(resume=resume)
+
+
+def load_for_inference(checkpoint):
+    """-> (model, tokenizer, image_processor, recipe) with the checkpoint's tuned tensors loaded.
+
+    ``checkpoint``: a run folder (its last finished stage), a stage folder or a ``model.safetensors``.
+    """
+    quiet_transformers()
+    recipe, weights = find_checkpoint(checkpoint)
+    model, tok = build_model(recipe)
+    load_model_weights(model, weights)
+    model.eval()
+    proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
+    return model, tok, proc, recipe
+
+
+def param_report(recipe):
+    """``{"segments": {...}, "total", "trainable"}``: parameters per segment, built on the meta
+    device (no weights, no memory: works for 7B-scale recipes)."""
+    model, _ = build_model(recipe, device="meta")
+    segs = segment_counts(model)
+    return {"segments": segs, "total": sum(s["total"] for s in segs.values()),
+            "trainable": sum(s["trainable"] for s in segs.values())}
+
+
+__all__ = ["load_for_inference", "param_report", "quiet_transformers", "train"]

@@ -1,0 +1,71 @@
+"""``eim data``: generate the shapes world, summarise or validate a dataset.
+
+    eim data shapes --out data/shapes                 # 2000/200/200 images at 64 px, seed 0
+    eim data shapes --out /tmp/s --train 50 --val 10 --test 10 --size 32 --seed 1
+    eim data stats data/shapes                        # every dataset in the folder
+    eim data stats data/shapes/coco --json
+    eim data check --data data/shapes/scienceqa --split test
+"""
+
+import json
+import time
+
+from eim.data.formats import FORMATS
+from eim.data.loader import add_data_args, dataset_from_args
+from eim.data.shapes.writer import write_shapes
+from eim.data.stats import dataset_stats, format_stats
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("data", help="generate, inspect and validate datasets")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    s = sub.add_parser("shapes", help="write the synthetic shapes world in the real formats")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    s.add_argument("--train", type=int, default=2000, help="train images (default 2000)")
+    s.add_argument("--val", type=int, default=200, help="val images (default 200)")
+    s.add_argument("--test", type=int, default=200,
+                   help="test images (default 200); MME gets test/4 images per subtask")
+    s.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files")
+    s.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a tree written before (only its own sub-folders)")
+    s.set_defaults(func=_shapes)
+
+    st = sub.add_parser("stats", help="images, captions and caption diversity of a dataset")
+    st.add_argument("path", help="a dataset path, or a folder of datasets (eim data shapes)")
+    st.add_argument("--data-format", choices=sorted(FORMATS), default=None,
+                    help="format of path (default: detected)")
+    st.add_argument("--max-images", type=int, default=500,
+                    help="images per split used for the BLEU diversity numbers")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st.set_defaults(func=_stats)
+
+    c = sub.add_parser("check", help="validate a dataset and list bad records")
+    add_data_args(c)
+    c.add_argument("--mode", choices=("train", "eval"), default="train")
+    c.set_defaults(func=_check)
+    return p
+
+
+def _shapes(args):
+    t = time.perf_counter()
+    counts = write_shapes(args.out, train=args.train, val=args.val, test=args.test,
+                          seed=args.seed, size=args.size, overwrite=args.overwrite)
+    took = time.perf_counter() - t
+    print(f"wrote {args.out} in {took:.1f}s: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def _stats(args):
+    stats = dataset_stats(args.path, args.data_format, args.max_images)
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    return 0
+
+
+def _check(args):
+    ds = dataset_from_args(args, mode=args.mode)
+    print(f"{ds.format} {ds.split}: {len(ds)} samples, {len(ds.skipped)} bad records skipped")
+    for rid, why in ds.skipped:
+        print(f"  {rid}: {why}")
+    return 0

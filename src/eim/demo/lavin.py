@@ -1,0 +1,276 @@
+"""``eim demo --task scienceqa|mme``: LaVIN vs LaVIN + EIM on the embedded data, end to end (docs/design.md §10).
+
+    eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; 36 min measured on 2 idle CPU cores
+    eim demo --task scienceqa                  # tiny preset: a tiny pretrained LLaMA (27 min measured, cores shared)
+    eim demo --task mme --preset smol          # instruction tuning on LLaVA-format data, MME scores
+
+``scienceqa``: train ``lavin`` (baseline) and ``lavin_eim`` on the shapes world's ScienceQA
+problems in LaVIN's QCM-ALE format (text-only problems go through the same path, with no image
+tokens and LaVIN's "no image" modality token), then score accuracy by category on the test split.
+``mme``: train both on the LLaVA-format conversations (``llava/instruct.json``, the paper's
+chatbot run used LLaVA-158k + Alpaca) and score the MME-format yes/no questions (``mme/``).
+Default output folder: ``eim-demo-<task>``; ``report.html`` and ``summary.json`` land in it.
+
+Decisions, each visible in the report:
+
+- **LLM.** LaVIN is a LLaMA-family method, so both presets use a LLaMA: ``smol`` the real
+  SmolLM2-135M-Instruct (:mod:`eim.demo.smol`), ``tiny``/``test`` a tiny ``LlamaForCausalLM``
+  pretrained by :mod:`eim.demo.pretrain` on the training text (context long enough for the
+  ScienceQA prompts), in its own cache (``encoders-llama/``) so the ClipCap demo's GPT-2 cache
+  in the same folder is never overwritten. The CLIP is the demo's small pretrained one.
+- **Equal training on the final objective.** LaVIN trains ``steps`` optimiser steps on
+  ``loss_base``. LaVIN + EIM gets the same ``steps`` steps on ``loss_base``, split as in the
+  recipe (LaVIN's 20 epochs -> EIM's Adapter 10 + base+IE 10): ``steps - steps // 2`` in the
+  Adapter stage, ``steps // 2`` in base + loss_IE. Its ``loss_ST`` and ``loss_LM`` stages are
+  reported as extra cost, as in the ClipCap demo.
+- **Budget.** Token count drives the cost on a CPU: ``train.max_length`` is the fewest tokens that
+  keep every training prompt whole with its answer sentence, so long problems lose the rationale
+  ("BECAUSE: ...") past it (see :func:`fit_lengths`); training
+  uses the first ``train_samples`` training samples (the ``loss_LM`` bank runs the LLM over each
+  of them once); evaluation generates ``max_new_tokens`` tokens, enough for "The answer is X."
+  (the scorer reads only the letter), on the *whole* test split of the generated world.
+"""
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from transformers import AutoTokenizer
+
+from eim.config import load_recipe
+from eim.data import load_dataset
+from eim.demo.encoders import cached_encoders
+from eim.demo.pipeline import say
+from eim.demo.report import write_lavin_report
+from eim.model.splice import TextEncoder
+
+VARIANTS = ("lavin", "lavin_eim")
+LABELS = {"lavin": "LaVIN (baseline)", "lavin_eim": "LaVIN + EIM"}
+SQA_METRICS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg")
+MME_SUBTASKS = ("existence", "count", "position", "color")  # the subtasks the shapes world has
+MME_METRICS = ("perception",) + MME_SUBTASKS
+# tiny/test LLM: a LLaMA (LaVIN's architecture) instead of the ClipCap demo's GPT-2; ScienceQA
+# prompt + answer sentence is up to ~100 tokens, so it is pretrained on 128-token windows.
+TINY_LLAMA = {"arch": "llama", "context": 128, "max_positions": 256, "batch_size": 16}
+
+
+@dataclass
+class TaskPreset:
+    """Data, schedule and decoding of a task demo; every field is a knob for a quick experiment."""
+
+    world_train: int = 2000  # shapes world size (= the ClipCap demo's, so its data can be shared)
+    world_test: int = 200  # test images = ScienceQA test problems (scored in full); MME gets test//4 per subtask
+    size: int = 64  # image side in pixels
+    train_samples: Optional[int] = None  # first N training samples (None: all); bounds the loss_LM bank cost
+    steps: int = 300  # optimiser steps on loss_base, equal for both variants (EIM: Adapter + base+IE)
+    st_steps: int = 60  # EIM stage 1 (loss_ST), extra cost
+    lm_steps: int = 60  # EIM stage 2 (loss_LM), extra cost
+    batch_size: int = 16
+    lr: float = 9e-3  # LaVIN's ScienceQA lr (adapters only, zero-initialised)
+    warmup: int = 20
+    # text tokens per training sample; None: the fewest that keep every training prompt whole with
+    # its answer sentence ("The answer is X."; LLaVA: the whole response) and EOS (fit_lengths)
+    max_length: Optional[int] = None
+    max_prompt_tokens: Optional[int] = None  # prompt tokens kept at evaluation; None: the longest test prompt
+    max_new_tokens: int = 8  # "The answer is X." (ScienceQA) / "Yes"/"No" (MME)
+    beams: int = 1
+    eval_batch_size: int = 16
+    lm: str = "tiny-llama"  # tiny-llama: eim.demo.encoders' tiny preset as a LLaMA | smol: SmolLM2-135M
+    encoders: dict = field(default_factory=dict)  # overrides of eim.demo.encoders.PRESETS (sizes, steps)
+    overrides: dict = field(default_factory=dict)  # extra recipe overrides for both variants
+
+
+_TEST_ENCODERS = {"vocab_size": 300,
+                  "clip": dict(image_size=32, width=32, layers=1, heads=2, text_width=32, projection_dim=32,
+                               steps=5, batch_size=16),
+                  "lm": dict(width=32, layers=1, heads=2, steps=5, batch_size=8, context=64)}
+
+PRESETS = {
+    "scienceqa": {
+        "tiny": TaskPreset(),
+        # SmolLM2-135M, sized for <= 60 min on 2 CPU cores from measured costs (1-thread CPU time
+        # calibrated to docs/design.md §7's 1.7 s per 8x32-token forward+backward): LaVIN step 3.5 s,
+        # LaVIN+EIM Adapter/base+IE step 4.1 s, loss_LM step 2.8 s, loss_ST step ~0, loss_LM bank
+        # 0.2 s/sample, one evaluation of the 200 test problems 38 s, small CLIP + conversion 50 s
+        # -> 50 + 300*3.5 + 1000*0.2 + 60*2.8 + 300*4.1 + 2*38 = ~46 min estimated; measured end to
+        # end: 36 min (steps were faster than estimated: 2.7 s LaVIN, 3.3 s Adapter). Batch 8 (tokens are the
+        # cost), lr = LaVIN's 9e-3 at batch 32 scaled by sqrt(8/32).
+        "smol": TaskPreset(train_samples=1000, steps=300, st_steps=60, lm_steps=60, batch_size=8, lr=4.5e-3,
+                           warmup=20, lm="smol"),
+        "test": TaskPreset(world_train=24, world_test=8, size=32, steps=4, st_steps=2, lm_steps=2, batch_size=8,
+                           warmup=0, max_new_tokens=6, eval_batch_size=8, encoders=_TEST_ENCODERS),
+    },
+    "mme": {
+        "tiny": TaskPreset(max_new_tokens=4),
+        # the ScienceQA smol schedule; LLaVA turns are shorter than ScienceQA prompts, so it is cheaper
+        "smol": TaskPreset(train_samples=1000, steps=300, st_steps=60, lm_steps=60, batch_size=8, lr=4.5e-3,
+                           warmup=20, max_new_tokens=4, lm="smol"),
+        "test": TaskPreset(world_train=24, world_test=8, size=32, steps=4, st_steps=2, lm_steps=2, batch_size=8,
+                           warmup=0, max_new_tokens=4, eval_batch_size=8, encoders=_TEST_ENCODERS),
+    },
+}
+
+
+class Head:
+    """The first ``n`` samples of a dataset (sample i keeps index i, so bank row i is sample i).
+
+    Carries what the trainer and the bank fingerprint read (format, split, mode, files); the
+    record count is part of the bank fingerprint, so a bank of the full set is never reused.
+    """
+
+    def __init__(self, dataset, n):
+        self.dataset, self.n = dataset, min(n, len(dataset))
+        for k in ("format", "split", "mode", "files", "path", "root"):
+            if hasattr(dataset, k):
+                setattr(self, k, getattr(dataset, k))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} samples")
+        return self.dataset[i % self.n]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.n))
+
+
+def recipe_for(variant, preset, clip_dir, lm_dir, seed):
+    """``lavin`` / ``lavin_eim`` pointed at the demo encoders with the preset's schedule."""
+    p = preset
+    over = {
+        "vision.name_or_path": str(clip_dir), "lm.name_or_path": str(lm_dir),
+        "train.batch_size": p.batch_size, "train.lr": p.lr, "train.warmup_steps": p.warmup,
+        "train.seed": seed, "train.save_every": 10_000, "train.log_every": 5,
+        "generation.num_beams": p.beams, "generation.max_new_tokens": p.max_new_tokens,
+    }
+    if p.max_length is not None:  # None until fit_lengths has seen the data: the recipe's own value
+        over["train.max_length"] = p.max_length
+    if variant == "lavin_eim":  # st -> lm -> adapter -> base+ie; adapter + base+ie = the baseline's steps
+        lengths = [p.st_steps, p.lm_steps, p.steps - p.steps // 2, p.steps // 2]
+    else:
+        lengths = [p.steps]
+    for i, n in enumerate(lengths):
+        over[f"stages.{i}.epochs"] = None
+        over[f"stages.{i}.steps"] = n
+    over.update(p.overrides)
+    return load_recipe(variant, over)
+
+
+def _encoders(out, data, p, quiet):
+    if p.lm == "smol":  # same cache folder as the ClipCap demo's smol preset: shared when --out is
+        return cached_encoders(data, out / "encoders", preset="smol", quiet=quiet, overrides=p.encoders or None)
+    over = json.loads(json.dumps(p.encoders or {}))
+    over["lm"] = {**TINY_LLAMA, **over.get("lm", {})}
+    return cached_encoders(data, out / "encoders-llama", preset="tiny", quiet=quiet, overrides=over)
+
+
+def _datasets(task, data, p):
+    if task == "scienceqa":
+        train_ds = load_dataset(data / "scienceqa", split="train", mode="train")
+        test_ds = load_dataset(data / "scienceqa", split="test", mode="eval")
+    else:
+        train_ds = load_dataset(data / "llava" / "instruct.json", mode="train")
+        test_ds = load_dataset(data / "mme", mode="eval")
+    if p.train_samples is not None and p.train_samples < len(train_ds):
+        train_ds = Head(train_ds, p.train_samples)
+    return train_ds, test_ds
+
+
+def answer_part(task, response):
+    """What training must keep of a response: ScienceQA's answer sentence, else all of it."""
+    return response.split(" BECAUSE:")[0] if task == "scienceqa" else response
+
+
+def fit_lengths(tokenizer, task, train_ds, test_ds):
+    """-> (max_length, max_prompt_tokens) fitted to the data with the LLM's tokenizer (see TaskPreset)."""
+    enc = TextEncoder(tokenizer)
+
+    def lengths(texts):
+        return [len(x) for x in tokenizer(texts, add_special_tokens=False).input_ids] if texts else [0]
+
+    train = [train_ds[i] for i in range(len(train_ds))]
+    prompts = lengths([s.instruction for s in train])
+    answers = lengths([TextEncoder.join(s.instruction, answer_part(task, s.response)) for s in train])
+    max_length = len(enc.lead) + max(p + a for p, a in zip(prompts, answers)) + 1
+    max_prompt = len(enc.lead) + max(lengths([test_ds[i].instruction for i in range(len(test_ds))]))
+    return max_length, max_prompt
+
+
+def metric_values(task, scores):
+    """{metric: value} from a scorer dict: ScienceQA accuracy in %, MME scores (max 200 per subtask)."""
+    if task == "scienceqa":
+        return {m: scores.get(m) for m in SQA_METRICS}
+    subs = scores.get("subtasks", {})
+    return {"perception": scores.get("perception"),
+            **{m: (subs[m]["score"] if m in subs else None) for m in MME_SUBTASKS}}
+
+
+class LaVINTask:
+    """LaVIN vs LaVIN + EIM on ``scienceqa`` or ``mme`` (:func:`eim.demo.pipeline.run_comparison`)."""
+
+    variants, labels = VARIANTS, LABELS
+    baseline, treatment = "lavin", "lavin_eim"
+    key_scale = 1
+    data_text = "the shapes world (ScienceQA, LLaVA and MME formats)"
+
+    def __init__(self, name):
+        self.name, self.presets = name, PRESETS[name]
+        self.metrics = SQA_METRICS if name == "scienceqa" else MME_METRICS
+        self.key_metric, self.key_unit = (("Avg", "accuracy points") if name == "scienceqa"
+                                          else ("perception", "MME perception points"))
+        self.test_text = f"{name} test questions"
+
+    def world(self, p):
+        return p.world_train, p.world_test, p.size
+
+    def lm_text(self, p, name):
+        return "SmolLM2-135M-Instruct" if p.lm == "smol" else "a tiny LLaMA"
+
+    def encoders(self, out, data, p, name, quiet):
+        return _encoders(out, data, p, quiet)
+
+    def datasets(self, data, p, enc, quiet):
+        """The task's splits, and the preset with its text lengths fitted to them (:func:`fit_lengths`)."""
+        train_ds, test_ds = _datasets(self.name, data, p)
+        if p.max_length is None or p.max_prompt_tokens is None:
+            fit = fit_lengths(AutoTokenizer.from_pretrained(enc["lm"]), self.name, train_ds, test_ds)
+            p = replace(p, max_length=p.max_length or fit[0], max_prompt_tokens=p.max_prompt_tokens or fit[1])
+            say(quiet, f"      {p.max_length} text tokens per training sample, prompts up to {p.max_prompt_tokens} tokens")
+        return train_ds, test_ds, p
+
+    def recipe(self, variant, p, clip_dir, lm_dir, seed):
+        return recipe_for(variant, p, clip_dir, lm_dir, seed)
+
+    def run_name(self, variant, seed):
+        return f"{self.name}-{variant}-seed{seed}"
+
+    def eval_kwargs(self, p):
+        return dict(num_beams=p.beams, max_new_tokens=p.max_new_tokens, max_prompt_tokens=p.max_prompt_tokens,
+                    batch_size=p.eval_batch_size, stop_text="")
+
+    def metric_values(self, scores):
+        return metric_values(self.name, scores)
+
+    def extra_summary(self, scores_per_seed):
+        if self.name == "scienceqa":
+            return {"extra": {"n": scores_per_seed[0].get("n"), "unparsed": [s.get("unparsed") for s in scores_per_seed]}}
+        return {"extra": {"other": [sum(st.get("other", 0) for st in s.get("subtasks", {}).values())
+                                    for s in scores_per_seed]}}
+
+    def data_summary(self, train_ds, test_ds):
+        d = {"train_samples": len(train_ds), "test_samples": len(test_ds)}
+        if self.name == "scienceqa":
+            d["test_text_only"] = sum(1 for s in test_ds if s.image is None)
+            d["test_with_image"] = len(test_ds) - d["test_text_only"]
+        else:
+            d["test_images"] = len(test_ds) // 2
+        d["train_text_only"] = sum(1 for s in train_ds if s.image is None)
+        return d
+
+    def report(self, out, summary, results, test_ds):
+        write_lavin_report(out, summary, results, test_ds)
+
+
+TASKS = {name: LaVINTask(name) for name in ("scienceqa", "mme")}

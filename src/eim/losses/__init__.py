@@ -1,0 +1,41 @@
+"""The training losses, each an ``nn.Module`` returning named terms (docs/design.md §2).
+
+``forward(ctx) -> {"loss_<name>": scalar}`` where ``ctx`` is a
+:class:`eim.losses.context.StepContext`; the trainer sums ``weight · term`` per stage, so a new
+loss is one class here and one weight in a recipe. :data:`LOSSES` is the one registry: a
+recipe's loss names, the feature bank each loss reads (its class's ``bank_name``) and
+``eim banks build`` all derive from it.
+
+=========  ===================================  ======================================
+name       class                                bank
+=========  ===================================  ======================================
+``base``   :class:`~eim.losses.base.BaseLoss`   —
+``st``     :class:`~eim.losses.bank.STLoss`     ``embed`` (mean LLM input embeddings)
+``lm``     :class:`~eim.losses.bank.LMLoss`     ``lm`` (frozen LLM at [EOS])
+``ie``     :class:`~eim.losses.bank.IELoss`     ``text`` (CLIP.text at [EOS])
+=========  ===================================  ======================================
+"""
+
+from eim.losses.base import BaseLoss, target_count
+from eim.losses.bank import BankLoss, IELoss, LMLoss, STLoss
+from eim.losses.context import StepContext
+from eim.losses.infonce import BankInfoNCE, bank_infonce, naive_bank_infonce, sharded_bank_infonce
+
+LOSSES = {cls.name: cls for cls in (BaseLoss, STLoss, LMLoss, IELoss)}  # in a stage's usual order
+LOSS_BANK = {name: cls.bank_name for name, cls in LOSSES.items() if cls.bank_name}  # loss -> bank
+BANK_NAMES = tuple(LOSS_BANK.values())
+
+
+def build_losses(stage, recipe, banks=None, model=None):
+    """``{name: (module, weight)}`` for a stage. ``banks``: a :class:`eim.banks.BankProvider`."""
+    return {name: (LOSSES[name](recipe, banks, model), weight) for name, weight in stage.losses.items()}
+
+
+def stage_banks(recipe):
+    """The bank names a recipe's stages use, sorted."""
+    return sorted({LOSS_BANK[n] for s in recipe.stages for n in s.losses if n in LOSS_BANK})
+
+
+__all__ = ["BANK_NAMES", "LOSSES", "LOSS_BANK", "BankInfoNCE", "BankLoss", "BaseLoss", "IELoss", "LMLoss",
+           "STLoss", "StepContext", "bank_infonce", "build_losses", "naive_bank_infonce",
+           "sharded_bank_infonce", "stage_banks", "target_count"]

@@ -1,0 +1,59 @@
+"""One stage of a run (docs/design.md §3): its forward module, its folder and its length."""
+
+import math
+from pathlib import Path
+
+from torch import nn
+
+from eim.losses import StepContext
+
+
+class StageStep(nn.Module):
+    """One stage's forward — the model and the stage's losses — as the single module accelerate
+    wraps (DDP/FSDP/DeepSpeed only see calls to the wrapped module's ``forward``).
+
+    ``forward(batch) -> {"loss_<name>": local mean}``. ``image_params``: trainable parameters that
+    only image rows reach; with several processes they get a zero gradient on a rank whose batch
+    has no image, since DDP expects every trainable parameter to take part in each backward.
+    """
+
+    def __init__(self, model, losses, need_cls=False, image_params=()):
+        super().__init__()
+        self.model = model
+        self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
+        self.need_cls = need_cls
+        self.image_params = list(image_params)  # plain list: already registered under .model/.losses
+        # FSDP's transformer auto-wrap reads _no_split_modules: the blocks of the HF models inside
+        self._block_names = sorted({c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or ())})
+
+    @property
+    def _no_split_modules(self):
+        """Block classes present now (FSDP2 renames a wrapped class X to FSDPX)."""
+        present = {type(m).__name__ for m in self.model.modules()}
+        return sorted(n for b in self._block_names for n in (b, "FSDP" + b) if n in present)
+
+    def set_stage(self, losses, need_cls, image_params):
+        self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
+        self.need_cls, self.image_params = need_cls, list(image_params)
+
+    def forward(self, batch):
+        ctx = StepContext(self.model, batch, need_cls=self.need_cls)
+        terms = {}
+        for m in self.losses.values():
+            terms.update(m(ctx))
+        if self.image_params and not bool(batch["has_image"].any()):
+            first = next(iter(terms))
+            terms[first] = terms[first] + sum(p.reshape(-1)[0] for p in self.image_params) * 0.0
+        return terms
+
+
+def stage_dir(run_dir, k, stage):
+    return Path(run_dir) / f"stage-{k}-{stage.name}"
+
+
+def stage_steps(stage, n_samples, recipe, world=1):
+    """Optimiser steps of a stage (``steps`` or ``epochs`` × global micro-batches / accumulation)."""
+    if stage.steps is not None:
+        return stage.steps
+    micro = math.ceil(n_samples / (recipe.train.batch_size * world))
+    return max(1, math.ceil(stage.epochs * micro / recipe.train.grad_accum))

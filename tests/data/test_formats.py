@@ -1,0 +1,148 @@
+"""Each loader reads a small hand-written fixture in the published format (docs/design.md §5).
+
+The records mirror the real files (field names, value styles, layouts); images are tiny files
+written with PIL into tmp_path.
+"""
+
+import json
+import os
+
+import pytest
+from format_files import CAPTIONS, coco_record, image, write_coco, write_mme, write_sqa
+
+from eim.data import load_dataset, load_image
+from eim.data.formats.alpaca import PROMPT_INPUT, PROMPT_NO_INPUT
+from eim.data.formats.scienceqa import ANSWER_PATTERN
+
+
+@pytest.fixture
+def coco(tmp_path):
+    recs = [
+        coco_record(391895, 0, "COCO_val2014_000000391895.jpg", "test", CAPTIONS,
+                    sentid0=770337),
+        coco_record(522418, 1, "COCO_val2014_000000522418.jpg", "restval",
+                    ["A woman wearing a net on her head cutting a cake. "] * 2, sentid0=681330),
+        coco_record(184613, 2, "COCO_train2014_000000184613.jpg", "train",
+                    ["A child holding a flowered umbrella and petting a yak."],
+                    filepath="train2014", sentid0=1),
+        coco_record(318219, 3, "COCO_val2014_000000318219.jpg", "val",
+                    ["A computer monitor and keyboard on a desk."], sentid0=2),
+    ]
+    return write_coco(tmp_path / "coco", recs)
+
+
+def test_coco_train_mode_one_sample_per_caption(coco):
+    ds = load_dataset(coco, split="train")
+    assert ds.format == "coco" and ds.split == "train" and ds.files == [str(coco)]
+    assert len(ds) == 3  # restval's two captions join train's one
+    s = ds[0]
+    assert s.index == 0 and s.instruction == ""
+    assert s.image == str(coco.parent / "val2014" / "COCO_val2014_000000522418.jpg")
+    assert s.response == "A woman wearing a net on her head cutting a cake."  # stripped
+    assert s.image_id == 522418 and s.meta["image_key"] == 522418
+    assert s.meta["split"] == "restval" and s.meta["sentid"] == 681330
+    assert [ds[i].index for i in range(len(ds))] == [0, 1, 2]
+    assert load_image(s.image).mode == "RGB"
+
+
+def test_coco_eval_mode_one_sample_per_image_with_references(coco):
+    ds = load_dataset(coco, split="test", mode="eval")
+    assert len(ds) == 1
+    s = ds[0]
+    assert s.image.endswith(os.path.join("val2014", "COCO_val2014_000000391895.jpg"))
+    assert s.meta["references"] == [c.strip() for c in CAPTIONS]  # raw text, stripped
+    assert s.image_id == 391895 and s.response == CAPTIONS[0].strip()
+    assert len(load_dataset(coco, split="test")) == 5
+
+
+def test_coco_imgid_when_no_cocoid_and_image_root(tmp_path):
+    rec = coco_record(None, 7, "1000268201_693b08cb0e.jpg", "train", ["A child in a pink dress."])
+    del rec["cocoid"], rec["filepath"]  # Karpathy's Flickr8k file has neither
+    image(tmp_path / "imgs" / rec["filename"], "JPEG")
+    path = tmp_path / "dataset_flickr8k.json"
+    path.write_text(json.dumps({"images": [rec], "dataset": "flickr8k"}))
+    ds = load_dataset(path, image_root=tmp_path / "imgs")
+    assert ds.format == "coco" and ds[0].image_id == 7 and ds[0].meta["image_key"] == 7
+
+
+def test_scienceqa_qcm_ale_prompt(tmp_path):
+    root = write_sqa(tmp_path / "sqa")
+    ds = load_dataset(root, split="train")
+    assert ds.format == "scienceqa" and len(ds) == 2
+    assert ds.files == [str(root / "problems.json"), str(root / "pid_splits.json")]
+    s = ds[0]
+    assert s.image == str(root / "images" / "train" / "1" / "image.png")
+    assert s.instruction == (
+        "Question: Which of these states is farthest north?\nContext: N/A\n"
+        "Options: (A) West Virginia (B) Louisiana (C) Arizona (D) Oklahoma\nResponse:")
+    assert s.response == (
+        "The answer is A. BECAUSE: Maps have four cardinal directions, or main directions. "
+        "Those directions are north, south, east, and west.\\nA compass rose is a set of "
+        "arrows. To find the answer, look at the compass rose. West Virginia is farthest north.")
+    import re
+    assert re.match(ANSWER_PATTERN, s.response).group(1) == "A"
+    assert s.image_id == "1" and s.meta["answer"] == "A" and s.meta["has_image"]
+    assert s.meta["categories"] == ["SOC", "IMG", "G1-6"]
+    t = ds[1]  # text-only, with a hint, no lecture/solution
+    assert t.image is None and t.meta["hint"].startswith("The passage")
+    assert "Context: The passage below describes an experiment.\n\nTom placed" in t.instruction
+    assert t.response == "The answer is B."
+    assert t.meta["categories"] == ["NAT", "TXT", "G7-12"]
+    mini = load_dataset(root / "problems.json", split="minitest")
+    assert len(mini) == 1 and mini[0].meta["categories"] == ["LAN", "NO", "G1-6"]
+
+
+def test_llava_turn_pairs_with_history(tmp_path):
+    image(tmp_path / "train2017" / "000000033471.jpg", "JPEG")
+    data = [
+        {"id": "000000033471", "image": "000000033471.jpg", "conversations": [
+            {"from": "human", "value": "What are the colors of the bus in the image?\n<image>"},
+            {"from": "gpt", "value": "The bus in the image is white and red."},
+            {"from": "human", "value": "What feature can be seen on the back of the bus?"},
+            {"from": "gpt", "value": "The back of the bus features an advertisement."}]},
+        {"id": "i6IyJda_0", "conversations": [
+            {"from": "human", "value": "How to tell if a customer segment is well segmented?"},
+            {"from": "gpt", "value": "Check that it is homogeneous and distinct."}]},
+    ]
+    path = tmp_path / "llava_instruct_150k.json"
+    path.write_text(json.dumps(data))
+    ds = load_dataset(path, image_root=tmp_path / "train2017")
+    assert ds.format == "llava" and len(ds) == 3
+    a, b, c = ds[0], ds[1], ds[2]
+    assert a.instruction == "What are the colors of the bus in the image?"  # <image> stripped
+    assert a.response == "The bus in the image is white and red."
+    assert b.instruction == ("Human: What are the colors of the bus in the image?\n"
+                             "Assistant: The bus in the image is white and red.\n"
+                             "What feature can be seen on the back of the bus?")
+    assert a.image == b.image == str(tmp_path / "train2017" / "000000033471.jpg")
+    assert b.meta["turn"] == 1 and b.image_id == "000000033471"
+    assert c.image is None and c.response == "Check that it is homogeneous and distinct."
+
+
+def test_alpaca_uses_the_stanford_prompt(tmp_path):
+    data = [{"instruction": "Give three tips for staying healthy.", "input": "",
+             "output": "1.Eat a balanced diet.\n2. Exercise regularly.\n3. Get enough sleep."},
+            {"instruction": "Identify the odd one out.", "input": "Twitter, Instagram, Telegram",
+             "output": "Telegram"}]
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps(data, indent=4))
+    ds = load_dataset(path)
+    assert ds.format == "alpaca" and len(ds) == 2 and ds[0].image is None
+    assert ds[0].instruction == PROMPT_NO_INPUT.format(
+        instruction="Give three tips for staying healthy.")
+    assert ds[1].instruction == PROMPT_INPUT.format(instruction="Identify the odd one out.",
+                                                    input="Twitter, Instagram, Telegram")
+    assert ds[1].response == "Telegram"
+
+
+def test_mme_both_layouts(tmp_path):
+    root = write_mme(tmp_path / "MME_Benchmark_release_version")
+    ds = load_dataset(root)
+    assert ds.format == "mme" and len(ds) == 4 and len(ds.files) == 2
+    first = ds[0]  # subtasks in sorted order: artwork before existence
+    assert first.meta == {"subtask": "artwork", "order": 0, "answer": "Yes",
+                          "image_name": "10002.jpg", "question": first.instruction}
+    assert first.image == str(root / "artwork" / "images" / "10002.jpg")
+    assert (ds[1].response, ds[1].meta["order"]) == ("No", 1)
+    assert ds[2].meta["subtask"] == "existence" and ds[2].image_id == "000000006040.jpg"
+    assert ds[3].instruction == "Is there a bed in this image? Please answer yes or no."

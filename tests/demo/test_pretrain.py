@@ -1,0 +1,72 @@
+"""Pretraining the demo's small CLIP and LM (eim.demo.pretrain)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from eim.demo.encoders import training_texts
+from eim.demo.pretrain import pretrain_clip, pretrain_lm
+
+# Small enough for seconds on 2 CPU cores; large enough that the losses clearly fall.
+CLIP = dict(width=32, layers=1, heads=2, text_width=32, text_layers=1, projection_dim=32, batch_size=16, lr=3e-3)
+
+
+LM = dict(width=32, layers=1, heads=2, context=32, max_positions=64, batch_size=8, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(shapes, tmp_path_factory):
+    texts, _ = training_texts(shapes)
+    out = tmp_path_factory.mktemp("clip")
+    return pretrain_clip(shapes / "coco", out, steps=120, texts=texts, vocab_size=400, quiet=True, **CLIP)
+
+
+def test_pretrained_clip_loads_and_learned(clip_dir):
+    from transformers import AutoTokenizer, CLIPModel
+
+    from eim.model.vision import load_image_processor
+
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    tok = AutoTokenizer.from_pretrained(clip_dir)
+    assert load_image_processor(clip_dir).crop_size["height"] == 64
+    assert model.config.text_config.eos_token_id == tok.eos_token_id
+    rep = json.loads((clip_dir / "pretrain.json").read_text())
+    # below log(batch), where contrastive training from scratch first stalls (all embeddings alike)
+    assert rep["loss_last"] < math.log(16) - 0.3 < rep["loss_first"], rep["loss_curve"]
+    held = rep["retrieval_heldout"]
+    assert held["split"] == "val" and held["images"] == 8 and held["captions"] == 40
+    assert 0 <= held["i2t_r1"] <= 1 and held["i2t_chance"] == pytest.approx(5 / 40)
+    assert rep["retrieval_train_batch"]["images"] == 40  # R@1 among the training images, too
+
+
+def test_clip_pools_the_eos_state(clip_dir):
+    from transformers import AutoTokenizer, CLIPModel
+
+    from eim.demo.pretrain import _caption_ids, _text_batch
+
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    tok = AutoTokenizer.from_pretrained(clip_dir)
+    ids = _caption_ids(tok, ["A red circle.", "A tiny blue square in the top left corner."], 64)
+    assert all(t[-1] == tok.eos_token_id for t in ids) and len(ids[0]) < len(ids[1])
+    input_ids, mask = _text_batch(ids, tok.pad_token_id)  # right-padded with EOS (= pad)
+    with torch.no_grad():
+        out = model.text_model(input_ids=input_ids, attention_mask=mask)
+    eos_pos = torch.tensor([len(t) - 1 for t in ids])
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state[torch.arange(2), eos_pos])
+
+
+def test_pretrain_lm_loss_falls(shapes, clip_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts, heldout = training_texts(shapes)
+    assert any("Question:" in t for t in texts) and any("Options:" in t for t in heldout)  # ScienceQA too
+    tok = AutoTokenizer.from_pretrained(clip_dir)
+    out = pretrain_lm(texts, tok, tmp_path / "lm", steps=40, val_texts=heldout, quiet=True, **LM)
+    rep = json.loads((out / "pretrain.json").read_text())
+    assert rep["loss_last"] < rep["loss_first"] - 1.0, rep["loss_curve"]
+    assert rep["val_loss"] is not None and rep["ppl_last"] > 1
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "GPT2LMHeadModel" and model.config.eos_token_id == tok.eos_token_id
+    assert AutoTokenizer.from_pretrained(out).eos_token == "<|endoftext|>"

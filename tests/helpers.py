@@ -1,0 +1,131 @@
+"""Helpers the tests share: tiny image sets, recipes pointed at the tiny models, interrupts, and
+2-process launches. Fixtures live in ``conftest.py``."""
+
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from eim.config import load_recipe
+from eim.data.sample import Sample
+from eim.io import load_tensors
+
+TESTS = Path(__file__).parent  # distributed_driver.py lives here
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+SHAPES = ("circle", "square")
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """A dataset over a list of Samples (the loaders' shape), for model/trainer tests."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def draw(path, colour, shape, size=32):
+    im = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    box = (6, 6, size - 6, size - 6)
+    (d.ellipse if shape == "circle" else d.rectangle)(box, fill=COLOURS[colour])
+    im.save(path)
+    return str(path)
+
+
+def caption_samples(root, n_images=8, captions_per_image=1, seed=0):
+    rng = random.Random(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    samples = []
+    combos = [(c, s) for c in COLOURS for s in SHAPES]
+    for i in range(n_images):
+        c, s = combos[i % len(combos)]
+        p = draw(root / f"img{i}.png", c, s)
+        for j in range(captions_per_image):
+            cap = rng.choice([f"a {c} {s}.", f"a {s} that is {c}.", f"one {c} {s} on white."])
+            samples.append(Sample(index=len(samples), image=p, instruction="", response=cap, image_id=i,
+                                  meta={"image_key": i}))
+    return samples
+
+
+TEXTS = [f"a {c} {s} that is on white one ." for c in COLOURS for s in SHAPES] * 5
+
+
+def tiny_recipe(tiny_dir, name="clipcap", lm="gpt2", overrides=None):
+    """A shipped recipe pointed at the tiny models, with small sizes."""
+    base = {
+        "vision.name_or_path": str(tiny_dir / "clip"),
+        "lm.name_or_path": str(tiny_dir / lm),
+        "train.batch_size": 4,
+        "train.warmup_steps": 0,
+        "train.lr": 1e-3,
+        "train.log_every": 1,
+        "generation.num_beams": 1,
+        "generation.max_new_tokens": 8,
+    }
+    if name == "clipcap":
+        base["projector.prefix_length"] = 2
+    base.update(overrides or {})
+    return load_recipe(name, base)
+
+
+def steps(name, n, k=1, **extra):
+    """Overrides giving the first ``k`` stages of a recipe ``n`` steps each."""
+    over = {}
+    for i in range(k):
+        over[f"stages.{i}.epochs"] = None
+        over[f"stages.{i}.steps"] = n
+    over.update(extra)
+    return over
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(stage, step):
+    """A trainer callback that raises :class:`Interrupt` after ``step`` of ``stage``."""
+    def cb(trainer, k, s):
+        if (k, s) == (stage, step):
+            raise Interrupt
+
+    return cb
+
+
+def final_weights(run_dir):
+    last = sorted(Path(run_dir).glob("stage-*/model.safetensors"))[-1]
+    return load_tensors(last)[0]
+
+
+def launch(args, env=None, launcher="torchrun"):
+    """Run a 2-process job; returns the CompletedProcess (output in .stdout)."""
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    else:  # accelerate launch: DDP (--multi_gpu), which falls back to CPU processes and gloo here
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port())]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
+    return subprocess.run(cmd + args, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(res):
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return res

@@ -1,0 +1,96 @@
+"""Feature banks: rows are dataset indices, fingerprints, resumable builds, same-image groups (eim.banks)."""
+
+import pytest
+import torch
+from helpers import ListDataset, caption_samples, tiny_recipe
+
+from eim.banks import BankProvider
+from eim.errors import EIMError
+
+
+def test_bank_rows_are_dataset_indices(tiny_dir, data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eim.model.splice import TextEncoder
+
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim")
+    prov = BankProvider(recipe, data, tmp_path, quiet=True)
+    lm_bank, emb_bank = prov.get("lm"), prov.get("embed")
+    assert lm_bank.shape[0] == emb_bank.shape[0] == len(data) and lm_bank.dtype == torch.float16
+    lm = AutoModelForCausalLM.from_pretrained(recipe.lm.name_or_path).eval()
+    tok = AutoTokenizer.from_pretrained(recipe.lm.name_or_path)
+    enc = TextEncoder(tok, recipe.train.max_length)
+    for i in (0, 5, len(data) - 1):  # one sample at a time, no padding: the plain definition
+        s = data[i]
+        ids = torch.tensor([enc.encode_text_eos(s.instruction, s.response)])
+        with torch.no_grad():
+            h = lm(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
+            e = lm.get_input_embeddings()(ids[0, :-1]).mean(0)
+        torch.testing.assert_close(lm_bank[i].float(), torch.nn.functional.normalize(h, dim=0), atol=2e-3, rtol=0)
+        torch.testing.assert_close(emb_bank[i].float(), torch.nn.functional.normalize(e, dim=0), atol=2e-3, rtol=0)
+    text = prov.get("text")
+    assert text.shape == (len(data), 24)  # CLIP projection_dim of the tiny CLIP
+    assert torch.allclose(text.float().norm(dim=1), torch.ones(len(data)), atol=1e-2)
+
+
+def test_banks_reused_when_unchanged_and_rebuilt_when_data_or_model_change(tiny_dir, data, tmp_path):
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim")
+    p1 = BankProvider(recipe, data, tmp_path, quiet=True)
+    b1 = p1.get("lm")
+    p2 = BankProvider(recipe, data, tmp_path, quiet=True)
+    assert torch.equal(p2.get("lm"), b1) and p2.events == [("reused", "lm")]
+    fewer = ListDataset(data.samples[:-2])
+    fewer.files, fewer.format, fewer.split = [], "list", "train"
+    with pytest.raises(EIMError, match=r"lm.safetensors: feature bank was built from different inputs \(changed: data\)"):
+        BankProvider(recipe, fewer, tmp_path, quiet=True, no_rebuild=True).get("lm")
+    p3 = BankProvider(recipe, fewer, tmp_path, quiet=True)
+    assert p3.get("lm").shape[0] == len(fewer) and p3.events == [("built", "lm")]
+    other = tiny_recipe(tiny_dir, "clipcap_eim", lm="llama")
+    p4 = BankProvider(other, fewer, tmp_path, quiet=True)
+    p4.get("lm")
+    assert p4.events == [("built", "lm")]
+
+
+def test_interrupted_bank_build_resumes_from_parts(tiny_dir, data, tmp_path, monkeypatch):
+    import eim.banks as banks
+
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides={"eim.bank_batch_size": 4})
+    ref = BankProvider(recipe, data, tmp_path / "ref", quiet=True).get("embed")
+    monkeypatch.setattr(banks, "PART_ROWS", 4)
+    calls = []
+    real = BankProvider._encoder
+
+    def failing_encoder(self, name):
+        enc = real(self, name)
+
+        def wrapped(samples):
+            calls.append(len(samples))
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return enc(samples)
+
+        return wrapped
+
+    monkeypatch.setattr(BankProvider, "_encoder", failing_encoder)
+    with pytest.raises(KeyboardInterrupt):
+        BankProvider(recipe, data, tmp_path / "run", quiet=True).get("embed")
+    assert len(list((tmp_path / "run" / "banks" / "embed.parts").glob("*.safetensors"))) == 2
+    calls.clear()
+    monkeypatch.setattr(BankProvider, "_encoder", real)
+    got = BankProvider(recipe, data, tmp_path / "run", quiet=True).get("embed")
+    assert torch.equal(got, ref)
+
+
+def test_same_image_mask_groups_captions_of_one_image(tiny_dir, data, tmp_path):
+    prov = BankProvider(tiny_recipe(tiny_dir, "clipcap_eim"), data, tmp_path, quiet=True)
+    g = prov.groups()
+    assert g.tolist() == [i // 2 for i in range(len(data))]  # two captions per image
+
+
+def test_bank_provider_in_one_process_is_unsharded(tiny_dir, tmp_path):
+    from eim.banks import BankProvider
+
+    data = ListDataset(caption_samples(tmp_path / "img", 4))
+    data.files, data.format, data.split = [], "list", "train"
+    prov = BankProvider(tiny_recipe(tiny_dir, "clipcap_eim"), data, tmp_path, quiet=True, shard=True)
+    assert not prov.sharded and prov.shard_offset("lm") == 0 and prov.get("lm").shape[0] == len(data)

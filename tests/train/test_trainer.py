@@ -1,0 +1,73 @@
+"""Stages, resume and trainable sets on tiny models (eim.train.trainer)."""
+
+import json
+
+import pytest
+import torch
+from helpers import Interrupt, final_weights, interrupt_at, steps, tiny_recipe
+
+from eim.api import train
+from eim.io import load_tensors
+from eim.model.multimodal import build_model
+from eim.train.checkpoint import tunable_state
+
+
+@pytest.mark.parametrize("name,k", [("clipcap", 1), ("clipcap_eim", 3)])
+def test_resume_after_interrupt_equals_uninterrupted(tiny_dir, data, tmp_path, name, k):
+    over = steps(name, 6, k, **{"train.save_every": 2})
+    torch.manual_seed(0)
+    train(tiny_recipe(tiny_dir, name, overrides=over), data, tmp_path / "full", quiet=True)
+    # interrupted in the middle of the last stage, after its checkpoint at step 4
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        train(tiny_recipe(tiny_dir, name, overrides=over), data, tmp_path / "cut", quiet=True,
+              callbacks=[interrupt_at(k - 1, 5)])
+    assert (sorted((tmp_path / "cut").glob("stage-*"))[-1] / "checkpoint" / "model.safetensors").exists()
+    torch.manual_seed(123)  # resuming must not depend on the fresh process's RNG
+    train(tiny_recipe(tiny_dir, name, overrides=over), data, tmp_path / "cut", quiet=True, resume=True)
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_stages_only_change_their_trainable_segments(tiny_dir, data, tmp_path):
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides=steps("e", 3, 3))
+    train(recipe, data, tmp_path, quiet=True)
+    torch.manual_seed(recipe.train.seed)  # as train() does, so the VPT prompts start equal
+    model, _ = build_model(recipe)
+    before = {k: v.clone() for k, v in tunable_state(model).items()}
+    for k, stage in enumerate(recipe.stages):
+        after = load_tensors(tmp_path / f"stage-{k}-{stage.name}" / "model.safetensors")[0]
+        changed = {key.split(".")[0] for key in after if not torch.equal(after[key], before[key])}
+        for key in after:
+            if key.split(".")[0] not in stage.trainable:
+                assert torch.equal(after[key], before[key]), f"stage {stage.name} changed frozen {key}"
+        assert changed == set(stage.trainable), (stage.name, changed)
+        before = after
+
+
+def test_each_loss_decreases_when_its_stage_trains(tiny_dir, data, tmp_path):
+    over = steps("e", 25, 3, **{"train.lr": 3e-3, "train.scheduler": "constant", "train.batch_size": 8})
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides=over)
+    train(recipe, data, tmp_path, quiet=True)
+    for k, stage in enumerate(recipe.stages):
+        rows = [json.loads(l) for l in (tmp_path / f"stage-{k}-{stage.name}" / "metrics.jsonl").read_text().splitlines()]
+        for name in stage.losses:
+            first = sum(r[f"loss_{name}"] for r in rows[:3]) / 3
+            last = sum(r[f"loss_{name}"] for r in rows[-3:]) / 3
+            assert last < first, (stage.name, name, first, last)
+
+
+def test_lora_modes_train_only_lora_and_projector(tiny_dir, data, tmp_path):
+    over = steps("l", 2, 3, **{"vision.trainable": "lora", "lm.trainable": "lora", "lm.lora_target": ["c_attn"]})
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides=over)
+    train(recipe, data, tmp_path, quiet=True)
+    final = load_tensors(tmp_path / "stage-2-base_ie" / "model.safetensors")[0]
+    assert final and all(k.startswith("projector.") or "lora_" in k for k in final)
+    assert any(k.startswith("vision.") for k in final) and any(k.startswith("lm.") for k in final)
+    torch.manual_seed(recipe.train.seed)
+    model, _ = build_model(recipe)
+    init = tunable_state(model)
+    lm_lora_b = [k for k in final if k.startswith("lm.") and "lora_B" in k]
+    assert lm_lora_b and any(not torch.equal(final[k], init[k]) for k in lm_lora_b)  # LoRA B starts at 0, then trains
