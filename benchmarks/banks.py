@@ -51,7 +51,7 @@ def main(argv=None):
     from helpers import tiny_recipe
     from eim.banks import BankProvider
     from eim.model.splice import TextEncoder, pad_ids
-    from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPModel
     from transformers.utils import logging
 
@@ -60,7 +60,8 @@ def main(argv=None):
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 20))) + "." for _ in range(args.rows)]
     root = Path(tempfile.mkdtemp())
     tok = make_tokenizer(texts[:500], vocab_size=400)
-    make_tiny_clip(root / "clip", tok, width=args.width, text_width=args.width, layers=args.layers, heads=4,
+    make_tiny_clip(root / "clip", make_clip_tokenizer(texts[:500], vocab_size=400), width=args.width,
+                   text_width=args.width, layers=args.layers, heads=4,
                    projection_dim=args.width)
     make_tiny_lm(root / "gpt2", tok, width=args.width, layers=args.layers, heads=4)
     recipe = tiny_recipe(root, "clipcap_eim", overrides={"eim.bank_batch_size": args.batch, "train.max_length": 64})

@@ -38,13 +38,14 @@ def _load():
 def make_assets(root, width, layers, image_size, n_images):
     from eim.api import quiet_transformers
     from eim.data.shapes.writer import write_shapes
-    from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
 
     quiet_transformers()
     texts = [f"a {c} {s} bigger than a {c2} {s}" for c in ("red", "green", "blue", "yellow")
              for c2 in ("red", "blue") for s in ("circle", "square", "cross", "diamond")]
     tok = make_tokenizer(texts * 5, vocab_size=400)
-    make_tiny_clip(root / "clip", tok, image_size=image_size, patch_size=image_size // 4, width=width,
+    make_tiny_clip(root / "clip", make_clip_tokenizer(texts * 5, vocab_size=400), image_size=image_size,
+                   patch_size=image_size // 4, width=width,
                    layers=layers, heads=4, projection_dim=width, text_width=width)
     make_tiny_lm(root / "lm", tok, arch="gpt2", width=width, layers=layers, heads=4)
     write_shapes(root / "data", train=n_images, val=1, test=1, size=image_size, overwrite=True)

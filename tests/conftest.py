@@ -8,16 +8,17 @@ from helpers import TEXTS, ListDataset, caption_samples, tiny_recipe
 import eim  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 from eim.cli import main
 from eim.model.multimodal import build_model
-from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer
+from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
 from eim.model.vision import load_image_processor
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """A folder holding `clip/` (tiny CLIPModel), `gpt2/` and `llama/` (tiny LMs) + tokenizers."""
+    """A folder holding `clip/` (a tiny CLIPModel with a CLIP-layout tokenizer and the published
+    configs' legacy ``eos_token_id = 2``), `gpt2/`, `gpt2_left/` and `llama/` (tiny LMs) + tokenizers."""
     root = tmp_path_factory.mktemp("tiny")
+    make_tiny_clip(root / "clip", make_clip_tokenizer(TEXTS, vocab_size=300))  # the published CLIP layout
     tok = make_tokenizer(TEXTS, vocab_size=300)
-    make_tiny_clip(root / "clip", tok)
     make_tiny_lm(root / "gpt2", tok, arch="gpt2")
     tok_left = make_tokenizer(TEXTS, vocab_size=300, padding_side="left")
     make_tiny_lm(root / "gpt2_left", tok_left, arch="gpt2")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from eim.config import load_recipe
+from eim.recipe import load_recipe
 from eim.data.sample import Sample
 from eim.io import load_tensors
 

@@ -94,3 +94,42 @@ def test_bank_provider_in_one_process_is_unsharded(tiny_dir, tmp_path):
     data.files, data.format, data.split = [], "list", "train"
     prov = BankProvider(tiny_recipe(tiny_dir, "clipcap_eim"), data, tmp_path, quiet=True, shard=True)
     assert not prov.sharded and prov.shard_offset("lm") == 0 and prov.get("lm").shape[0] == len(data)
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-eos-2", "modern-eos"])
+def test_text_bank_rows_are_clip_text_features_on_a_published_layout(tmp_path, legacy, capsys):
+    """``eim banks build`` on a CLIP laid out like openai/clip-vit-* (CLIP tokenizer with
+    <|startoftext|>/<|endoftext|>; the legacy ``eos_token_id = 2`` config or a modern one): every
+    text row equals ``CLIPModel.get_text_features`` of the tokenizer's own encoding (issue 13).
+    The text model holds 8 positions, so long captions are cut by the tokenizer, EOT kept."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from eim.cli import main
+    from eim.io import load_tensors
+    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim.model.vision import features_of
+
+    caps = ["A red circle.", "a Blue square that is on white one", "one green circle on white that is a circle"]
+    samples = caption_samples(tmp_path / "img", 3)
+    for s, c in zip(samples, caps):
+        s.response = c
+    make_tiny_clip(tmp_path / "clip", make_clip_tokenizer(caps * 5, vocab_size=560), max_text_len=8, legacy_eos=legacy)
+    make_tiny_lm(tmp_path / "gpt2", make_tokenizer(caps * 5, vocab_size=300))
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    images = [{"filepath": "", "filename": s.image, "imgid": i, "cocoid": i, "split": "train",
+               "sentences": [{"raw": s.response, "tokens": s.response.split(), "sentid": i}]} for i, s in enumerate(samples)]
+    (coco / "dataset_coco.json").write_text(__import__("json").dumps({"images": images}))
+    assert main(["banks", "build", "clipcap_eim", "--data", str(coco), "--out", str(tmp_path / "run"), "--bank", "text",
+                 "--vision.name_or_path", str(tmp_path / "clip"), "--lm.name_or_path", str(tmp_path / "gpt2"),
+                 "--eim.bank_dtype", "float32", "--quiet"]) == 0
+    bank = load_tensors(tmp_path / "run" / "banks" / "text.safetensors")[0]["bank"]
+    clip = CLIPModel.from_pretrained(tmp_path / "clip").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "clip")
+    assert len(tok(caps[2]).input_ids) > 8  # the long caption is cut
+    for i, c in enumerate(caps):  # one caption at a time: no padding, the library's own definition
+        enc = tok([c], truncation=True, max_length=8, return_tensors="pt")
+        with torch.no_grad():
+            ref = features_of(clip.get_text_features(**enc))[0]
+        cos = torch.nn.functional.cosine_similarity(bank[i], ref, dim=0)
+        assert cos >= 0.999, (i, c, float(cos))

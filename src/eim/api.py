@@ -1,7 +1,7 @@
 """The library's entry points: train a recipe, load a checkpoint for inference, count parameters.
 
     from eim.api import train, load_for_inference, param_report
-    from eim.config import load_recipe
+    from eim.recipe import load_recipe
     from eim.data import load_dataset
 
     recipe = load_recipe("clipcap_eim", {"vision.name_or_path": "/models/clip-vit-base-patch32"})

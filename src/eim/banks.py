@@ -1,7 +1,8 @@
 """Feature banks: one frozen key per training sample, built once, cached, fingerprinted (docs/design.md §2).
 
-- ``text``  (Kt, ``loss_IE``): CLIP.text feature at the [EOS] of each caption (the sample's
-  response), through ``text_projection`` when ``eim.ie_head`` is ``clip_projection``.
+- ``text``  (Kt, ``loss_IE``): ``CLIPModel.get_text_features`` of each caption (the sample's
+  response) on the CLIP tokenizer's own encoding — CLIP's text feature at its EOT, projected; the
+  un-projected pooled output when ``eim.ie_head`` is ``linear``.
 - ``embed`` (Ke, ``loss_ST``): mean of the LLM's input-embedding vectors over the sample's
   instruction + response tokens (padding and BOS excluded).
 - ``lm``    (Kb, ``loss_LM``): the *original* (freshly loaded, never trained) LLM's final hidden
@@ -44,8 +45,9 @@ from eim.io import atomic_write, load_tensors, save_tensors, write_json
 from eim.losses import BANK_NAMES
 from eim.model.lm import build_lm
 from eim.model.splice import TextEncoder, pad_ids
+from eim.model.vision import features_of
 
-BANK_VERSION = 1  # bump when the way a bank is computed changes
+BANK_VERSION = 2  # bump when the way a bank is computed changes (2: CLIP's own text encoding and pooling)
 PART_ROWS = 4096  # rows per part file (one block of an interrupted or multi-process build)
 _DIGESTS = {}
 
@@ -258,18 +260,16 @@ class BankProvider:
             clip = CLIPModel.from_pretrained(r.vision.name_or_path, dtype=torch.float32).to(self.device).eval()
             ctok = AutoTokenizer.from_pretrained(r.vision.name_or_path)
             max_len = clip.config.text_config.max_position_embeddings
-            eos = clip.config.text_config.eos_token_id
 
             def encode(samples):
-                ids = []
-                for s in samples:
-                    t = ctok(s.response, add_special_tokens=False).input_ids[: max_len - 1] + [eos]
-                    ids.append(t)
-                input_ids, lengths = pad_ids(ids, ctok.pad_token_id if ctok.pad_token_id is not None else eos)
-                mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
-                out = clip.text_model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
-                pooled = out.last_hidden_state[torch.arange(len(ids)), lengths - 1]  # [EOS] state
-                return clip.text_projection(pooled) if r.eim.ie_head == "clip_projection" else pooled
+                # the tokenizer's own encoding (<|startoftext|> ... <|endoftext|>, cut at the text
+                # model's length) and CLIP's own pooling: the row is what CLIPModel defines as the
+                # caption's text feature (get_text_features; its pooled output for a linear head)
+                enc = ctok([s.response for s in samples], padding=True, truncation=True, max_length=max_len,
+                           return_tensors="pt").to(self.device)
+                if r.eim.ie_head == "clip_projection":
+                    return features_of(clip.get_text_features(input_ids=enc.input_ids, attention_mask=enc.attention_mask))
+                return clip.text_model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).pooler_output
 
             return encode
         # embed / lm: the original LLM, freshly loaded so training never leaks into a bank

@@ -1,9 +1,6 @@
-"""Typed recipe configuration: dataclasses are the source of truth, YAML recipes fill them.
-
-A recipe is ``src/eim/recipes/<name>.yaml`` (or any YAML path). Command-line overrides use
-dotted keys (``--train.lr 1e-4``, ``--vision.features full``); a stage field is addressed as
-``--stages.0.lr 1e-3``. Unknown keys, wrong types and impossible combinations raise
-:class:`eim.errors.ConfigError` naming the key and the allowed values.
+"""Typed recipe configuration: dataclasses are the source of truth, YAML recipes fill them
+(:mod:`eim.recipe` loads them and applies command-line overrides). Unknown keys, wrong types and
+impossible combinations raise :class:`eim.errors.ConfigError` naming the key and the allowed values.
 
 Stages are data (docs/design.md §3): each names its losses with weights, the segments it trains, its
 length and learning rate. The baseline is one ``base`` stage; ``clipcap_eim`` is
@@ -17,15 +14,10 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
-
-import yaml
 
 from eim.errors import ConfigError
 from eim.losses import LOSSES as LOSS_CLASSES
-
-RECIPE_DIR = Path(__file__).parent / "recipes"
 
 VISION_FEATURES = ("pooled", "full")
 VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
@@ -44,6 +36,9 @@ class VisionConfig:
     trainable: str = "frozen"  # how CLIP may be tuned: frozen | prompt (VPT) | lora (peft) | full
     prompt_length: int = 8  # VPT prompt tokens; the paper's prompt network size is not given (docs/design.md §3)
     prompt_deep: bool = False  # deep VPT: new prompts at every layer (more params, stronger)
+    # gated VPT: image tokens see the prompts through a zero-initialised gate per layer, so the
+    # prompted tower starts equal to the pretrained one (docs/design.md §3); False: plain VPT
+    prompt_gate: bool = False
     lora_r: int = 8  # LoRA rank on q/v projections when trainable == lora
     lora_alpha: int = 16
     num_tokens: Optional[int] = None  # keep only the first K visual tokens (LaVIN/EIM use 50); None = all
@@ -294,68 +289,6 @@ def _coerce(tp, value, key):
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
 
 
-def recipe_names():
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-
-
-def load_recipe(name_or_path, overrides=None):
-    """Load a shipped recipe by name (``clipcap``) or a YAML path, then apply dotted overrides.
-
-    ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; values are parsed as YAML
-    scalars so ``1e-4``, ``true`` and ``[a, b]`` mean what they look like.
-    """
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = RECIPE_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown recipe {name_or_path!r} (shipped: {', '.join(recipe_names())}; or give a YAML path)")
-    if not path.exists():
-        raise ConfigError(f"recipe file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    data.setdefault("name", path.stem)
-    items = overrides.items() if isinstance(overrides, dict) else (overrides or [])
-    for key, raw in items:
-        _set_dotted(data, key, yaml.safe_load(raw) if isinstance(raw, str) else raw)
+def build_recipe(data):
+    """A :class:`Recipe` from a plain dict (a YAML file's, ``recipe.json``), keys and types checked."""
     return _build(Recipe, data, "recipe")
-
-
-def _set_dotted(data, key, value):
-    parts = key.split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--{key}: {part!r} is not a stage index (0..{len(node) - 1})")
-            node = node[int(part)]
-            continue
-        if part == "stages" and part not in node:
-            node[part] = [dataclasses.asdict(StageConfig())]
-        node = node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        raise ConfigError(f"--{key}: give a field of the stage, e.g. --{key}.lr")
-    node[last] = value
-
-
-def parse_overrides(extra):
-    """Turn ``['--train.lr', '1e-4', '--vision.features=full']`` into ``[(key, value)]``."""
-    out, i = [], 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--"):
-            raise ConfigError(f"unexpected argument {tok!r}: overrides look like --train.lr 1e-4")
-        if "=" in tok:
-            k, v = tok[2:].split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(extra):
-                raise ConfigError(f"{tok}: missing value")
-            k, v = tok[2:], extra[i + 1]
-            i += 2
-        if "." not in k:
-            raise ConfigError(f"--{k}: unknown option (recipe overrides are dotted, e.g. --train.lr)")
-        out.append((k, v))
-    return out

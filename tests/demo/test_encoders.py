@@ -4,17 +4,14 @@ import json
 import time
 
 import pytest
+from transformers import AutoTokenizer
 
 import eim.demo.encoders
 from eim.demo.encoders import cached_encoders
 
 # Small enough for seconds on 2 CPU cores; large enough that the losses clearly fall.
 CLIP = dict(width=32, layers=1, heads=2, text_width=32, text_layers=1, projection_dim=32, batch_size=16, lr=3e-3)
-
-
 LM = dict(width=32, layers=1, heads=2, context=32, max_positions=64, batch_size=8, lr=3e-3)
-
-
 TINY = {"vocab_size": 300, "clip": dict(CLIP, steps=4), "lm": dict(LM, steps=4)}
 
 
@@ -22,8 +19,11 @@ def test_cached_encoders_reuse_and_rebuild(shapes, tmp_path):
     cache = tmp_path / "cache"
     first = cached_encoders(shapes, cache, overrides=TINY, quiet=True)
     assert not first["reused"] and first["clip"] == cache / "tiny" / "clip"
-    # one tokenizer shared by the CLIP and the LM
-    assert (first["clip"] / "tokenizer.json").read_bytes() == (first["lm"] / "tokenizer.json").read_bytes()
+    # each encoder has the tokenizer layout of its published model (issue 13: CLIP's own encoding)
+    ctok, ltok = AutoTokenizer.from_pretrained(first["clip"]), AutoTokenizer.from_pretrained(first["lm"])
+    assert type(ctok).__name__ == "CLIPTokenizer" and ctok("a red circle").input_ids[0] == ctok.bos_token_id
+    assert ctok("a red circle").input_ids[-1] == ctok.eos_token_id == max(ctok.get_vocab().values())
+    assert ltok("a red circle").input_ids == ltok("a red circle", add_special_tokens=False).input_ids  # GPT-2: none
     t = time.perf_counter()
     second = cached_encoders(shapes, cache, overrides=TINY, quiet=True)
     assert second["reused"] and second["lm"] == first["lm"] and time.perf_counter() - t < 5

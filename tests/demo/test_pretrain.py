@@ -8,6 +8,7 @@ import torch
 
 from eim.demo.encoders import training_texts
 from eim.demo.pretrain import pretrain_clip, pretrain_lm
+from eim.model.tokenizer import train_bpe_tokenizer
 
 # Small enough for seconds on 2 CPU cores; large enough that the losses clearly fall.
 CLIP = dict(width=32, layers=1, heads=2, text_width=32, text_layers=1, projection_dim=32, batch_size=16, lr=3e-3)
@@ -49,7 +50,8 @@ def test_clip_pools_the_eos_state(clip_dir):
     model = CLIPModel.from_pretrained(clip_dir).eval()
     tok = AutoTokenizer.from_pretrained(clip_dir)
     ids = _caption_ids(tok, ["A red circle.", "A tiny blue square in the top left corner."], 64)
-    assert all(t[-1] == tok.eos_token_id for t in ids) and len(ids[0]) < len(ids[1])
+    assert all(t[0] == tok.bos_token_id and t[-1] == tok.eos_token_id for t in ids) and len(ids[0]) < len(ids[1])
+    assert ids == tok(["A red circle.", "A tiny blue square in the top left corner."]).input_ids  # its own encoding
     input_ids, mask = _text_batch(ids, tok.pad_token_id)  # right-padded with EOS (= pad)
     with torch.no_grad():
         out = model.text_model(input_ids=input_ids, attention_mask=mask)
@@ -62,7 +64,7 @@ def test_pretrain_lm_loss_falls(shapes, clip_dir, tmp_path):
 
     texts, heldout = training_texts(shapes)
     assert any("Question:" in t for t in texts) and any("Options:" in t for t in heldout)  # ScienceQA too
-    tok = AutoTokenizer.from_pretrained(clip_dir)
+    tok = train_bpe_tokenizer(texts, vocab_size=400)  # GPT-2's layout (CLIP's tokenizer is its own)
     out = pretrain_lm(texts, tok, tmp_path / "lm", steps=40, val_texts=heldout, quiet=True, **LM)
     rep = json.loads((out / "pretrain.json").read_text())
     assert rep["loss_last"] < rep["loss_first"] - 1.0, rep["loss_curve"]

@@ -9,7 +9,7 @@ from helpers import ListDataset, caption_samples, tiny_recipe
 from transformers import CLIPModel, LlamaConfig, LlamaForCausalLM
 
 from eim.cli import main
-from eim.config import load_recipe
+from eim.recipe import load_recipe
 from eim.errors import ConfigError
 from eim.io import load_tensors
 from eim.model.adapters import RepAdapter, RouterAdapter, attach_lm_adapter, lm_adapter

@@ -71,3 +71,51 @@ def test_lora_modes_train_only_lora_and_projector(tiny_dir, data, tmp_path):
     init = tunable_state(model)
     lm_lora_b = [k for k in final if k.startswith("lm.") and "lora_B" in k]
     assert lm_lora_b and any(not torch.equal(final[k], init[k]) for k in lm_lora_b)  # LoRA B starts at 0, then trains
+
+
+def test_frozen_segments_run_in_eval_mode(tiny_dir, data, tmp_path):
+    """With a dropout LLM (0.1, as GPT-2's): a segment a stage does not train runs in eval mode, so
+    it computes what it computed when its bank was built; trained segments run in train mode."""
+    from eim.model.tiny import make_tiny_lm, make_tokenizer
+    from helpers import TEXTS
+
+    make_tiny_lm(tmp_path / "gpt2_dropout", make_tokenizer(TEXTS, vocab_size=300), dropout=0.1)
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides=steps("e", 2, 3, **{
+        "lm.name_or_path": str(tmp_path / "gpt2_dropout"), "stages.0.losses": {"base": 1.0, "st": 1.0},
+        "train.cache_clip_features": False}))
+    seen = {}
+
+    def modes(trainer, k, s):
+        m = trainer.model
+        seen[k] = {seg: getattr(m, seg).training for seg in ("vision", "projector", "lm")}
+        seen[k]["dropout"] = any(x.training for x in m.lm.modules() if isinstance(x, torch.nn.Dropout))
+
+    train(recipe, data, tmp_path / "run", quiet=True, callbacks=[modes])
+    # stage 0 (ST + base, the LLM frozen and run), stage 1 (the LLM trained), stage 2 (all)
+    assert seen[0] == {"vision": False, "projector": True, "lm": False, "dropout": False}
+    assert seen[1] == {"vision": False, "projector": False, "lm": True, "dropout": True}
+    assert seen[2] == {"vision": True, "projector": True, "lm": True, "dropout": True}
+
+
+def test_cached_clip_features_are_recomputed_after_clip_trains(tiny_dir, data, tmp_path):
+    """st (cached CLIP features) -> base+ie (CLIP's prompts train) -> base (cached again): the last
+    stage reads the features of the CLIP the second stage left, not the first stage's cache."""
+    over = steps("x", 2, 3, **{"stages.2.name": "base", "stages.2.losses": {"base": 1.0},
+                               "stages.2.trainable": ["projector"], "stages.2.epochs": None, "stages.2.steps": 2,
+                               "stages.1.name": "base_ie", "stages.1.losses": {"base": 1.0, "ie": 1.0},
+                               "stages.1.trainable": ["vision", "projector", "lm"], "train.lr": 0.05})
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides=over)
+    checked = []
+
+    def compare(trainer, k, s):
+        if k == 2 and s == 1:
+            cache = trainer._cached_features()
+            path = sorted(cache)[0]
+            pix = trainer.proc(images=[__import__("eim.data", fromlist=["load_image"]).load_image(path)],
+                               return_tensors="pt")["pixel_values"]
+            with torch.no_grad():
+                fresh = trainer.model.vision.eval()(pix)[0]
+            checked.append(torch.allclose(cache[path], fresh, atol=1e-5))
+
+    train(recipe, data, tmp_path, quiet=True, callbacks=[compare])
+    assert checked == [True]

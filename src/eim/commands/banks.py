@@ -8,7 +8,7 @@ this command builds them ahead of time (e.g. on a different machine or job).
 
 from eim.api import quiet_transformers
 from eim.banks import BankProvider
-from eim.config import load_recipe, parse_overrides
+from eim.recipe import load_recipe, parse_overrides
 from eim.data import add_data_args, dataset_from_args
 from eim.losses import BANK_NAMES, stage_banks
 

@@ -7,7 +7,7 @@ The model is built on the ``meta`` device, so 7B-scale recipes cost no memory an
 import json
 
 from eim.api import param_report
-from eim.config import load_recipe, parse_overrides
+from eim.recipe import load_recipe, parse_overrides
 
 
 def add_parser(sub):

@@ -10,7 +10,7 @@ splits each feature bank by rows across the processes (:mod:`eim.losses.infonce`
 """
 
 from eim.api import train
-from eim.config import load_recipe, parse_overrides
+from eim.recipe import load_recipe, parse_overrides
 from eim.data import add_data_args, dataset_from_args
 from eim.distributed import rank
 

@@ -14,7 +14,7 @@ encoders, banks, finished runs and evaluations) when re-run, and says so.
 
 from dataclasses import dataclass, field
 
-from eim.config import load_recipe
+from eim.recipe import load_recipe
 from eim.data import load_dataset
 from eim.demo.encoders import cached_encoders
 from eim.demo.report import write_coco_report

@@ -10,8 +10,6 @@ import json
 import time
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from eim.banks import file_digest
 from eim.data import detect_format, load_dataset
 from eim.demo.pretrain import PRETRAIN_VERSION, pretrain_clip, pretrain_lm
@@ -19,6 +17,7 @@ from eim.demo.smol import smol_lm
 from eim.errors import EIMError
 from eim.io import atomic_dir
 from eim.model.splice import TextEncoder
+from eim.model.tokenizer import train_bpe_tokenizer
 
 # The small CLIP of both presets. Tuned on the default shapes data (2000 images x 5 captions):
 # ~50 CPU-seconds for ~40% held-out image->text R@1 among 200 images (chance 0.5%). Wider or
@@ -142,9 +141,9 @@ def _cached(folder, fp):
 def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=None):
     """Pretrained CLIP and LLM for the demo: ``{"clip": Path, "lm": Path, "reused": bool}``.
 
-    ``tiny``: the small CLIP and a small GPT-2 sharing one BPE tokenizer trained on all the
-    training text of ``data_dir`` (a dataset, or a folder of them as ``eim data shapes`` writes).
-    ``smol``: the small CLIP (tokenizer of its own, captions only) and SmolLM2-135M-Instruct
+    ``tiny``: the small CLIP (a CLIP-layout tokenizer learned from the captions) and a small GPT-2
+    (a GPT-2-layout tokenizer learned from all the training text of ``data_dir``: a dataset, or a
+    folder of them as ``eim data shapes`` writes). ``smol``: the small CLIP and SmolLM2-135M-Instruct
     (:func:`eim.demo.smol.smol_lm`, converted once into ``cache_dir``).
     ``overrides``: ``{"clip": {...}, "lm": {...}, "vocab_size": n}`` on top of the preset.
 
@@ -171,10 +170,9 @@ def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=N
     with atomic_dir(final) as tmp:
         coco = _datasets(data_dir)["coco"]
         texts, heldout = (None, None) if smol else training_texts(data_dir)
-        pretrain_clip(coco, tmp / "clip", texts=texts, vocab_size=settings["vocab_size"], quiet=quiet,
-                      **settings["clip"])
+        pretrain_clip(coco, tmp / "clip", vocab_size=settings["vocab_size"], quiet=quiet, **settings["clip"])
         if not smol:
-            tok = AutoTokenizer.from_pretrained(tmp / "clip")  # one tokenizer for both
+            tok = train_bpe_tokenizer(texts, vocab_size=settings["vocab_size"])
             pretrain_lm(texts, tok, tmp / "lm", val_texts=heldout, quiet=quiet, **settings["lm"])
         (tmp / "fingerprint.json").write_text(json.dumps(fp, indent=1) + "\n")
     _say(quiet, f"pretrained encoders saved in {final} in {time.perf_counter() - t0:.0f}s")

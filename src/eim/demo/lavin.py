@@ -37,7 +37,7 @@ from typing import Optional
 
 from transformers import AutoTokenizer
 
-from eim.config import load_recipe
+from eim.recipe import load_recipe
 from eim.data import load_dataset
 from eim.demo.encoders import cached_encoders
 from eim.demo.pipeline import say

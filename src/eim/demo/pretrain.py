@@ -4,9 +4,10 @@ No CLIP or GPT-2 weights can be downloaded here (docs/design.md §7), yet EIM on
 *pretrained* encoders: its ``loss_IE`` bank is CLIP.text's view of the captions, its ``loss_LM``
 bank is the original LLM's view of the text. So the demo first pretrains, on the training split
 only, a small real ``CLIPModel`` (contrastively, CLIP's symmetric InfoNCE with its learnable
-logit scale) and a small ``GPT2LMHeadModel`` (language modelling), sharing one byte-level BPE
-tokenizer, and saves both as ordinary Hugging Face folders that the rest of ``eim`` loads with
-``from_pretrained`` exactly as it would load ``openai/clip-vit-base-patch32`` and ``gpt2``.
+logit scale) and a small ``GPT2LMHeadModel`` (language modelling), each with a tokenizer laid
+out like the published model's (:mod:`eim.model.tokenizer`), and saves both as ordinary Hugging
+Face folders that the rest of ``eim`` loads with ``from_pretrained`` exactly as it would load
+``openai/clip-vit-base-patch32`` and ``gpt2`` — the same code path, tokens and pooling included.
 
     from eim.demo.pretrain import pretrain_clip
     pretrain_clip("data/shapes/coco", "enc/clip")   # eim data shapes --out data/shapes writes the data
@@ -28,10 +29,10 @@ from eim.errors import EIMError
 from eim.io import write_json
 from eim.model.splice import pad_ids
 from eim.model.tiny import make_tiny_clip, make_tiny_lm
-from eim.model.tokenizer import train_bpe_tokenizer
-from eim.model.vision import load_image_processor
+from eim.model.tokenizer import train_clip_tokenizer
+from eim.model.vision import features_of, load_image_processor
 
-PRETRAIN_VERSION = 1  # bump when what pretraining produces changes: invalidates every cache
+PRETRAIN_VERSION = 2  # bump when what pretraining produces changes: invalidates every cache (2: CLIP tokenizer layout)
 
 
 def _say(quiet, msg):
@@ -71,9 +72,9 @@ def _pixels(paths, processor, chunk=256):
 
 
 def _caption_ids(tokenizer, captions, max_len):
-    """Each caption as ids + [EOS] (CLIP pools the EOS state), truncated to ``max_len``."""
-    eos = tokenizer.eos_token_id
-    return [t[: max_len - 1] + [eos] for t in _token_ids(tokenizer, captions)]
+    """Each caption as the CLIP tokenizer encodes it (``<|startoftext|>`` … ``<|endoftext|>``, cut
+    at ``max_len``): the encoding the text bank and every CLIP user read (docs/design.md §2)."""
+    return tokenizer(list(captions), truncation=True, max_length=max_len).input_ids
 
 
 def _token_ids(tokenizer, texts):
@@ -88,21 +89,16 @@ def _text_batch(ids, pad):
     return input_ids, mask
 
 
-def _features(out):
-    """transformers 5 returns a model output whose pooler_output is the projected embedding."""
-    return out.pooler_output if hasattr(out, "pooler_output") else out
-
-
 @torch.no_grad()
 def _embed(model, pixels, ids, pad, chunk=256):
     """Unit image and caption embeddings ([N_img, P], [N_cap, P]) in eval mode."""
     model.eval()
-    img = torch.cat([_features(model.get_image_features(pixel_values=pixels[i:i + chunk]))
+    img = torch.cat([features_of(model.get_image_features(pixel_values=pixels[i:i + chunk]))
                      for i in range(0, len(pixels), chunk)])
     txt = []
     for i in range(0, len(ids), chunk):
         input_ids, mask = _text_batch(ids[i:i + chunk], pad)
-        txt.append(_features(model.get_text_features(input_ids=input_ids, attention_mask=mask)))
+        txt.append(features_of(model.get_text_features(input_ids=input_ids, attention_mask=mask)))
     F = torch.nn.functional
     return F.normalize(img, dim=-1), F.normalize(torch.cat(txt), dim=-1)
 
@@ -138,8 +134,8 @@ def pretrain_clip(dataset, out_dir, *, image_size=64, patch_size=16, width=64, l
     """Train a small ``CLIPModel`` contrastively on the training (image, caption) pairs; save it.
 
     dataset: a COCO-format path (its ``train`` split is used) or a loaded dataset of captions.
-    texts: extra text the BPE tokenizer also learns from (the LLM's training text, so the LM can
-        share the CLIP's tokenizer). tokenizer: use this one instead of training one.
+    texts: extra text the CLIP tokenizer also learns its merges from. tokenizer: a CLIP-layout
+        tokenizer to use instead of training one (:func:`eim.model.tokenizer.train_clip_tokenizer`).
     eval_dataset: held-out pairs for the retrieval numbers: a split name of ``dataset`` (default
         ``val``; skipped when missing), a loaded dataset, or None (R@1 on one training batch).
     Each step takes ``batch_size`` distinct images, each with one of its captions at random
@@ -151,10 +147,10 @@ def pretrain_clip(dataset, out_dir, *, image_size=64, patch_size=16, width=64, l
     train = _coco(dataset, "train")
     paths, captions, owner = _pairs(train)
     if tokenizer is None:
-        tokenizer = train_bpe_tokenizer(list(captions) + list(texts or []), vocab_size=vocab_size)
+        tokenizer = train_clip_tokenizer(list(captions) + list(texts or []), vocab_size=vocab_size)
     make_tiny_clip(out_dir, tokenizer, image_size=image_size, patch_size=patch_size, width=width, layers=layers,
                    heads=heads, text_width=text_width or width, text_layers=text_layers,
-                   projection_dim=projection_dim, seed=seed)
+                   projection_dim=projection_dim, legacy_eos=False, seed=seed)  # pooled at the first EOT
     model = CLIPModel.from_pretrained(out_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     processor = load_image_processor(out_dir)

@@ -145,7 +145,8 @@ def segment_counts(model):
         module = getattr(model, seg)
         out[seg] = {"total": count(module.parameters()), "trainable": count(model.segment_tunable(seg))}
     v = model.vision
-    tuning = [p for n, p in v.named_parameters() if n == "prompts" or "lora_" in n or n.startswith("adapters.")]
+    tuning = [p for n, p in v.named_parameters()
+              if n in ("prompts", "prompt_gates") or "lora_" in n or n.startswith("adapters.")]
     proj = count(v.visual_projection.parameters()) if v.visual_projection is not None else 0
     out["vision"]["parts"] = {"tower": out["vision"]["total"] - proj - count(tuning), "output_layer": proj,
                               "tuning": count(tuning)}

@@ -35,21 +35,28 @@ class TextEncoder:
         return response
 
     def encode(self, instruction, response):
-        """-> (ids, labels, n_lead): lists of equal length, truncated to ``max_length``."""
+        """-> (ids, labels, n_lead): lists of equal length, at most ``max_length``.
+
+        The sequence always ends with EOS, so the ``loss_LM`` query and its bank row read the
+        same tokens (docs/design.md §2): a sample longer than ``max_length`` keeps its first
+        ``max_length - 1`` tokens, then EOS with an IGNORE label (the text does not end there, so
+        nothing learns to stop early).
+        """
         prompt = self.lead + self._ids(instruction)
-        answer = self._ids(self.join(instruction, response)) + [self.eos]
-        ids = (prompt + answer)[: self.max_length]
-        labels = ([IGNORE] * len(prompt) + answer)[: self.max_length]
-        return ids, labels, len(self.lead)
+        answer = self._ids(self.join(instruction, response))
+        ids, labels = prompt + answer, [IGNORE] * len(prompt) + answer
+        if len(ids) < self.max_length:
+            return ids + [self.eos], labels + [self.eos], len(self.lead)
+        return ids[: self.max_length - 1] + [self.eos], labels[: self.max_length - 1] + [IGNORE], len(self.lead)
 
     def encode_prompt(self, instruction):
         """Generation prompt: ``[lead] [instruction]`` (image tokens are spliced after ``lead``)."""
         return (self.lead + self._ids(instruction))[-self.max_length :], len(self.lead)
 
     def encode_text_eos(self, instruction, response):
-        """Bank text: instruction + response + EOS (no image), as in docs/design.md §2."""
-        ids = (self.lead + self._ids(instruction) + self._ids(self.join(instruction, response)))[: self.max_length - 1]
-        return ids + [self.eos]
+        """Bank text: instruction + response + EOS (no image), as in docs/design.md §2 — the ids of
+        :meth:`encode`, so a truncated sample's query and bank row are the same tokens."""
+        return self.encode(instruction, response)[0]
 
 
 def pad_ids(seqs, pad_value, side="right"):

@@ -10,28 +10,42 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from eim.model.tokenizer import train_bpe_tokenizer
+from eim.model.tokenizer import train_bpe_tokenizer, train_clip_tokenizer
 from eim.model.vision import CLIPImageProcessor
 
 
 def make_tokenizer(texts, vocab_size=400, padding_side="right"):
+    """A GPT-2-layout tokenizer trained on ``texts`` (for the LLM)."""
     return train_bpe_tokenizer(texts, vocab_size=vocab_size, padding_side=padding_side)
 
 
-def make_tiny_clip(out_dir, tokenizer, image_size=32, patch_size=8, width=32, layers=2, heads=2,
-                   projection_dim=24, text_width=32, text_layers=None, max_text_len=64, seed=0):
-    """Save a random ``CLIPModel`` + the tokenizer + a CLIP image processor to ``out_dir``.
+def make_clip_tokenizer(texts, vocab_size=400):
+    """A CLIP-layout tokenizer trained on ``texts`` (for :func:`make_tiny_clip`)."""
+    return train_clip_tokenizer(texts, vocab_size=vocab_size)
 
-    ``text_layers`` (default ``layers``) and ``text_width`` size the text tower on its own. The text
-    config's ``eos_token_id`` is the tokenizer's EOS, so CLIP's pooler takes the state at the first
-    EOS (pad is EOS too: the first one ends the caption).
+
+def make_tiny_clip(out_dir, tokenizer, image_size=32, patch_size=8, width=32, layers=2, heads=2,
+                   projection_dim=24, text_width=32, text_layers=None, max_text_len=64, legacy_eos=True, seed=0):
+    """Save a random ``CLIPModel`` + its tokenizer + a CLIP image processor to ``out_dir``, laid out
+    like the published OpenAI checkpoints.
+
+    ``tokenizer``: a CLIP-layout tokenizer (:func:`eim.model.tokenizer.train_clip_tokenizer`: it
+    adds ``<|startoftext|>`` … ``<|endoftext|>``, the EOT being the highest id). ``legacy_eos``:
+    the text config carries the published configs' ``eos_token_id = 2``, for which transformers
+    pools the text at the highest token id; False: the tokenizer's EOT id (pooled at its first
+    occurrence). ``text_layers`` (default ``layers``) and ``text_width`` size the text tower.
     """
+    if tokenizer.bos_token is None or tokenizer("a").input_ids[-1] != tokenizer.eos_token_id:
+        raise ValueError("make_tiny_clip needs a CLIP-layout tokenizer that adds BOS and EOS "
+                         "(eim.model.tokenizer.train_clip_tokenizer)")
     torch.manual_seed(seed)
+    special = (dict(bos_token_id=0, pad_token_id=1, eos_token_id=2) if legacy_eos else  # openai/clip-vit-*
+               dict(bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id))
     cfg = CLIPConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=4 * text_width,
                          num_hidden_layers=text_layers or layers, num_attention_heads=heads,
-                         max_position_embeddings=max_text_len, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+                         max_position_embeddings=max_text_len, **special),
         vision_config=dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
                            num_attention_heads=heads, image_size=image_size, patch_size=patch_size),
         projection_dim=projection_dim,
@@ -39,6 +53,7 @@ def make_tiny_clip(out_dir, tokenizer, image_size=32, patch_size=8, width=32, la
     model = CLIPModel(cfg)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
+    tokenizer.model_max_length = max_text_len
     tokenizer.save_pretrained(out_dir)
     CLIPImageProcessor(size={"shortest_edge": image_size},
                        crop_size={"height": image_size, "width": image_size}).save_pretrained(out_dir)

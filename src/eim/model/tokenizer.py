@@ -1,14 +1,28 @@
 """Tokenizers built offline from text (no hub downloads on this platform, docs/design.md §7).
 
-A byte-level BPE trained on the training text and wrapped as a Hugging Face
-``PreTrainedTokenizerFast`` stands in for GPT-2's and CLIP's tokenizers in tests and in the
-embedded demo. Real users pass their model's own tokenizer (``AutoTokenizer.from_pretrained``).
+Two layouts, as the published models have them, so the code that reads a real GPT-2 or CLIP
+folder is the code the tests and the embedded demo run:
+
+- :func:`train_bpe_tokenizer` — GPT-2's: byte-level BPE, one ``<|endoftext|>`` token used as
+  EOS, BOS and pad, no special tokens added when encoding;
+- :func:`train_clip_tokenizer` — CLIP's (``openai/clip-vit-*``): lower-cased word-level BPE with
+  the ``</w>`` end-of-word suffix, ``<|startoftext|>`` and ``<|endoftext|>`` as the last two ids,
+  and the tokenizer adding both around every text (so CLIP's text tower pools at the EOT).
+
+Real users pass their model's own tokenizer (``AutoTokenizer.from_pretrained``).
 """
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+import json
+import tempfile
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import CLIPTokenizerFast, PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"  # GPT-2's end-of-text token; also used as pad and bos (GPT-2 convention)
+SOT = "<|startoftext|>"  # CLIP's start-of-text token (CLIP's EOT is EOS)
+# CLIP's own pre-tokenizer pattern (openai/CLIP simple_tokenizer.py; transformers' CLIPTokenizer)
+CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 def train_bpe_tokenizer(texts, vocab_size=512, padding_side="right", model_max_length=128):
@@ -37,3 +51,33 @@ def train_bpe_tokenizer(texts, vocab_size=512, padding_side="right", model_max_l
         padding_side=padding_side,
         model_max_length=model_max_length,
     )
+
+
+def train_clip_tokenizer(texts, vocab_size=512, model_max_length=77):
+    """A tokenizer laid out like the published CLIP's, its BPE merges learned from ``texts``.
+
+    Returns transformers' own ``CLIPTokenizer`` (fast) built from a ``vocab.json`` and
+    ``merges.txt`` in CLIP's format; ``<|startoftext|>`` and ``<|endoftext|>`` are the last two
+    ids, as in the published vocabulary (49406, 49407), so both of CLIP's pooling rules (the
+    legacy argmax id and the first EOS) find the EOT.
+    """
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                           normalizers.Lowercase()])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=max(vocab_size - 2, 2 * len(alphabet)), special_tokens=[],
+                                  initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False)
+    bpe.train_from_iterator(list(texts), trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    # CLIP's vocabulary holds every byte with and without the end-of-word suffix
+    vocab = sorted(model["vocab"], key=model["vocab"].get)
+    vocab = list(dict.fromkeys(sorted(alphabet) + [c + "</w>" for c in sorted(alphabet)] + vocab)) + [SOT, EOS]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        Path(d, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        tok = CLIPTokenizerFast.from_pretrained(d, model_max_length=model_max_length)
+    return tok

@@ -50,8 +50,11 @@ class VisionTower(nn.Module):
             self.prompts = nn.Parameter(torch.empty(n_layers, cfg.prompt_length, width))
             if self.prompts.device.type != "meta":
                 nn.init.uniform_(self.prompts, -0.02, 0.02)
+            # gated VPT: the image tokens see the prompts through a zero-initialised gate per layer
+            L = vision_model.config.num_hidden_layers
+            self.prompt_gates = nn.Parameter(torch.zeros(L)) if cfg.prompt_gate else None
         else:
-            self.prompts = None
+            self.prompts = self.prompt_gates = None
         if cfg.trainable == "lora":
             from peft import LoraConfig, inject_adapter_in_model  # peft: only LoRA runs need it
 
@@ -85,7 +88,7 @@ class VisionTower(nn.Module):
         if mode == "frozen":
             return []
         if mode == "prompt":
-            return [self.prompts]
+            return [self.prompts] + ([self.prompt_gates] if self.prompt_gates is not None else [])
         if mode == "lora":
             return [p for n, p in self.named_parameters() if "lora_" in n]
         if mode == "lavin":
@@ -107,8 +110,11 @@ class VisionTower(nn.Module):
             if P and self.cfg.prompt_deep and i > 0:
                 prompts = self.prompts[i].unsqueeze(0).expand(h.shape[0], -1, -1).to(h.dtype)
                 h = torch.cat([h[:, :1], prompts, h[:, 1 + P :]], dim=1)
-            h = layer(h, None)
-            h = h[0] if isinstance(h, tuple) else h
+            if P and self.prompt_gates is not None:
+                h = _gated_prompt_layer(layer, h, P, self.prompt_gates[i])
+            else:
+                h = layer(h, None)
+                h = h[0] if isinstance(h, tuple) else h
             if blocks is not None:
                 blocks.append(h)
         if P:
@@ -134,6 +140,40 @@ class VisionTower(nn.Module):
             if self.cfg.num_tokens:
                 feats = feats[:, : self.cfg.num_tokens]
         return (feats, cls) if return_cls else feats
+
+
+def _gated_prompt_layer(layer, h, P, gate):
+    """One CLIP encoder layer on ``h`` [B, 1+P+L, D] whose tokens 1..P are prompts, the image
+    tokens ([CLS], patches) seeing the prompts only through ``tanh(gate)`` (docs/design.md §3).
+
+    The image tokens' attention is split in two softmaxes, as LLaMA-Adapter's zero-init attention
+    splits its prompts off: one over the image tokens (the pretrained layer's own attention, which
+    the prompts do not perturb) and one over the prompts, added scaled by ``tanh(gate)``. The
+    prompts attend to everything. At ``gate = 0`` the image tokens compute exactly what the
+    pretrained tower computes, so a prompted CLIP starts as the original one.
+    """
+    attn, T = layer.self_attn, h.shape[1]
+    prompt = torch.zeros(T, dtype=torch.bool, device=h.device)
+    prompt[1 : 1 + P] = True
+    neg = torch.finfo(h.dtype).min
+    image_rows = ~prompt[:, None]  # [T, 1]
+    own = torch.zeros(T, T, dtype=h.dtype, device=h.device)
+    own.masked_fill_(image_rows & prompt[None, :], neg)  # image tokens: image keys only
+    via = torch.zeros(T, T, dtype=h.dtype, device=h.device)
+    via.masked_fill_(~prompt[None, :], neg)  # every row: prompt keys only (only image rows are kept)
+    x = layer.layer_norm1(h)
+    a_own, _ = attn(x, attention_mask=own[None, None])  # [B, T, D]
+    a_via, _ = attn(x, attention_mask=via[None, None])
+    bias = attn.out_proj.bias if attn.out_proj.bias is not None else 0.0
+    g = torch.tanh(gate).to(h.dtype) * image_rows[None].to(h.dtype)  # [1, T, 1]: prompts keep a_own
+    h = h + a_own + g * (a_via - bias)
+    return h + layer.mlp(layer.layer_norm2(h))
+
+
+def features_of(out):
+    """The tensor of ``CLIPModel.get_text_features`` / ``get_image_features``: transformers 5 returns
+    a model output whose ``pooler_output`` is the projected embedding, transformers 4 the tensor."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
 def load_clip_parts(name_or_path, config_only=False):

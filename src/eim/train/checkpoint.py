@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from eim.config import _build, Recipe
+from eim.config import build_recipe
 from eim.errors import CheckpointError
 from eim.io import load_tensors, read_json, save_tensors, write_json
 
@@ -81,7 +81,7 @@ def save_recipe(recipe, run_dir):
 
 
 def load_recipe_json(run_dir):
-    return _build(Recipe, read_json(Path(run_dir) / "recipe.json"), "recipe")
+    return build_recipe(read_json(Path(run_dir) / "recipe.json"))
 
 
 def find_checkpoint(path):

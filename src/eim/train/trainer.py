@@ -41,6 +41,7 @@ from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from eim.config import SEGMENTS
 from eim.data import load_image
 from eim.distributed import all_reduce_sum, world_size
 from eim.io import load_tensors, save_tensors, write_json
@@ -99,7 +100,7 @@ class Trainer:
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
         self.encoder = TextEncoder(tokenizer, recipe.train.max_length)
-        self._feature_cache = None
+        self._feature_cache = None  # (vision version, {image path: features})
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
 
     @property
@@ -221,7 +222,7 @@ class Trainer:
             self._fsdp_root = run.step_p
         if run.resuming and self._engine_shards:
             acc.load_state(str(run.ckpt / "state"))
-        run.step_p.train()
+        self._set_modes(run)
 
     def _optimizer_step(self, run, batches):
         """One optimiser step over ``grad_accum`` micro-batches; returns the step's global losses.
@@ -274,6 +275,15 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------------------------------
+    def _set_modes(self, run):
+        """Train mode for the segments the stage trains (and the losses), eval mode for the frozen
+        ones (docs/design.md §3): a frozen CLIP or LLM runs as it was pretrained, without dropout,
+        exactly as its feature bank and its cached features were computed."""
+        run.step_p.train()
+        for seg in SEGMENTS:
+            if seg not in run.stage.trainable:
+                getattr(self.model, seg).eval()
+
     def _set_trainable(self, stage):
         """Freeze everything, then unfreeze the stage's segments' tunable parameters."""
         self.model.requires_grad_(False)
@@ -285,14 +295,22 @@ class Trainer:
                     params.append(p)
         return params
 
+    def _vision_version(self):
+        """Changes whenever a vision parameter does: torch bumps a tensor's version counter on
+        every in-place change (an optimiser step, loading a checkpoint)."""
+        return tuple((id(p), p._version) for p in self.model.vision.parameters())
+
     @torch.inference_mode()
     def _cached_features(self):
-        """Frozen-CLIP outputs of every distinct image, computed once per run (ClipCap does this).
+        """Frozen-CLIP outputs of every distinct image (ClipCap does this), computed when a stage
+        first needs them and again whenever CLIP has changed since (a stage trained it, or its
+        weights were loaded), never stale.
 
         Every rank computes the whole cache (every rank may draw any sample).
         """
-        if self._feature_cache is not None:
-            return self._feature_cache
+        version = self._vision_version()
+        if self._feature_cache is not None and self._feature_cache[0] == version:
+            return self._feature_cache[1]
         paths = sorted({s.image for s in (self.dataset[i] for i in range(len(self.dataset))) if s.image})
         self.model.eval()
         cache = {}
@@ -303,7 +321,7 @@ class Trainer:
             feats = self.model.vision(pix.to(self.acc.device)).float().cpu()
             cache.update(zip(chunk, feats))
         self.model.train()
-        self._feature_cache = cache
+        self._feature_cache = (version, cache)
         return cache
 
     def _tunable_tensors(self, step_p):
