@@ -19,7 +19,7 @@ def test_every_shipped_recipe_loads():
 @pytest.mark.parametrize("override, needle", [
     ({"train.lrr": 1}, "train.lrr: unknown key (allowed: batch_size"),
     ({"train.lr": "fast"}, "train.lr: expected float, got 'fast'"),
-    ({"vision.features": "half"}, "vision.features: 'half' is not allowed (allowed: pooled, full)"),
+    ({"vision.features": "half"}, "vision.features: 'half' is not allowed (allowed: pooled, full, cls, full_projected)"),
     ({"projector.type": "qformer"}, "projector.type: 'qformer' is not allowed (allowed: clipcap_mlp"),
     ({"vision.features": "full"}, "projector.type 'clipcap_mlp' maps one pooled vector"),
     ({"stages.0.trainable": ["vision"]}, "trains 'vision' but vision.trainable is 'frozen'"),

@@ -24,6 +24,7 @@ COMMANDS = {
     "score": ("eim.commands.score", "score saved predictions (COCO captions, ScienceQA, MME)"),
     "eval": ("eim.commands.evaluate", "generate with a checkpoint on a benchmark and score it"),
     "demo": ("eim.commands.demo", "run baseline vs EIM end to end, offline (ClipCap, or LaVIN with --task)"),
+    "study": ("eim.commands.study", "run an ablation study with confidence intervals (eim study --list)"),
 }
 
 

@@ -19,7 +19,7 @@ from typing import Optional
 from eim.errors import ConfigError
 from eim.losses import LOSSES as LOSS_CLASSES
 
-VISION_FEATURES = ("pooled", "full")
+VISION_FEATURES = ("pooled", "full", "cls", "full_projected")
 VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
 PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp")
 LM_TRAINABLE = ("frozen", "full", "lora", "adapter_prompt", "lavin")
@@ -32,7 +32,9 @@ SEGMENTS = ("vision", "projector", "lm")
 @dataclass
 class VisionConfig:
     name_or_path: str = "openai/clip-vit-base-patch32"  # local folder or hub id of a CLIPModel
-    features: str = "pooled"  # pooled: ClipCap's [CLS]->visual_projection; full: [CLS]+patches, no output layer (EIM)
+    # pooled: ClipCap's [CLS]->visual_projection; full: [CLS]+patches, no output layer (EIM);
+    # cls: [CLS] without the output layer; full_projected: every token through it (paper Table 9)
+    features: str = "pooled"
     trainable: str = "frozen"  # how CLIP may be tuned: frozen | prompt (VPT) | lora (peft) | full
     prompt_length: int = 8  # VPT prompt tokens; the paper's prompt network size is not given (docs/design.md §3)
     prompt_deep: bool = False  # deep VPT: new prompts at every layer (more params, stronger)
@@ -195,10 +197,10 @@ class Recipe:
         self.stages = [s if isinstance(s, StageConfig) else _build(StageConfig, s, "stages") for s in self.stages]
         if not self.stages:
             raise ConfigError("stages: a recipe needs at least one stage")
-        if self.projector.type == "clipcap_mlp" and self.vision.features != "pooled":
+        if self.projector.type == "clipcap_mlp" and self.vision.features not in ("pooled", "cls"):
             raise ConfigError(
                 "projector.type 'clipcap_mlp' maps one pooled vector to a prefix: it needs "
-                "vision.features 'pooled' (allowed with 'full': token_ffn, clipcap_transformer, lavin_mlp)"
+                "vision.features 'pooled' or 'cls' (allowed with 'full': token_ffn, clipcap_transformer, lavin_mlp)"
             )
         p = self.projector
         if p.inject == "adapter_prompt":

@@ -21,6 +21,14 @@ def test_demo_end_to_end_then_rerun_reuses_caches(tmp_path, capsys):
     assert summary["variants"]["clipcap_eim"]["extra_stage_steps"] == 4  # ST + LM stages, reported as extra cost
     assert summary["variants"]["clipcap"]["extra_stage_steps"] == 0
     assert summary["encoders"]["reused"] is False
+    # EIM - baseline with a 95% interval, per metric (paired bootstrap over seeds and test images)
+    comps = {(c["variant"], c["metric"]): c for c in summary["comparisons"]}
+    assert set(comps) == {(v, m) for v in VARIANTS[1:] for m in ("Bleu_4", "CIDEr")}
+    c = comps[("clipcap_eim", "Bleu_4")]
+    assert c["reference"] == "clipcap" and c["split"] == "test" and c["n_seeds"] == 1 and c["n_images"] == 6
+    assert c["ci95"][0] <= c["diff"] <= c["ci95"][1]
+    delta = summary["variants"]["clipcap_eim"]["delta_vs_baseline"]["Bleu_4"] * 100
+    assert abs(c["diff"] - delta) < 1e-6 and "95% interval" in summary["verdict"]
     html = (out / "report.html").read_text()
     refs = re.findall(r"(?:src|href)='([^']+)'", html)
     assert any(r.endswith(".png") for r in refs)

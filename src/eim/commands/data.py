@@ -28,6 +28,9 @@ def add_parser(subparsers):
                    help="test images (default 200); MME gets test/4 images per subtask")
     s.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files")
     s.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    s.add_argument("--web", type=int, default=0,
+                   help="images of a web corpus in its own caption style (web/), for pretraining the "
+                        "encoders in the transfer condition (default 0: none)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a tree written before (only its own sub-folders)")
     s.set_defaults(func=_shapes)
@@ -51,7 +54,7 @@ def add_parser(subparsers):
 def _shapes(args):
     t = time.perf_counter()
     counts = write_shapes(args.out, train=args.train, val=args.val, test=args.test,
-                          seed=args.seed, size=args.size, overwrite=args.overwrite)
+                          seed=args.seed, size=args.size, overwrite=args.overwrite, web=args.web)
     took = time.perf_counter() - t
     print(f"wrote {args.out} in {took:.1f}s: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0

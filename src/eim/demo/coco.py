@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from eim.recipe import load_recipe
 from eim.data import load_dataset
+from eim.evaluation.bootstrap import COCO_METRICS
 from eim.demo.encoders import cached_encoders
 from eim.demo.report import write_coco_report
 
@@ -42,6 +43,8 @@ class Preset:
     beams: int = 1  # decoding (ClipCap uses 5; 1 keeps the demo fast)
     max_new_tokens: int = 24
     overrides: dict = field(default_factory=dict)  # extra recipe overrides for every variant
+    # learning rate of a stage by its name (others: lr), chosen on the validation split (docs/design.md §3)
+    stage_lr: dict = field(default_factory=dict)
     encoders: dict = field(default_factory=dict)  # overrides of eim.demo.encoders.PRESETS (sizes, steps)
 
 
@@ -63,22 +66,37 @@ PRESETS = {
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 
 
-def recipe_for(variant, preset, clip_dir, lm_dir, seed):
-    """A shipped recipe pointed at the demo encoders with the preset's schedule."""
+STRUCTURE_KEYS = ("stages", "stages.drop")  # overrides that change the stage list itself
+
+
+def recipe_for(variant, preset, clip_dir, lm_dir, seed, extra=None):
+    """A shipped recipe pointed at the demo encoders with the preset's schedule.
+
+    ``extra``: more overrides (a study's variant): ``stages``/``stages.drop`` first, so the stage
+    lengths below apply to the stages that remain; the rest last, so they win.
+    """
+    extra = dict(extra or {})
+    structure = {k: extra.pop(k) for k in STRUCTURE_KEYS if k in extra}
     over = {
+        **structure,
         "vision.name_or_path": str(clip_dir), "lm.name_or_path": str(lm_dir),
         "train.batch_size": preset.batch_size, "train.lr": preset.lr, "train.warmup_steps": preset.warmup,
         "train.max_length": preset.max_length, "train.seed": seed, "train.save_every": 10_000,
         "train.log_every": 5, "generation.num_beams": preset.beams,
         "generation.max_new_tokens": preset.max_new_tokens,
     }
-    # EIM's loss_ST / loss_LM-only stages get their own (extra-cost) lengths; every other stage
+    # A stage without loss_base (EIM's loss_ST / loss_LM stages, or an ablation's loss_IE-only one)
+    # is extra cost with its own length (the longest of its losses'); every stage with loss_base
     # optimises the final objective and gets `steps`, so variants compare at equal steps.
-    for i, stage in enumerate(load_recipe(variant).stages):
-        extra = {"st": preset.st_steps, "lm": preset.lm_steps}
+    lengths = {"st": preset.st_steps, "lm": preset.lm_steps, "ie": preset.st_steps}
+    for i, stage in enumerate(load_recipe(variant, structure).stages):
         over[f"stages.{i}.epochs"] = None
-        over[f"stages.{i}.steps"] = extra.get("".join(stage.losses), preset.steps)
+        over[f"stages.{i}.steps"] = (preset.steps if "base" in stage.losses
+                                     else max(lengths[n] for n in stage.losses))
+        if stage.name in preset.stage_lr:
+            over[f"stages.{i}.lr"] = preset.stage_lr[stage.name]
     over.update(preset.overrides)
+    over.update(extra)
     return load_recipe(variant, over)
 
 
@@ -89,6 +107,8 @@ class CocoTask:
     presets, variants, labels, metrics = PRESETS, VARIANTS, LABELS, METRICS
     baseline, treatment = "clipcap", "clipcap_eim"
     key_metric, key_unit, key_scale = "Bleu_4", "BLEU-4 points", 100  # scores are 0-1, shown x100
+    interval_metrics = {m: (COCO_METRICS[m], 100) for m in COCO_METRICS}  # paired intervals, in points
+    compared = ("Bleu_4", "CIDEr")  # what the demo's summary compares with intervals
     data_text = "the shapes world in COCO/ScienceQA/MME/LLaVA formats"
     test_text = "test images"
 

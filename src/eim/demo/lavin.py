@@ -39,6 +39,7 @@ from transformers import AutoTokenizer
 
 from eim.recipe import load_recipe
 from eim.data import load_dataset
+from eim.evaluation.bootstrap import ACCURACY_METRICS
 from eim.demo.encoders import cached_encoders
 from eim.demo.pipeline import say
 from eim.demo.report import write_lavin_report
@@ -221,6 +222,9 @@ class LaVINTask:
         self.key_metric, self.key_unit = (("Avg", "accuracy points") if name == "scienceqa"
                                           else ("perception", "MME perception points"))
         self.test_text = f"{name} test questions"
+        # paired intervals: ScienceQA accuracy in points; MME has none yet (its score pairs questions)
+        self.interval_metrics = {"Avg": (ACCURACY_METRICS["accuracy"], 100)} if name == "scienceqa" else {}
+        self.compared = tuple(self.interval_metrics)
 
     def world(self, p):
         return p.world_train, p.world_test, p.size

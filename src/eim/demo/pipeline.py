@@ -18,6 +18,7 @@ from pathlib import Path
 
 from eim.api import param_report, quiet_transformers, train
 from eim.data.shapes.writer import write_shapes
+from eim.evaluation.bootstrap import paired_bootstrap
 from eim.evaluation.generate import evaluate_checkpoint
 from eim.io import write_json
 
@@ -104,10 +105,10 @@ def mean_std(xs):
 
 def ensure_shapes(data, train, test, size, quiet=False):
     """Generate the shapes world (seed 0) into ``data`` unless it already holds one made with
-    these settings; returns ``data``. Validation gets a quarter of the test size (at least 4)."""
+    these settings; returns ``data``. The validation split is as large as the test split: it is
+    where stage learning rates and other choices are made (docs/design.md §3), never on the test split."""
     data = Path(data)
-    want = {"generator": "eim data shapes", "seed": 0, "size": size, "train": train, "val": max(test // 4, 4),
-            "test": test}
+    want = {"generator": "eim data shapes", "seed": 0, "size": size, "train": train, "val": test, "test": test}
     cfg = data / "shapes_config.json"
     if cfg.exists() and json.loads(cfg.read_text()) == want:
         say(quiet, f"      reusing {data} (same generator settings)")
@@ -119,16 +120,31 @@ def ensure_shapes(data, train, test, size, quiet=False):
 GENERATION_KEYS = ("num_beams", "max_new_tokens", "max_prompt_tokens")  # what makes an evaluation differ
 
 
-def eval_fresh(ev, run_dir, settings, n):
+def eval_fresh(ev, run_dir, settings, n, per_image=True):
     """Reuse an evaluation only when it scored ``n`` samples with these decoding ``settings``
-    after the checkpoint was last written."""
+    after the checkpoint was last written (and kept its per-item statistics, when asked)."""
     scores, gen = ev / "scores.json", ev / "generation.json"
-    if not (scores.exists() and gen.exists()):
+    if not (scores.exists() and gen.exists()) or (per_image and not (ev / "per_image.json").exists()):
         return False
     info = json.loads(gen.read_text())
     same = info.get("samples") == n and all(info["generation"].get(k) == v for k, v in settings.items())
     weights = [f.stat().st_mtime for f in Path(run_dir).glob("stage-*/model.safetensors")]
     return same and (not weights or scores.stat().st_mtime >= max(weights))
+
+
+def evaluate_run(task, run_dir, dataset, p, split="test", quiet=False, **kwargs):
+    """Score a run on ``dataset`` (``run_dir/eval-<task>[-<split>]``), reusing a fresh evaluation
+    (:func:`eval_fresh`); returns (scores, evaluation folder, generation seconds)."""
+    eval_kw = {**task.eval_kwargs(p), **kwargs}
+    settings = {k: eval_kw[k] for k in GENERATION_KEYS if k in eval_kw}
+    ev = Path(run_dir) / (f"eval-{task.name}" if split == "test" else f"eval-{task.name}-{split}")
+    if eval_fresh(ev, run_dir, settings, len(dataset), per_image=bool(task.interval_metrics)):
+        scores = json.loads((ev / "scores.json").read_text())
+        say(quiet, f"      reusing {ev}/scores.json")
+    else:
+        scores = evaluate_checkpoint(run_dir, task.name, dataset, ev, quiet=quiet, **eval_kw)
+    gen = json.loads((ev / "generation.json").read_text())
+    return scores, ev, gen.get("generation_seconds")
 
 
 def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None, callbacks=()):
@@ -157,8 +173,6 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
     prog.finish("encoders")
 
     train_ds, test_ds, p = task.datasets(data, p, enc, quiet)
-    eval_kw = task.eval_kwargs(p)
-    settings = {k: eval_kw[k] for k in GENERATION_KEYS if k in eval_kw}
     results = {}
     for v, s in runs:
         run_dir = out / "runs" / task.run_name(v, s)
@@ -169,18 +183,10 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
                        callbacks=callbacks)
         prog.finish(f"train-{v}-{s}")
         prog.start(f"eval-{v}-{s}", f"4/5 evaluate {v} (seed {s}) on {len(test_ds)} {task.test_text}")
-        t = time.time()
-        ev = run_dir / f"eval-{task.name}"
-        if eval_fresh(ev, run_dir, settings, len(test_ds)):
-            scores = json.loads((ev / "scores.json").read_text())
-            say(quiet, f"      reusing {ev}/scores.json")
-        else:
-            scores = evaluate_checkpoint(run_dir, task.name, test_ds, ev, quiet=quiet, **eval_kw)
-        gen = json.loads((ev / "generation.json").read_text())
+        scores, ev, gen_seconds = evaluate_run(task, run_dir, test_ds, p, quiet=quiet)
         # the runs' own records, so a re-run that reuses them reports the original cost
         results[(v, s)] = {"stages": stages, "scores": scores, "train_seconds": sum(st["seconds"] for st in stages),
-                           "eval_seconds": gen.get("generation_seconds", time.time() - t),
-                           "run_dir": str(run_dir), "eval_dir": str(ev)}
+                           "eval_seconds": gen_seconds, "run_dir": str(run_dir), "eval_dir": str(ev)}
         prog.finish(f"eval-{v}-{s}")
 
     prog.start("report", "5/5 report")
@@ -195,7 +201,8 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
 
 def build_summary(task, results, variants, seeds, preset, name, enc, timings, train_ds, test_ds):
     """``summary.json``: per variant each metric's per-seed values, mean and std, the stages and
-    their cost, parameters; differences to the task's baseline and a verdict."""
+    their cost, parameters; differences to the task's baseline, ``comparisons`` (paired bootstrap
+    95% intervals over seeds and test items, :func:`comparisons`) and a verdict."""
     out = {"task": task.name, "preset": name, "seeds": seeds, "schedule": asdict(preset), "timings": timings,
            "encoders": {k: (v if isinstance(v, bool) else str(v)) for k, v in enc.items()},
            "data": task.data_summary(train_ds, test_ds), "metric_names": list(task.metrics), "baseline": task.baseline, "variants": {}}
@@ -227,23 +234,58 @@ def build_summary(task, results, variants, seeds, preset, name, enc, timings, tr
             d["delta_vs_baseline"] = {m: (None if d["metrics"][m]["mean"] is None or base["metrics"][m]["mean"] is None
                                           else d["metrics"][m]["mean"] - base["metrics"][m]["mean"])
                                       for m in task.metrics}
+        out["comparisons"] = comparisons(task, results, variants, seeds)
         if task.treatment in out["variants"]:
-            out["verdict"] = verdict(task, base, out["variants"][task.treatment], seeds)
+            out["verdict"] = verdict(task, base, out["variants"][task.treatment], out["comparisons"])
     return out
 
 
-def verdict(task, base, eim, seeds):
-    """One sentence: the treatment's difference on the task's key metric, against seed noise."""
-    key, unit, scale = task.key_metric, task.key_unit, task.key_scale
+def paired_comparison(variant_evals, reference_evals, metric_fn, scale=1.0, n_boot=2000):
+    """Paired bootstrap difference (:func:`eim.evaluation.bootstrap.paired_bootstrap`) between two
+    lists of evaluation folders (one per seed, paired by position) that hold ``per_image.json``;
+    items are matched by id. Returns ``{"diff", "ci95", "n_seeds", "n_images", "n_boot"}``."""
+    def load(folder):
+        per = json.loads((Path(folder) / "per_image.json").read_text())
+        return dict(zip(map(str, per["ids"]), per["stats"]))
+
+    a, b = [load(f) for f in variant_evals], [load(f) for f in reference_evals]
+    ids = [i for i in a[0] if all(i in x for x in a + b)]
+    c = paired_bootstrap([[x[i] for i in ids] for x in a], [[x[i] for i in ids] for x in b], metric_fn,
+                         n_boot=n_boot, scale=scale)
+    c["n_images"] = c.pop("n_items")
+    return c
+
+
+def comparisons(task, results, variants, seeds):
+    """Every variant against the task's baseline on each metric the task has intervals for."""
+    out = []
+    if task.baseline not in variants:
+        return out
+    for v in variants:
+        if v == task.baseline:
+            continue
+        for m in task.compared:
+            fn, scale = task.interval_metrics[m]
+            c = paired_comparison([results[(v, s)]["eval_dir"] for s in range(seeds)],
+                                  [results[(task.baseline, s)]["eval_dir"] for s in range(seeds)], fn, scale)
+            out.append({"variant": v, "reference": task.baseline, "metric": m, "split": "test", **c})
+    return out
+
+
+def verdict(task, base, eim, comps):
+    """One sentence: the treatment's difference on the task's key metric with its 95% interval."""
+    key, unit = task.key_metric, task.key_unit
+    c = next((c for c in comps if c["metric"] == key and c["variant"] == task.treatment), None)
     delta = eim["delta_vs_baseline"][key]
     if delta is None:
         return f"{key} unavailable"
-    noise = max(base["metrics"][key]["std"] or 0.0, eim["metrics"][key]["std"] or 0.0)
-    what = f"{eim['label']} vs {base['label']}: {delta * scale:+.2f} {unit} ({key})"
-    if seeds > 1 and abs(delta) <= 2 * noise:
-        text = f"{what}, within 2 std of seed noise (not a clear difference)"
-    elif delta > 0:
-        text = f"{what}: {eim['label']} is ahead"
-    else:
-        text = f"{what}: {eim['label']} does NOT beat {base['label']}"
-    return text + ("" if seeds > 1 else " (one seed: run --seeds 3 to tell this from noise)")
+    if c is None:
+        return f"{eim['label']} vs {base['label']}: {delta * task.key_scale:+.2f} {unit} ({key}), no interval"
+    lo, hi = c["ci95"]
+    what = (f"{eim['label']} − {base['label']}: {c['diff']:+.2f} {unit} ({key}), 95% interval [{lo:+.2f}, {hi:+.2f}] "
+            f"over {c['n_seeds']} seed(s) and {c['n_images']} test items")
+    if lo > 0:
+        return f"{what}: {eim['label']} is better"
+    if hi < 0:
+        return f"{what}: {eim['label']} is worse"
+    return f"{what}: no clear difference"

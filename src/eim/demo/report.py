@@ -34,6 +34,24 @@ def _label(summary, v):
     return summary["variants"][v]["label"]
 
 
+def comparisons_html(summary):
+    """The paired differences to the baseline with their 95% intervals (``summary["comparisons"]``)."""
+    comps = summary.get("comparisons") or []
+    if not comps:
+        return []
+    h = ["<h2>Differences to the baseline (95% interval)</h2><table><tr><th>model</th><th>metric</th>"
+         "<th>difference</th><th>95% interval</th><th>seeds</th><th>test items</th></tr>"]
+    for c in comps:
+        lo, hi = c["ci95"]
+        cls = "pos" if lo > 0 else "neg" if hi < 0 else ""
+        h.append(f"<tr><td>{esc(_label(summary, c['variant']))} − {esc(_label(summary, c['reference']))}</td>"
+                 f"<td>{esc(c['metric'])}</td><td class='{cls}'>{c['diff']:+.2f}</td><td>[{lo:+.2f}, {hi:+.2f}]</td>"
+                 f"<td>{c['n_seeds']}</td><td>{c['n_images']}</td></tr>")
+    h.append("</table><p class='small'>Paired bootstrap over seeds and test items (the same items for both "
+             f"models, {comps[0]['n_boot']} resamples; docs/design.md §11). COCO metrics in points (x100).</p>")
+    return h
+
+
 def _wallclock(summary):
     """Stages (steps, seconds, final losses), training and evaluation seconds per variant."""
     h = ["<h2>Wall-clock</h2><table><tr><th>model</th><th>stages (steps, seconds, final losses)</th>"
@@ -49,7 +67,7 @@ def _wallclock(summary):
     return h
 
 
-def _loss_plot(run_dirs, path):
+def loss_plot(run_dirs, path):
     import matplotlib  # heavy: only the report draws plots
 
     matplotlib.use("Agg")
@@ -80,7 +98,7 @@ def loss_curves_html(results, summary, plots, stem):
     h = ["<h2>Loss curves</h2>"]
     for v in summary["variants"]:
         png = plots / f"{stem}_{v}.png"
-        _loss_plot([results[(v, s)]["run_dir"] for s in range(summary["seeds"])], png)
+        loss_plot([results[(v, s)]["run_dir"] for s in range(summary["seeds"])], png)
         h.append(f"<h3>{esc(_label(summary, v))}</h3><img src='plots/{png.name}' alt='loss curves {v}'>")
     return h
 
@@ -129,6 +147,7 @@ def write_coco_report(out, summary, results, test_ds):
     if any(summary["variants"][v].get("unavailable") for v in variants):
         reasons = {k: r for v in variants for k, r in summary["variants"][v].get("unavailable", {}).items()}
         h.append("<p class='small'>" + "; ".join(f"{k}: {esc(r)}" for k, r in reasons.items()) + "</p>")
+    h += comparisons_html(summary)
 
     h += _wallclock(summary)
 
@@ -257,6 +276,7 @@ def write_lavin_report(out, summary, results, test_ds):
         ex = d["extra"].get("unparsed", d["extra"].get("other"))
         h.append(f"<tr><td>{esc(d['label'])}</td>{''.join(cells)}<td>{' / '.join(map(str, ex))}</td></tr>")
     h.append("</table>")
+    h += comparisons_html(summary)
 
     h += _wallclock(summary)
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
@@ -121,12 +122,29 @@ def _run_spice(gts_tok, res_tok):
     return float(score), None
 
 
-def score_captions(gts, res, *, spice=None, timings=None):
+def image_statistics(gts_tok, res_tok, cider, rouge):
+    """Per-image statistics the corpus scores are functions of (:mod:`eim.evaluation.bootstrap`):
+    ``[n, 12]`` rows in ``gts_tok`` order = BLEU's n-gram matches and counts (n = 1..4), test
+    length and closest reference length, as pycocoevalcap's BleuScorer cooks them, then the
+    image's CIDEr-D and ROUGE-L (pycocoevalcap's per-image scores)."""
+    scorer = BleuScorer(n=4)
+    for k in gts_tok:
+        scorer += (res_tok[k][0], gts_tok[k])
+    rows = []
+    for comps, c, r in zip(scorer.ctest, cider, rouge, strict=True):
+        reflen = scorer._single_reflen(comps["reflen"], "closest", comps["testlen"])
+        rows.append(list(comps["correct"]) + list(comps["guess"]) + [comps["testlen"], reflen, float(c), float(r)])
+    return rows
+
+
+def score_captions(gts, res, *, spice=None, timings=None, per_image=False, meteor=True):
     """Score captions with pycocoevalcap after PTB tokenization (docs/design.md §6).
 
     gts: {image_id: [reference, ...]} (raw strings), res: {image_id: caption} (raw string); the
     two must have the same ids. spice: None = run SPICE only when its CoreNLP jars are installed,
     True = require it, False = skip it. timings: optional dict filled with seconds per stage.
+    per_image: also return ``"per_image": {"ids": [...], "stats": [[...12 floats], ...]}``
+    (:func:`image_statistics`). meteor: False skips METEOR (null, with the reason).
     Returns {metric: float | None for METRICS, "n_images": int, "unavailable": {metric: reason}}.
     """
     check_coverage(gts, res)
@@ -146,22 +164,25 @@ def score_captions(gts, res, *, spice=None, timings=None):
     require_java()
     # METEOR's Java process spends ~8 s loading its paraphrase table: start it first so that
     # loading overlaps tokenization, BLEU, ROUGE-L and CIDEr (its timing is the remaining wait).
-    meteor = Meteor()
+    scorers = [("Bleu", Bleu(4), {"verbose": 0}), ("ROUGE_L", Rouge(), {}), ("CIDEr", Cider(), {})]
+    if meteor:
+        scorers.append(("METEOR", Meteor(), {}))
+    else:
+        unavailable["METEOR"] = "disabled (meteor=False)"
     t = time.perf_counter()
     gts_tok, res_tok = ptb_tokenize(gts, res)
     timings["tokenize"] = time.perf_counter() - t
 
-    out = {}
-    for name, scorer, kwargs in (("Bleu", Bleu(4), {"verbose": 0}), ("ROUGE_L", Rouge(), {}),
-                                 ("CIDEr", Cider(), {}), ("METEOR", meteor, {})):
+    out, per = {"METEOR": None}, {}
+    for name, scorer, kwargs in scorers:
         t = time.perf_counter()
-        score, _ = scorer.compute_score(gts_tok, res_tok, **kwargs)
+        score, per[name] = scorer.compute_score(gts_tok, res_tok, **kwargs)
         timings[name] = time.perf_counter() - t
         if name == "Bleu":
             out.update({f"Bleu_{n + 1}": float(s) for n, s in enumerate(score)})
         else:
             out[name] = float(score)
-    del meteor, scorer  # Meteor's __del__ stops its Java process
+    del scorers, scorer  # Meteor's __del__ stops its Java process
 
     out["SPICE"] = None
     if spice_reason is None:
@@ -174,6 +195,9 @@ def score_captions(gts, res, *, spice=None, timings=None):
         unavailable["SPICE"] = spice_reason
     result = {m: out[m] for m in METRICS}
     result.update(n_images=len(gts), unavailable=unavailable)
+    if per_image:
+        result["per_image"] = {"ids": list(gts_tok), "stats": image_statistics(gts_tok, res_tok, per["CIDEr"],
+                                                                               per["ROUGE_L"])}
     return result
 
 
@@ -253,12 +277,12 @@ def load_predictions(path):
     return res
 
 
-def score_coco_files(gt_path, pred_path, split="test", *, spice=None, timings=None):
+def score_coco_files(gt_path, pred_path, split="test", *, spice=None, timings=None, per_image=False, meteor=True):
     """:func:`score_captions` on a Karpathy split and a COCO results file; adds "split"."""
     gts = load_karpathy_references(gt_path, split)
     res = load_predictions(pred_path)
     check_coverage(gts, res, file=pred_path)
-    result = score_captions(gts, res, spice=spice, timings=timings)
+    result = score_captions(gts, res, spice=spice, timings=timings, per_image=per_image, meteor=meteor)
     result["split"] = split
     return result
 

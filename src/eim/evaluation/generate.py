@@ -164,14 +164,16 @@ def write_predictions(task, samples, predictions, out_dir):
     return path
 
 
-def score_predictions(task, dataset, out_dir, spice=None):
-    """Score ``out_dir``'s prediction file with the library code behind ``eim score``."""
+def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
+    """Score ``out_dir``'s prediction file with the library code behind ``eim score``; COCO and
+    ScienceQA results also carry ``per_image`` statistics (:mod:`eim.evaluation.bootstrap`)."""
     out_dir, split = Path(out_dir), dataset.split
     if task == "coco":
-        return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[task], split, spice=spice)
+        return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[task], split, spice=spice,
+                                per_image=True, meteor=meteor)
     if task == "scienceqa":
         problems, splits = dataset.files[:2]
-        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits)
+        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits, per_image=True)
     return score_mme_dir(out_dir / PREDICTION_FILES[task])
 
 
@@ -191,12 +193,13 @@ def check_task_data(task, dataset):
 
 def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
                         max_new_tokens=None, batch_size=None, stop_text=None,
-                        max_prompt_tokens=None, spice=None, device=None, quiet=False):
+                        max_prompt_tokens=None, spice=None, device=None, quiet=False, meteor=True):
     """Generate on ``dataset`` with ``checkpoint``, write predictions + generation.json, score.
 
     checkpoint: run folder, stage folder or model.safetensors (as ``eim caption``). task: coco,
     scienceqa or mme, matching the dataset's format (COCO in eval mode). Decoding arguments as
-    :func:`resolve_settings`. spice: None = run SPICE when available, False = skip. device:
+    :func:`resolve_settings`. spice: None = run SPICE when available, False = skip (meteor: the
+    same for METEOR, COCO only). Also writes ``per_image.json`` (COCO, ScienceQA). device:
     default CUDA when available. Returns the scorer's dict (also written to scores.json).
     """
     check_task_data(task, dataset)
@@ -237,7 +240,10 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
               f"longer than {settings['max_prompt_tokens']} tokens and keep only their end "
               "(raise --max-prompt-tokens if the LM has room)", file=sys.stderr)
     (out_dir / "generation.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    scores = score_predictions(task, dataset, out_dir, spice=spice)
+    scores = score_predictions(task, dataset, out_dir, spice=spice, meteor=meteor)
+    per_image = scores.pop("per_image", None)
+    if per_image is not None:  # what paired bootstrap intervals are computed from
+        (out_dir / "per_image.json").write_text(json.dumps(per_image) + "\n", encoding="utf-8")
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     return scores
 

@@ -67,13 +67,15 @@ def _few(ids):
     return ", ".join(ids[:_SHOWN_IDS]) + more
 
 
-def score_scienceqa(problems, predictions, qids, *, pred_file=None):
+def score_scienceqa(problems, predictions, qids, *, pred_file=None, per_image=False):
     """Accuracy in percent per category, and overall, on the problems ``qids`` (docs/design.md §6).
 
     problems: {qid: problem} as in problems.json (needs choices, answer, hint, image, grade,
     subject). predictions: {qid: generated text}; qids outside ``qids`` are ignored.
     Returns {"NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg": percent or None
     for an empty category, "n": problems scored, "unparsed": texts without a usable letter}.
+    per_image: also return ``"per_image": {"ids": qids, "stats": [[1.0 | 0.0], ...]}``, each
+    problem's correctness (for :mod:`eim.evaluation.bootstrap`).
     """
     qids = [str(q) for q in qids]
     predictions = {str(k): v for k, v in predictions.items()}
@@ -91,7 +93,7 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None):
                         remedy="predict every problem of the chosen split")
     correct = {c: 0 for c in CATEGORIES + ("Avg",)}
     total = dict.fromkeys(correct, 0)
-    unparsed = 0
+    unparsed, rights = 0, []
     for qid in qids:
         problem, text = problems[qid], predictions[qid]
         if not isinstance(text, str):
@@ -104,11 +106,14 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None):
             right = False
         else:
             right = OPTIONS.index(letter) == problem["answer"]
+        rights.append([float(right)])
         for cat in problem_categories(problem) + ["Avg"]:
             total[cat] += 1
             correct[cat] += right
     out = {c: (100.0 * correct[c] / total[c] if total[c] else None) for c in correct}
     out.update(n=len(qids), unparsed=unparsed)
+    if per_image:
+        out["per_image"] = {"ids": qids, "stats": rights}
     return out
 
 
@@ -128,7 +133,7 @@ def load_split_qids(problems_path, split="test", splits_path=None):
     return [str(q) for q in splits[split]]
 
 
-def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=None):
+def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=None, per_image=False):
     """:func:`score_scienceqa` on problems.json, a {qid: text} predictions file and a split."""
     problems = load_json(problems_path, "problems")
     if not isinstance(problems, dict):
@@ -140,7 +145,7 @@ def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=No
     if not isinstance(predictions, dict):
         raise DataError('expected {qid: "generated text"}', file=pred_path)
     qids = load_split_qids(problems_path, split, splits_path)
-    result = score_scienceqa(problems, predictions, qids, pred_file=pred_path)
+    result = score_scienceqa(problems, predictions, qids, pred_file=pred_path, per_image=per_image)
     result["split"] = split
     return result
 

@@ -2,6 +2,8 @@
 
 Feature modes:
 - ``pooled`` — ClipCap's input: ``visual_projection(post_layernorm(h[:, 0]))``, 512-d for ViT-B/32.
+- ``cls`` / ``full_projected`` — the paper's Table 9 halves: the [CLS] without the output layer,
+  and every token through it.
 - ``full``  — EIM's choice: ``post_layernorm`` applied to the [CLS] and every patch token, and no
   output layer (``visual_projection`` is not part of the segment, so it is not counted or saved).
   With ``cls_every: k`` (LaVIN) the features are instead the [CLS] token after every k-th block,
@@ -34,6 +36,9 @@ from eim.model.adapters import attach_clip_adapters
 from eim.model.hub import resolve_config
 
 
+PROJECTED = ("pooled", "full_projected")  # feature modes that keep CLIP's output layer
+
+
 class VisionTower(nn.Module):
     """``forward(pixel_values [B,3,H,W]) -> features``: [B, D_proj] (pooled) or [B, T, D] (full)."""
 
@@ -41,8 +46,8 @@ class VisionTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision_model = vision_model  # transformers CLIPVisionModel
-        # Only the pooled mode keeps the output layer; EIM removes it (docs/design.md §1).
-        self.visual_projection = visual_projection if cfg.features == "pooled" else None
+        # Only the pooled modes keep the output layer; EIM removes it (docs/design.md §1).
+        self.visual_projection = visual_projection if cfg.features in PROJECTED else None
         width = vision_model.config.hidden_size
         if cfg.trainable == "prompt":
             n_layers = vision_model.config.num_hidden_layers if cfg.prompt_deep else 1
@@ -65,7 +70,7 @@ class VisionTower(nn.Module):
 
     @property
     def out_dim(self):
-        if self.cfg.features == "pooled":
+        if self.cfg.features in PROJECTED:
             return self.visual_projection.out_features
         return self.vision_model.config.hidden_size
 
@@ -131,6 +136,8 @@ class VisionTower(nn.Module):
         cls = self.vision_model.post_layernorm(h[:, 0])  # [B, D]
         if self.cfg.features == "pooled":
             feats = self.visual_projection(cls)  # [B, D_proj]
+        elif self.cfg.features == "cls":  # the output layer removed, one vector (paper Table 9)
+            feats = cls  # [B, D]
         elif self.cfg.cls_every:  # LaVIN: raw [CLS] of every k-th block [B, K, D]
             feats = torch.stack([blocks[i][:, 0] for i in self.cls_blocks], dim=1)
             if self.cfg.num_tokens:
@@ -139,6 +146,8 @@ class VisionTower(nn.Module):
             feats = self.vision_model.post_layernorm(h)  # [B, T, D]
             if self.cfg.num_tokens:
                 feats = feats[:, : self.cfg.num_tokens]
+            if self.cfg.features == "full_projected":  # every token through the output layer (Table 9)
+                feats = self.visual_projection(feats)  # [B, T, D_proj]
         return (feats, cls) if return_cls else feats
 
 

@@ -19,7 +19,9 @@ COLOURS = {
     "red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 90, 220),
     "yellow": (240, 200, 20), "purple": (148, 60, 189), "orange": (255, 127, 14),
 }
-BACKGROUNDS = {"white": (250, 250, 250), "gray": (190, 190, 190), "beige": (236, 224, 196)}
+BACKGROUNDS = {"white": (250, 250, 250), "gray": (190, 190, 190), "beige": (236, 224, 196),
+               "black": (25, 25, 25), "pink": (248, 212, 222)}  # the last two: web scenes only
+SCENE_BACKGROUNDS = ("white", "gray", "beige")  # downstream (COCO, ScienceQA, MME, LLaVA) scenes
 SIZES = {"small": 0.085, "large": 0.15}  # radius as a fraction of the image side
 ROWS, COLS = ("top", "middle", "bottom"), ("left", "center", "right")
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges, still ~1 ms per 64 px image
@@ -49,7 +51,7 @@ class Scene:
         return sorted(self.objects, key=lambda o: (o.col, o.row))
 
 
-def sample_scene(rng, min_objects=1, max_objects=4):
+def sample_scene(rng, min_objects=1, max_objects=4, backgrounds=SCENE_BACKGROUNDS):
     """Draw a scene; the number of objects is uniform in [min_objects, max_objects]."""
     n = rng.randint(min_objects, max_objects)
     kinds = rng.sample([(s, c) for s in SHAPES for c in COLOURS], n)
@@ -58,7 +60,7 @@ def sample_scene(rng, min_objects=1, max_objects=4):
     for (shape, colour), cell in zip(kinds, cells, strict=True):
         objs.append(Obj(shape, colour, rng.choice(("small", "large")), cell // 3, cell % 3,
                         rng.uniform(-0.12, 0.12), rng.uniform(-0.12, 0.12)))
-    return Scene(tuple(objs), rng.choice(tuple(BACKGROUNDS)))
+    return Scene(tuple(objs), rng.choice(tuple(backgrounds)))
 
 
 # Relations between two objects; each is (phrase, test(a, b)).

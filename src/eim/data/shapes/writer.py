@@ -12,6 +12,7 @@ Layout under ``out``::
     mme/position/images/<i>.png + questions_answers_YN/<i>.txt
     mme/color/images/<i>.png + questions_answers_YN/<i>.txt
     llava/instruct.json                 images referenced as ../coco/images/train/...
+    web/dataset_coco.json, web/images/  the web corpus (``--web N``): broader scenes, alt-text style
 
 Determinism: every image and text draws from its own ``random.Random`` seeded by a string
 ("<seed>:coco:train:17"), PNGs carry no metadata, JSON is written in a fixed key order; the
@@ -29,9 +30,11 @@ from eim.data.shapes.problems import image_problem, text_problem
 from eim.data.shapes.questions import (MME_MIN_OBJECTS, MME_SUBTASKS, llava_conversation,
                                        llava_text_conversation, mme_pair)
 from eim.data.shapes.scene import png_bytes, render, sample_scene
+from eim.data.shapes.web import WEB_BACKGROUNDS, WEB_MAX_OBJECTS, web_captions
 from eim.errors import DataError
 
 SUBDIRS = ("coco", "scienceqa", "mme", "llava")
+WEB_DIR = "web"  # only with web > 0
 SIDE_BY_SIDE = ("existence", "count")  # the other MME subtasks use images/ + questions_answers_YN/
 RESTVAL_FRACTION = 0.1  # last 10% of train images are marked restval (the loader joins them)
 TEXT_ONLY_FRACTION = 0.25  # ScienceQA problems with no image (real ScienceQA: about half)
@@ -64,15 +67,19 @@ def _write(path, data):
         f.write(data)
 
 
-def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=False):
-    """Generate the world under `out`; returns a dict of counts (what `eim data shapes` prints)."""
-    for name, n in (("train", train), ("val", val), ("test", test)):
+def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=False, web=0):
+    """Generate the world under `out`; returns a dict of counts (what `eim data shapes` prints).
+
+    ``web``: images of the web corpus (:mod:`eim.data.shapes.web`) written to ``out/web/``, what the
+    encoders are pretrained on in the transfer condition (0: none).
+    """
+    for name, n in (("train", train), ("val", val), ("test", test), ("web", web)):
         if n < 0:
             raise DataError(f"--{name} must be >= 0 (got {n})")
     if size < 16:
         raise DataError(f"--size must be at least 16 pixels (got {size})")
     out = os.path.abspath(out)
-    taken = [d for d in SUBDIRS + ("shapes_config.json",) if os.path.exists(os.path.join(out, d))]
+    taken = [d for d in SUBDIRS + (WEB_DIR, "shapes_config.json") if os.path.exists(os.path.join(out, d))]
     if taken and not overwrite:
         raise DataError(f"already holds {', '.join(taken)}", file=out,
                         remedy="choose an empty folder or pass --overwrite")
@@ -82,7 +89,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
     for d in SUBDIRS:
         os.makedirs(os.path.join(out, d), exist_ok=True)
     config = {"generator": "eim data shapes", "seed": seed, "size": size, "train": train,
-              "val": val, "test": test}
+              "val": val, "test": test, **({"web": web} if web else {})}
     _write(os.path.join(out, "shapes_config.json"), (json.dumps(config, indent=1) + "\n").encode())
 
     coco = _JsonStream(os.path.join(out, "coco", "dataset_coco.json"), '{"images": [',
@@ -150,7 +157,29 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
         splits["mini" + name] = pids[name][: max(1, len(pids[name]) // 10)]
     _write(os.path.join(out, "scienceqa", "pid_splits.json"), json.dumps(splits).encode())
     counts["mme_images"] = _write_mme(os.path.join(out, "mme"), test, seed, size)
+    if web:
+        counts["web_images"] = _write_web(os.path.join(out, WEB_DIR), web, seed, size)
     return counts
+
+
+def _write_web(root, n, seed, size):
+    """The web corpus: ``n`` images of broader scenes with web-style captions, Karpathy format."""
+    os.makedirs(root, exist_ok=True)
+    stream = _JsonStream(os.path.join(root, "dataset_coco.json"), '{"images": [', '], "dataset": "web"}\n')
+    sentid = 0
+    for i in range(n):
+        rng = random.Random(f"{seed}:web:{i}")
+        scene = sample_scene(rng, max_objects=WEB_MAX_OBJECTS, backgrounds=WEB_BACKGROUNDS)
+        fname = f"web_{i:06d}.png"
+        _write(os.path.join(root, "images", fname), png_bytes(render(scene, size)))
+        sents = []
+        for c in web_captions(rng, scene):
+            sents.append({"tokens": tokens(c), "raw": c, "imgid": i, "sentid": sentid})
+            sentid += 1
+        stream.add({"filepath": "images", "sentids": [s["sentid"] for s in sents], "filename": fname,
+                    "imgid": i, "split": "train", "sentences": sents, "cocoid": 900000 + i})
+    stream.close()
+    return n
 
 
 def _write_mme(root, test, seed, size):

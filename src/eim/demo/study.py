@@ -1,0 +1,262 @@
+"""``eim study SPEC --out DIR``: the paper's ablations as reproducible studies with intervals
+(docs/evidence.md).
+
+A spec (``src/eim/studies/<name>.yaml``, or any YAML path) names the task, the conditions
+(:mod:`eim.demo.worlds`), the variants (a recipe and overrides each), the reference, the metrics
+compared, the seeds, the split hyper-parameters are chosen on, and optional sweeps. For each
+condition the runner
+
+1. generates the world and pretrains its encoders once (cached, shared by every run);
+2. runs each sweep: every grid point of each swept variant, seed 0, scored on the selection split
+   (``val``); the best point joins the variant's overrides. The test split is never read here;
+3. trains every variant x seed (resumable: finished stages and evaluations are reused) and scores
+   it once on the test split, keeping per-item statistics;
+4. compares: paired differences over the same seeds and test items with 95% bootstrap intervals
+   (docs/design.md §11), each variant against the reference (and, with ``compare: previous``,
+   against the variant listed before it).
+
+``DIR/study.json`` holds per condition and variant each metric's per-seed values, mean and std,
+each stage's cost, the selection record and the ``comparisons``; plus what reproduces it
+(command, package versions, seeds, data fingerprints). ``DIR/report.html`` shows it.
+"""
+
+import hashlib
+import itertools
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import accelerate
+import torch
+import transformers
+import yaml
+
+from eim import __version__
+from eim.api import quiet_transformers, train
+from eim.banks import dataset_fingerprint, file_digest
+from eim.data import load_dataset
+from eim.demo import coco
+from eim.demo.pipeline import evaluate_run, mean_std, paired_comparison, say
+from eim.demo.study_report import write_study_report
+from eim.demo.worlds import ensure_world, world, world_encoders
+from eim.errors import ConfigError
+from eim.io import write_json
+
+SPEC_DIR = Path(__file__).resolve().parents[1] / "studies"
+TASKS = {"coco": coco.TASK}
+SELECTABLE = ("val", "train")  # never "test": it is read once, for the final table
+
+
+@dataclass
+class Variant:
+    name: str
+    recipe: str
+    label: str = ""
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class Sweep:
+    variants: list
+    grid: dict  # override key -> candidate values
+    metric: str  # chosen by the largest value on the selection split
+
+
+@dataclass
+class Spec:
+    name: str
+    title: str
+    task: str
+    variants: list
+    reference: str
+    conditions: list = field(default_factory=lambda: ["transfer", "indomain"])
+    metrics: list = field(default_factory=lambda: ["Bleu_4", "CIDEr"])  # compared with intervals
+    table: list = field(default_factory=lambda: ["Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"])
+    seeds: int = 3
+    select_on: str = "val"
+    compare: str = "reference"  # reference: each variant vs the reference | previous: also vs the one before
+    sweeps: list = field(default_factory=list)
+    path: str = ""
+
+
+def spec_names():
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def load_spec(name_or_path):
+    """A :class:`Spec` from a shipped name or a YAML path; errors name the key."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SPEC_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown study {name_or_path!r} (shipped: {', '.join(spec_names())}; or a YAML path)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the study spec: {e}") from None
+    known = {f for f in Spec.__dataclass_fields__ if f != "path"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(known))})")
+    for key in ("name", "title", "task", "variants", "reference"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    try:
+        data["variants"] = [Variant(**v) for v in data["variants"]]
+        data["sweeps"] = [Sweep(**s) for s in data.get("sweeps", [])]
+    except TypeError as e:
+        raise ConfigError(f"{path}: bad variant or sweep: {e}") from None
+    spec = Spec(**data, path=str(path))
+    names = [v.name for v in spec.variants]
+    if spec.task not in TASKS:
+        raise ConfigError(f"{path}: task {spec.task!r} is not a study task (allowed: {', '.join(TASKS)})")
+    if len(set(names)) != len(names) or spec.reference not in names:
+        raise ConfigError(f"{path}: variant names must be unique and include the reference {spec.reference!r}")
+    for s in spec.sweeps:
+        bad = [v for v in s.variants if v not in names]
+        if bad:
+            raise ConfigError(f"{path}: sweep names unknown variant(s) {bad}")
+    if spec.compare not in ("reference", "previous"):
+        raise ConfigError(f"{path}: compare must be 'reference' or 'previous', got {spec.compare!r}")
+    return spec
+
+
+def check_selection_split(split):
+    if split == "test":
+        raise ConfigError("selecting hyper-parameters on the test split is refused: choose them on 'val' "
+                          "(the test split is read once, for the final table)")
+    if split not in SELECTABLE:
+        raise ConfigError(f"--select-on {split!r}: allowed {', '.join(SELECTABLE)}")
+
+
+def _key(*parts):
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _versions():
+    return {"eim": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "python": platform.python_version()}
+
+
+class _Condition:
+    """One condition's data, encoders and runs (a helper of :func:`run_study`)."""
+
+    def __init__(self, spec, cond, preset, p, cache, quiet):
+        self.task, self.cond, self.preset, self.p, self.quiet = TASKS[spec.task], cond, preset, p, quiet
+        self.world = world(preset, cond)
+        self.data = ensure_world(cache, self.world, quiet)
+        self.enc = world_encoders(cache, self.data, self.world, "smol" if preset == "smol" else "tiny",
+                                  p.encoders or None, quiet)
+        coco_dir = self.data / "coco"
+        self.train_ds = load_dataset(coco_dir, split="train", mode="train")
+        self.splits = {s: load_dataset(coco_dir, split=s, mode="eval") for s in ("val", "test")}
+        self.runs = Path(cache) / "runs" / self.world.key
+        self.banks = Path(cache) / "banks" / self.world.key
+
+    def run(self, v, overrides, seed):
+        """Train (or reuse) one run; returns (run_dir, stage summaries)."""
+        recipe = coco.recipe_for(v.recipe, self.p, self.enc["clip"], self.enc["lm"], seed, extra=overrides)
+        run_dir = self.runs / f"{v.name}-{_key(v.recipe, overrides, self.preset)}" / f"seed{seed}"
+        say(self.quiet, f"[{self.cond}] {v.name} seed {seed}: "
+            + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps}" for st in recipe.stages))
+        stages = train(recipe, self.train_ds, run_dir, resume=True, quiet=True, banks_dir=self.banks)
+        return run_dir, stages
+
+    def evaluate(self, run_dir, split, meteor):
+        return evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True, meteor=meteor)
+
+
+def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=None, cache=None, quiet=False,
+              command=None, n_boot=2000):
+    """Run ``spec`` (a name, a path or a :class:`Spec`) into ``out``; returns the study dict."""
+    quiet_transformers()
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    select_on = select_on or spec.select_on
+    check_selection_split(select_on)
+    seeds = seeds or spec.seeds
+    conditions = conditions or spec.conditions
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache) if cache else out / "cache"
+    task = TASKS[spec.task]
+    p = task.presets[preset]
+    t0 = time.time()
+    study = {"spec": spec.name, "title": spec.title, "preset": preset, "seeds": seeds, "select_on": select_on,
+             "reference": spec.reference, "metrics": spec.metrics, "table": spec.table, "conditions": {},
+             "reproduce": {"command": command, "spec_file": spec.path, "spec_sha256": file_digest(spec.path)
+                           if spec.path else None, "versions": _versions(), "seeds": list(range(seeds)),
+                           "schedule": asdict(p)}}
+    for cond in conditions:
+        c = _Condition(spec, cond, preset, p, cache, quiet)
+        chosen, selection = {}, []
+        for sw in spec.sweeps:  # 2. selection on the validation split, seed 0
+            keys = list(sw.grid)
+            for vname in sw.variants:
+                v = next(x for x in spec.variants if x.name == vname)
+                tried = []
+                for values in itertools.product(*(sw.grid[k] for k in keys)):
+                    point = dict(zip(keys, values))
+                    run_dir, _ = c.run(v, {**v.overrides, **chosen.get(v.name, {}), **point}, 0)
+                    scores, _, _ = c.evaluate(run_dir, select_on, meteor=False)
+                    tried.append({"point": point, "value": scores[sw.metric]})
+                best = max(tried, key=lambda t: t["value"])
+                chosen.setdefault(v.name, {}).update(best["point"])
+                selection.append({"variant": v.name, "split": select_on, "metric": sw.metric, "tried": tried,
+                                  "chosen": best["point"]})
+        variants, evals = {}, {}
+        for v in spec.variants:  # 3. every variant x seed, scored once on the test split
+            overrides = {**v.overrides, **chosen.get(v.name, {})}
+            per_seed, evals[v.name] = [], []
+            for s in range(seeds):
+                run_dir, stages = c.run(v, overrides, s)
+                scores, ev, gen_s = c.evaluate(run_dir, "test", meteor=True)
+                per_seed.append({"scores": scores, "stages": stages, "eval_seconds": gen_s, "run_dir": str(run_dir)})
+                evals[v.name].append(ev)
+            variants[v.name] = _variant_summary(v, overrides, per_seed, spec, task)
+        study["conditions"][cond] = {
+            "world": asdict(c.world), "encoders": {k: str(x) for k, x in c.enc.items()},
+            "data": {s: dataset_fingerprint(d) for s, d in {"train": c.train_ds, **c.splits}.items()},
+            "selection": selection, "variants": variants,
+            "comparisons": _comparisons(spec, task, evals, cond, n_boot)}
+        write_json(study, out / "study.json")  # after each condition: a long study shows progress
+    study["seconds"] = round(time.time() - t0, 1)
+    write_json(study, out / "study.json")
+    write_study_report(out, study)
+    return study
+
+
+def _variant_summary(v, overrides, per_seed, spec, task):
+    scale = task.key_scale
+    metrics = {}
+    for m in dict.fromkeys(spec.table + spec.metrics):
+        vals = [None if r["scores"].get(m) is None else r["scores"][m] * scale for r in per_seed]
+        mean, sd = mean_std(vals)
+        metrics[m] = {"per_seed": vals, "mean": mean, "std": sd}
+    stages = [{"name": st["name"], "losses": st["losses"], "steps": st["steps"],
+               "seconds_mean": mean_std([r["stages"][i]["seconds"] for r in per_seed])[0],
+               "final": per_seed[0]["stages"][i].get("final", {})}
+              for i, st in enumerate(per_seed[0]["stages"])]
+    return {"label": v.label or v.name, "recipe": v.recipe, "overrides": overrides, "metrics": metrics,
+            "stages": stages, "train_seconds_mean": sum(st["seconds_mean"] for st in stages),
+            "eval_seconds_mean": mean_std([r["eval_seconds"] for r in per_seed])[0],
+            "run_dirs": [r["run_dir"] for r in per_seed]}
+
+
+def _comparisons(spec, task, evals, cond, n_boot):
+    names = [v.name for v in spec.variants]
+    pairs = [(v, spec.reference) for v in names if v != spec.reference]
+    if spec.compare == "previous":
+        pairs += [(b, a) for a, b in zip(names, names[1:]) if a != spec.reference]
+    out = []
+    for v, ref in pairs:
+        for m in spec.metrics:
+            fn, scale = task.interval_metrics[m]
+            c = paired_comparison(evals[v], evals[ref], fn, scale, n_boot=n_boot)
+            out.append({"condition": cond, "variant": v, "reference": ref, "metric": m, "split": "test", **c})
+    return out
+
+
+__all__ = ["Spec", "Sweep", "Variant", "check_selection_split", "load_spec", "run_study", "spec_names"]

@@ -1,0 +1,93 @@
+"""``eim study``: specs, selection on validation only, paired intervals, resumable runs (eim.demo.study)."""
+
+import json
+
+import pytest
+
+from eim.cli import main
+from eim.demo.study import load_spec, spec_names
+from eim.errors import ConfigError
+
+SPEC = """
+name: tiny-study
+title: a three-variant study with a sweep
+task: coco
+conditions: [transfer]
+reference: clipcap
+compare: previous
+metrics: [Bleu_4, CIDEr]
+table: [Bleu_4, METEOR, CIDEr]
+seeds: 2
+variants:
+  - {name: clipcap, label: baseline, recipe: clipcap}
+  - {name: structure, recipe: clipcap_eim, overrides: {stages.drop: "st,lm", stages.base_ie.losses: {base: 1.0}}}
+  - {name: eim, recipe: clipcap_eim}
+sweeps:
+  - {variants: [eim], grid: {stages.base_ie.losses.ie: [1.0, 0.5]}, metric: CIDEr}
+"""
+
+
+def test_shipped_specs_load_and_build_their_recipes(tmp_path):
+    from eim.demo.coco import PRESETS, recipe_for
+
+    assert {f"clipcap-t{k}" for k in range(3, 10)} <= set(spec_names())
+    for name in spec_names():
+        spec = load_spec(name)
+        assert spec.select_on != "test" and spec.reference in [v.name for v in spec.variants]
+        for v in spec.variants:  # every variant's overrides give a valid recipe
+            recipe_for(v.recipe, PRESETS["test"], tmp_path / "clip", tmp_path / "lm", 0, extra=v.overrides)
+
+
+def test_study_end_to_end_then_rerun_reuses_runs(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
+    study = json.loads((out / "study.json").read_text())
+    c = study["conditions"]["transfer"]
+    assert c["world"]["pretrain"] == "web" and c["data"]["test"]["records"] == 8
+    assert [s["variant"] for s in c["selection"]] == ["eim"] and c["selection"][0]["split"] == "val"
+    assert c["variants"]["eim"]["overrides"]["stages.base_ie.losses.ie"] == c["selection"][0]["chosen"][
+        "stages.base_ie.losses.ie"]
+    for v in c["variants"].values():
+        assert len(v["metrics"]["Bleu_4"]["per_seed"]) == 2 and v["metrics"]["Bleu_4"]["std"] is not None
+    pairs = {(x["variant"], x["reference"], x["metric"]) for x in c["comparisons"]}
+    assert pairs == {(v, r, m) for v, r in [("structure", "clipcap"), ("eim", "clipcap"), ("eim", "structure")]
+                     for m in ("Bleu_4", "CIDEr")}
+    for x in c["comparisons"]:
+        assert x["split"] == "test" and x["n_seeds"] == 2 and x["n_images"] == 8
+        assert x["ci95"][0] <= x["ci95"][1]
+        means = c["variants"][x["variant"]]["metrics"][x["metric"]]["mean"] - \
+            c["variants"][x["reference"]]["metrics"][x["metric"]]["mean"]
+        assert x["diff"] == pytest.approx(means, abs=1e-6)  # the same numbers as the table
+    assert study["reproduce"]["versions"]["eim"] and study["reproduce"]["spec_sha256"]
+    html = (out / "report.html").read_text()
+    assert "forest_transfer_Bleu_4.png" in html and (out / "plots" / "forest_transfer_CIDEr.png").is_file()
+    # nothing is trained again on a re-run: every run and evaluation is reused
+    runs = sorted((out / "cache" / "runs").rglob("stage.json"))
+    stamps = [p.stat().st_mtime_ns for p in runs]
+    assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
+    assert [p.stat().st_mtime_ns for p in runs] == stamps
+    assert json.loads((out / "study.json").read_text())["conditions"]["transfer"]["comparisons"] == c["comparisons"]
+
+
+def test_selecting_on_the_test_split_is_refused(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("seeds: 2", "seeds: 2\nselect_on: test"))
+    assert main(["study", str(spec), "--out", str(tmp_path / "o"), "--preset", "test"]) == 2
+    assert "test split is refused" in capsys.readouterr().err
+    assert main(["study", "clipcap-t4", "--out", str(tmp_path / "o"), "--select-on", "test"]) == 2
+    assert "test split is refused" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "cache").exists()  # refused before any work
+
+
+def test_list_and_bad_specs(tmp_path, capsys):
+    assert main(["study", "--list"]) == 0
+    assert "clipcap-t4" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPEC.replace("reference: clipcap", "reference: nope"))
+    with pytest.raises(ConfigError, match="include the reference 'nope'"):
+        load_spec(bad)
+    bad.write_text(SPEC + "\nfoo: 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_spec(bad)
