@@ -118,7 +118,8 @@ class StageConfig:
     trainable: list = field(default_factory=lambda: ["projector", "lm"])  # segments trained here
     epochs: Optional[float] = None  # length in passes over the data (exclusive with steps)
     steps: Optional[int] = None  # length in optimiser steps
-    lr: Optional[float] = None  # None: train.lr
+    lr: Optional[float] = None  # None: train.lr x lr_scale
+    lr_scale: float = 1.0  # this stage's rate relative to train.lr (e.g. 0.03 for EIM's loss_LM stage)
 
     def __post_init__(self):
         for name, w in self.losses.items():
@@ -235,7 +236,8 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def stage_lr(self, stage):
-        return self.train.lr if stage.lr is None else stage.lr
+        """The stage's own ``lr`` when set, else ``train.lr × lr_scale`` (docs/design.md §3)."""
+        return self.train.lr * stage.lr_scale if stage.lr is None else stage.lr
 
 
 def _adapter_checks(prefix, cfg):

@@ -41,7 +41,7 @@ from eim.data import load_dataset
 from eim.demo import coco
 from eim.demo.pipeline import evaluate_run, mean_std, paired_comparison, say
 from eim.demo.study_report import write_study_report
-from eim.demo.worlds import ensure_world, world, world_encoders
+from eim.demo.worlds import SCHEDULES, ensure_world, world, world_encoders
 from eim.errors import ConfigError
 from eim.io import write_json
 
@@ -159,7 +159,10 @@ class _Condition:
     def run(self, v, overrides, seed):
         """Train (or reuse) one run; returns (run_dir, stage summaries)."""
         recipe = coco.recipe_for(v.recipe, self.p, self.enc["clip"], self.enc["lm"], seed, extra=overrides)
-        run_dir = self.runs / f"{v.name}-{_key(v.recipe, overrides, self.preset)}" / f"seed{seed}"
+        # the folder is named by what decides the run: the recipe as built, its seed aside
+        built = recipe.to_dict()
+        built["train"] = {k: x for k, x in built["train"].items() if k != "seed"}
+        run_dir = self.runs / f"{v.name}-{_key(built, self.p.max_new_tokens, self.p.beams)}" / f"seed{seed}"
         say(self.quiet, f"[{self.cond}] {v.name} seed {seed}: "
             + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps}" for st in recipe.stages))
         stages = train(recipe, self.train_ds, run_dir, resume=True, quiet=True, banks_dir=self.banks)
@@ -182,7 +185,7 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
     task = TASKS[spec.task]
-    p = task.presets[preset]
+    p = SCHEDULES[preset]
     t0 = time.time()
     study = {"spec": spec.name, "title": spec.title, "preset": preset, "seeds": seeds, "select_on": select_on,
              "reference": spec.reference, "metrics": spec.metrics, "table": spec.table, "conditions": {},
