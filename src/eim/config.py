@@ -14,7 +14,6 @@ are ``st`` → ``lm`` → ``adapter`` (``base`` only) → ``base + ie``.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 
 from eim.errors import ConfigError
 from eim.losses import LOSSES as LOSS_CLASSES
+from eim.typed import build as _build, coerce, parse_value
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -126,7 +126,11 @@ class StageConfig:
     def __post_init__(self):
         for name, w in self.losses.items():
             _choice(f"stages[{self.name}].losses", name, LOSSES)
-            if not isinstance(w, (int, float)) or w < 0:
+            try:  # 1e-1 in YAML 1.1 is a string: a weight takes every spelling of a number
+                self.losses[name] = coerce(float, w, name)
+            except ConfigError:
+                pass
+            if not isinstance(self.losses[name], float) or self.losses[name] < 0:
                 raise ConfigError(f"stages[{self.name}].losses.{name}: weight must be a number >= 0, got {w!r}")
         if not self.losses:
             raise ConfigError(f"stages[{self.name}].losses: at least one of {LOSSES} is required")
@@ -256,53 +260,38 @@ def _choice(key, value, allowed):
         raise ConfigError(f"{key}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
 
 
-def _build(cls, data, prefix):
-    """Build dataclass ``cls`` from a dict, checking keys and types against its fields."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"{prefix}.{key}: unknown key (allowed: {', '.join(fields)})")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}.{key}")
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, key):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, key)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
-        return value
-    if tp is list and isinstance(value, list):
-        return value
-    if tp is dict and isinstance(value, dict):
-        return value
-    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
-
-
 def recipe_names():
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _field_type(key):
+    """The annotated type of dotted ``key`` (``train.lr`` -> float, ``stages.0.steps`` ->
+    Optional[int]), or None when the key names no field (its error comes later, from _build)."""
+    cls, tp = Recipe, None
+    parts = key.split(".")
+    i = 0
+    while i < len(parts):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if parts[i] not in hints:
+            return None
+        if cls is Recipe and parts[i] == "stages":  # stages.<k>.<field>
+            if i + 2 >= len(parts) or not parts[i + 1].isdigit():
+                return None
+            cls, i = StageConfig, i + 2
+            continue
+        tp = hints[parts[i]]
+        cls, i = tp, i + 1
+    return tp
 
 
 def load_recipe(name_or_path, overrides=None):
     """Load a shipped recipe by name (``clipcap``) or a YAML path, then apply dotted overrides.
 
-    ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; values are parsed as YAML
-    scalars so ``1e-4``, ``true`` and ``[a, b]`` mean what they look like.
+    ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; string values are read as
+    the field's type takes them (:func:`parse_value`), so ``1e-4``, ``.5``, ``1_000``, ``true``,
+    ``none`` and ``[a, b]`` mean what they look like.
     """
     path = Path(name_or_path)
     if not path.suffix:
@@ -318,7 +307,7 @@ def load_recipe(name_or_path, overrides=None):
     data.setdefault("name", path.stem)
     items = overrides.items() if isinstance(overrides, dict) else (overrides or [])
     for key, raw in items:
-        _set_dotted(data, key, yaml.safe_load(raw) if isinstance(raw, str) else raw)
+        _set_dotted(data, key, parse_value(raw, _field_type(key)) if isinstance(raw, str) else raw)
     return _build(Recipe, data, "recipe")
 
 
