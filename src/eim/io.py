@@ -38,10 +38,22 @@ def atomic_write(path, write):
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-            raise WriteError(f"cannot write {path}: {os.strerror(e.errno)} (errno {e.errno}); "
-                             f"{path.name} is as it was before this write — free space (or fix the "
-                             "disk) and run the command again") from e
+            raise _write_error(path, e) from e
         raise
+
+
+def _write_error(path, e):
+    return WriteError(f"cannot write {path}: {os.strerror(e.errno)} (errno {e.errno}); {Path(path).name} is as it "
+                      "was before this write — free space (or fix the disk) and run the command again")
+
+
+def append_line(path, line):
+    """Append one line to a log (``metrics.jsonl``); a full disk is a :class:`WriteError`."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise _write_error(path, e) from e
 
 
 def save_tensors(tensors, path, metadata=None):

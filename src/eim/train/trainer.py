@@ -43,7 +43,7 @@ from transformers import get_scheduler
 from eim.data import load_image
 from eim.distributed import all_reduce_sum, broadcast_object, world_size
 from eim.errors import WriteError
-from eim.io import load_tensors, replace_dir, save_tensors, write_json
+from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import LOSS_BANK, build_losses
 from eim.model.splice import TextEncoder
 from eim.train.accelerator import make_accelerator
@@ -70,6 +70,7 @@ class StageRun:
     total: int  # optimiser steps
     step: int = 0  # optimiser steps done
     resuming: bool = False
+    rng: dict = None  # the RNG state to resume with (from the checkpoint)
     t0: float = field(default_factory=time.time)
     step_p: object = None  # the prepared StageStep (DDP/FSDP/DeepSpeed wrapper)
     opt_p: object = None  # the prepared optimizer
@@ -149,7 +150,9 @@ class Trainer:
         bar = tqdm(total=run.total, initial=run.step, desc=f"stage {k} {stage.name}",
                    disable=self.quiet or not self.acc.is_main_process, dynamic_ncols=True)
         last = {}
-        batches = iter(loader)
+        batches = iter(loader)  # draws a seed from the RNG: restore the checkpoint's after it
+        if run.rng is not None:
+            set_rng_state(run.rng)
         while run.step < run.total:
             last = self._optimizer_step(run, batches)
             bar.update(1)
@@ -185,12 +188,12 @@ class Trainer:
         if run.resuming and not self._engine_shards:
             load_model_weights(model, run.ckpt / "model.safetensors")
             extra = load_optimizer(opt, run.ckpt / "optimizer")
-            run.step = extra["step"]
-            rng = run.ckpt / f"rng-{self.rank}.safetensors"  # ranks > 0; rank 0's is in the optimizer file
-            set_rng_state(load_tensors(rng)[0] if rng.exists() else extra["tensors"])
+            run.step, run.rng = extra["step"], extra["tensors"] or None  # (rank 0's, in older checkpoints)
         elif run.resuming:
             run.step = json.loads((run.ckpt / "step.json").read_text())["step"]
         if run.resuming:
+            rng = run.ckpt / f"rng-{self.rank}.safetensors"  # set once the loader's iterator exists
+            run.rng = load_tensors(rng)[0] if rng.exists() else run.rng
             with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is due
                 warnings.simplefilter("ignore", UserWarning)
                 for _ in range(run.step):
@@ -352,9 +355,8 @@ class Trainer:
                     write_json({"step": step}, tmp / "step.json")
             elif acc.is_main_process:  # DDP: model and optimizer are replicated, rank 0 writes them
                 save_model(self.model, tmp / "model.safetensors")
-                save_optimizer(opt, tmp / "optimizer", {"step": step, "tensors": rng_state()})
-            if self.rank:  # RNG is per rank; rank 0's is in the optimizer file
-                save_tensors(rng_state(), tmp / f"rng-{self.rank}.safetensors")
+                save_optimizer(opt, tmp / "optimizer", {"step": step})
+            save_tensors(rng_state(), tmp / f"rng-{self.rank}.safetensors")  # RNG is per rank
         except WriteError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise WriteError(f"{e} (the checkpoint at {ckpt} is intact: free space, then run again "
@@ -376,8 +378,7 @@ class Trainer:
 
     def _log(self, d, record):
         if self.acc.is_main_process:
-            with open(d / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(d / "metrics.jsonl", json.dumps(record))
 
     def _say(self, msg):
         if self.acc.is_main_process and not self.quiet:
