@@ -155,3 +155,23 @@ def small_disk(tmp_path):
 def test_a_really_full_disk_during_a_checkpoint(setup, small_disk):
     run = small_disk / "run"
     check_full_disk(setup, run, drive(setup, "fill:0:4", run), 2)
+
+
+def test_an_overwrite_killed_in_its_first_stage_leaves_the_old_run_and_resumes(setup):
+    s, run = setup, setup["root"] / "overwritten"
+    shutil.copytree(s["reference"], run)  # the old run: lr 1e-3
+    new = ["--train.lr", "2e-3"]
+    ref = s["root"] / "reference-lr"
+    res = drive(s, "none", ref, *new)
+    assert res.returncode == 0, res.stderr[-3000:]
+    old = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "banks" not in p.parts}
+    killed(drive(s, "step:0:3", run, "--overwrite", *new))
+    assert {p: p.read_bytes() for p in old} == old  # every file of the old run as it was
+    assert ckpt_step(run / "stage-0-st.partial" / "checkpoint") == 2
+    res = drive(s, "none", run, "--resume", *new)  # the folder still holds the old run: refused
+    assert res.returncode == 2 and "holds a different run" in res.stderr
+    res = drive(s, "none", run, "--resume", "--overwrite", *new)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "stage 0 (st): resuming at step 2/6" in res.stdout  # the new run's stage, not the old one
+    assert_same_weights(ref, run)
+    assert json.loads((run / "recipe.json").read_text())["train"]["lr"] == 2e-3

@@ -119,6 +119,8 @@ class RunFolder:
                 finished.append(p)
             elif p.name.endswith(PARTIAL) and (p / "checkpoint").is_dir():
                 checkpoints.append(p)
+        if ident is None and checkpoints and (checkpoints[0] / "run.json").exists():
+            ident = read_json(checkpoints[0] / "run.json")  # killed in its first stage
         return ident, finished, checkpoints
 
     def check(self, resume=False, overwrite=False):
@@ -142,22 +144,19 @@ class RunFolder:
 
     def accept(self, verdict):
         """Raise the refusal of :meth:`check` (:class:`RunFolderError`, nothing written), or get the
-        folder ready: rank 0 writes the run's identity unless an overwrite defers it."""
+        folder ready. The run's ``recipe.json`` / ``run.json`` are written when a stage is moved
+        into place and when the run ends, never by a command that fails before that."""
         refusal, self.replacing = verdict
         if refusal:
             raise RunFolderError(refusal)
         if self.main:
             self.root.mkdir(parents=True, exist_ok=True)
-            if not self.replacing:
-                self.write_identity()
-
-    def prepare(self, resume=False, overwrite=False):
-        """:meth:`check` then :meth:`accept`, in one process."""
-        self.accept(self.check(resume, overwrite))
 
     def write_identity(self):
-        write_json(self.ident["recipe"], self.root / "recipe.json")
-        write_json(self.ident, self.root / "run.json")
+        """``recipe.json`` and ``run.json`` of this run (rank 0; at a commit and at the end)."""
+        if self.main:
+            write_json(self.ident["recipe"], self.root / "recipe.json")
+            write_json(self.ident, self.root / "run.json")
 
     def stage_state(self, k, stage, resume):
         """``"finished"`` (reuse it), ``"resume"`` (continue its checkpoint) or ``"fresh"``. Finishes
@@ -168,18 +167,20 @@ class RunFolder:
             recover_dir(part / "checkpoint")
             if (part / "stage.json").exists() and self._ours(part):  # finished, not yet moved
                 replace_dir(part, final)
-        if not resume or self.replacing:
+        if not resume:
             return "fresh"
-        if (final / "stage.json").exists() and self._ours(final):
+        if not self.replacing and (final / "stage.json").exists() and self._ours(final):
             return "finished"
-        if (part / "checkpoint" / "model.safetensors").exists() and self._ours(part):
+        # an overwrite killed in its first stage resumes that stage, never the old run's
+        if (part / "checkpoint" / "model.safetensors").exists() and self._ours(part, strict=self.replacing):
             return "resume"
         return "fresh"
 
-    def _ours(self, folder):
-        """The stage folder belongs to this run (a folder from before run.json: its run's check)."""
+    def _ours(self, folder, strict=False):
+        """The stage folder belongs to this run (one from before run.json passes the run's own
+        check, unless ``strict``)."""
         f = folder / "run.json"
-        return not f.exists() or same(read_json(f), self.ident)
+        return same(read_json(f), self.ident) if f.exists() else not strict
 
     # --- writing ------------------------------------------------------------------------------
     def start(self, k, stage, fresh):
@@ -208,8 +209,8 @@ class RunFolder:
             for p in self._stage_folders():
                 if p != part:
                     shutil.rmtree(p)
-            self.write_identity()
             self.replacing = False
+        self.write_identity()
         replace_dir(part, self.final(k, stage))
 
 

@@ -140,6 +140,7 @@ class Trainer:
             except BaseException:
                 self.folder.abandon(k, stage)  # keeps it only when it holds a checkpoint to resume
                 raise
+        self.folder.write_identity()  # a run that reused every stage may have new generation settings
         return summaries
 
     def run_stage(self, k, stage, d, resume):
