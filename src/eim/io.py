@@ -43,8 +43,10 @@ def atomic_write(path, write):
 
 
 def _write_error(path, e):
-    return WriteError(f"cannot write {path}: {os.strerror(e.errno)} (errno {e.errno}); {Path(path).name} is as it "
-                      "was before this write — free space (or fix the disk) and run the command again")
+    err = WriteError(f"cannot write {path}: {os.strerror(e.errno)} (errno {e.errno}); {Path(path).name} is as it "
+                     "was before this write — free space (or fix the disk) and run the command again")
+    err.path, err.reason = Path(path), f"{os.strerror(e.errno)} (errno {e.errno})"
+    return err
 
 
 def append_line(path, line):

@@ -360,8 +360,9 @@ class Trainer:
             save_tensors(rng_state(), tmp / f"rng-{self.rank}.safetensors")  # RNG is per rank
         except WriteError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise WriteError(f"{e} (the checkpoint at {ckpt} is intact: free space, then run again "
-                             "with --resume)") from e
+            kept = (f"the checkpoint at {ckpt} is intact: free space, then run again with --resume" if ckpt.exists()
+                    else "this stage had no checkpoint yet: free space, then run again with --resume")
+            raise WriteError(f"cannot write {getattr(e, 'path', tmp)}: {getattr(e, 'reason', e)}; {kept}") from e
         acc.wait_for_everyone()
         if acc.is_main_process:
             replace_dir(tmp, ckpt)
