@@ -93,3 +93,19 @@ def write_mme(root):
         "Does this artwork exist in the form of painting? Please answer yes or no.\tYes\n"
         "Does this artwork exist in the form of glassware? Please answer yes or no.\tNo\n")
     return root
+
+
+def truncate(path, keep=0.6):
+    """Replace the image at ``path`` by a noisy 64×48 one of the same format cut to ``keep`` of its
+    bytes: the header is intact (PIL identifies it), the pixels are not all there."""
+    import random
+
+    fmt = Image.open(path).format
+    rng = random.Random(0)
+    im = Image.new("RGB", (64, 48))
+    im.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(64 * 48)])
+    im.save(path, fmt)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * keep)])
+    return str(path)

@@ -94,7 +94,7 @@ def test_resume_under_two_processes(tiny_dir, coco, two, tmp_path):
     res = launch([str(TESTS / "distributed_driver.py"), "train-interrupted", "2", "5", "--", *args[1:]],
                  env={"EIM_SHARD_BANKS": "1"})
     assert res.returncode != 0 and "stopped after stage 2 step 5" in res.stdout + res.stderr
-    ckpt = tmp_path / "stage-2-base_ie" / "checkpoint"
+    ckpt = tmp_path / "stage-2-base_ie.partial" / "checkpoint"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "rng-1.safetensors").exists()
     check(launch(["-m", "eim.cli", *args, "--resume"], env={"EIM_SHARD_BANKS": "1"}, launcher="accelerate"))
     assert_same_run(two, tmp_path, atol=1e-6)

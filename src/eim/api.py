@@ -31,10 +31,14 @@ def quiet_transformers():
 
 
 def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, callbacks=(), accelerator=None,
-          banks_dir=None, shard_banks=None):
+          banks_dir=None, shard_banks=None, overwrite=False):
     """Build the model from ``recipe`` and run all its stages on ``dataset`` into ``out``.
 
-    Returns the stage summaries (``stage.json`` of each stage). ``banks_dir``: where feature banks
+    Returns the stage summaries (``stage.json`` of each stage). ``out`` is left as it was when
+    it holds another run, or this run's output without ``resume``, and ``overwrite`` is not given
+    (:class:`eim.train.run_dir.RunFolderError`; docs/design.md §8). ``resume``: reuse finished
+    stages, continue the running one from its checkpoint. ``overwrite``: replace what ``out``
+    holds (its old stages go once the new run's first stage has finished). ``banks_dir``: where feature banks
     live (default ``out/banks``); runs that share data and encoders can share one folder, since a
     bank is only reused when its fingerprint matches. ``shard_banks``: split banks by rows across
     processes (default: on when the recipe's ``eim.shard_banks`` or the ``EIM_SHARD_BANKS=1``
@@ -53,7 +57,7 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
                          no_rebuild=no_rebuild, quiet=quiet, device=acc.device, shard=bool(shard_banks))
     trainer = Trainer(recipe, model, tok, proc, dataset, out, banks=banks, callbacks=callbacks, quiet=quiet,
                       accelerator=acc)
-    return trainer.run(resume=resume)
+    return trainer.run(resume=resume, overwrite=overwrite)
 
 
 def load_for_inference(checkpoint):

@@ -11,13 +11,13 @@ are ``st`` → ``lm`` → ``adapter`` (``base`` only) → ``base + ie``.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
 from eim.errors import ConfigError
 from eim.losses import LOSSES as LOSS_CLASSES
+from eim.typed import build as _build, coerce
 
 VISION_FEATURES = ("pooled", "full", "cls", "full_projected")
 VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
@@ -124,7 +124,11 @@ class StageConfig:
     def __post_init__(self):
         for name, w in self.losses.items():
             _choice(f"stages[{self.name}].losses", name, LOSSES)
-            if not isinstance(w, (int, float)) or w < 0:
+            try:  # 1e-1 in YAML 1.1 is a string: a weight takes every spelling of a number
+                self.losses[name] = coerce(float, w, name)
+            except ConfigError:
+                pass
+            if not isinstance(self.losses[name], float) or self.losses[name] < 0:
                 raise ConfigError(f"stages[{self.name}].losses.{name}: weight must be a number >= 0, got {w!r}")
         if not self.losses:
             raise ConfigError(f"stages[{self.name}].losses: at least one of {LOSSES} is required")
@@ -255,42 +259,26 @@ def _choice(key, value, allowed):
         raise ConfigError(f"{key}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
 
 
-def _build(cls, data, prefix):
-    """Build dataclass ``cls`` from a dict, checking keys and types against its fields."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"{prefix}.{key}: unknown key (allowed: {', '.join(fields)})")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}.{key}")
-    return cls(**kwargs)
-
-
-def _coerce(tp, value, key):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+def _field_type(key):
+    """The annotated type of dotted ``key`` (``train.lr`` -> float, ``stages.0.steps`` ->
+    Optional[int]), or None when the key names no field (its error comes later, from _build)."""
+    cls, tp = Recipe, None
+    parts = key.split(".")
+    i = 0
+    while i < len(parts):
+        if not dataclasses.is_dataclass(cls):
             return None
-        return _coerce(args[0], value, key)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
-        return value
-    if tp is list and isinstance(value, list):
-        return value
-    if tp is dict and isinstance(value, dict):
-        return value
-    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
+        hints = typing.get_type_hints(cls)
+        if parts[i] not in hints:
+            return None
+        if cls is Recipe and parts[i] == "stages":  # stages.<index or name>.<field>
+            if i + 2 >= len(parts):
+                return None  # stages, stages.drop: a list or names, read as YAML
+            cls, i = StageConfig, i + 2
+            continue
+        tp = hints[parts[i]]
+        cls, i = tp, i + 1
+    return tp
 
 
 def build_recipe(data):

@@ -13,6 +13,11 @@ class CheckpointError(EIMError):
     """A checkpoint is missing, truncated, or does not match the model it is loaded into."""
 
 
+class WriteError(EIMError, OSError):
+    """A file could not be written (a full disk, a read-only one); the file it was to replace is
+    as it was."""
+
+
 class DataError(EIMError):
     """A dataset record is bad. Carries the file, the record id and the remedy.
 

@@ -3,10 +3,13 @@
 Every write goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed
 over the target, so an interrupted run never leaves a truncated checkpoint, bank or cache. A
 folder written as a whole (an encoder cache, a converted model) is filled in a temporary sibling
-and renamed into place (:func:`atomic_dir`).
+and renamed into place (:func:`atomic_dir`, :func:`replace_dir`). A write that fails (a full
+disk) raises :class:`eim.errors.WriteError` naming the file; the file it would have replaced is
+untouched.
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,7 +20,7 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save
 
-from eim.errors import CheckpointError
+from eim.errors import CheckpointError, WriteError
 
 
 def atomic_write(path, write):
@@ -31,10 +34,28 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise _write_error(path, e) from e
         raise
+
+
+def _write_error(path, e):
+    err = WriteError(f"cannot write {path}: {os.strerror(e.errno)} (errno {e.errno}); {Path(path).name} is as it "
+                     "was before this write — free space (or fix the disk) and run the command again")
+    err.path, err.reason = Path(path), f"{os.strerror(e.errno)} (errno {e.errno})"
+    return err
+
+
+def append_line(path, line):
+    """Append one line to a log (``metrics.jsonl``); a full disk is a :class:`WriteError`."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise _write_error(path, e) from e
 
 
 def save_tensors(tensors, path, metadata=None):
@@ -97,3 +118,29 @@ def atomic_dir(final):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(src, final):
+    """Rename folder ``src`` to ``final``, replacing a ``final`` that exists: it is renamed to
+    ``final.old`` first and removed last, so at every instant one whole copy is in place or
+    :func:`recover_dir` restores one."""
+    src, final = Path(src), Path(final)
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    src.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(final):
+    """After a kill inside :func:`replace_dir`: put ``final.old`` back when ``final`` is missing,
+    drop it when ``final`` is whole."""
+    final = Path(final)
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(final)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from eim.config import StageConfig, build_recipe
+from eim.config import StageConfig, _field_type, build_recipe
 from eim.errors import ConfigError
+from eim.typed import parse_value
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
@@ -27,8 +28,9 @@ def recipe_names():
 def load_recipe(name_or_path, overrides=None):
     """Load a shipped recipe by name (``clipcap``) or a YAML path, then apply dotted overrides.
 
-    ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; values are parsed as YAML
-    scalars so ``1e-4``, ``true`` and ``[a, b]`` mean what they look like.
+    ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; string values are read as
+    the field's type takes them (:func:`eim.typed.parse_value`), so ``1e-4``, ``.5``, ``1_000``,
+    ``true``, ``none`` and ``[a, b]`` mean what they look like.
     """
     path = Path(name_or_path)
     if not path.suffix:
@@ -44,7 +46,7 @@ def load_recipe(name_or_path, overrides=None):
     data.setdefault("name", path.stem)
     items = overrides.items() if isinstance(overrides, dict) else (overrides or [])
     for key, raw in items:
-        _set_dotted(data, key, yaml.safe_load(raw) if isinstance(raw, str) else raw)
+        _set_dotted(data, key, parse_value(raw, _field_type(key)) if isinstance(raw, str) else raw)
     return build_recipe(data)
 
 

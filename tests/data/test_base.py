@@ -9,7 +9,7 @@ import logging
 import os
 
 import pytest
-from format_files import CAPTIONS, SQA_PROBLEMS, coco_record, write_coco, write_mme, write_sqa
+from format_files import CAPTIONS, SQA_PROBLEMS, coco_record, image, truncate, write_coco, write_mme, write_sqa
 
 from eim.data import load_dataset
 from eim.errors import DataError
@@ -41,7 +41,8 @@ def expect_bad(path, message, n_left, n_skipped, caplog, **kw):
     assert len(ds) == n_left and len(ds.skipped) == n_skipped
     assert [ds[i].index for i in range(len(ds))] == list(range(n_left))  # no holes
     logs = [r.getMessage() for r in caplog.records]
-    assert len(logs) == 1 and logs[0].startswith(f"skipped {n_skipped} bad records: ")
+    noun = "bad record" if n_skipped == 1 else "bad records"
+    assert len(logs) == 1 and logs[0].startswith(f"skipped {n_skipped} {noun}: ")
     return ds
 
 
@@ -52,7 +53,7 @@ def test_missing_image(tmp_path, caplog):
                     split="test")
     assert ds.skipped == [("391895", f"missing image {img}")]
     assert ds[0].image_id == 522418
-    assert f"skipped 1 bad records: 391895 (missing image {img})" in caplog.text
+    assert f"skipped 1 bad record: 391895 (missing image {img})" in caplog.text
 
 
 def test_unreadable_image(tmp_path, caplog):
@@ -187,3 +188,57 @@ def test_skip_message_lists_many_records_once(tmp_path, caplog):
         ds = load_dataset(path, skip_bad=True)
     assert len(ds) == 3 and len(ds.skipped) == 22
     assert len(caplog.records) == 1 and "... and 2 more" in caplog.text
+
+
+# --- truncated images: the header is intact, the pixels are not (issue 18) ---------------------
+def truncated_cases(tmp_path):
+    """(dataset path, truncated image, record id, index file, samples left, records left) per format."""
+    cases = {}
+    path, _, img = two_images(tmp_path / "c")
+    cases["coco"] = (path, truncate(img), "391895", path, 1, {"split": "test", "mode": "eval"})
+    root = write_sqa(tmp_path / "sqa")
+    cases["scienceqa"] = (root, truncate(root / "images" / "train" / "1" / "image.png"), "1",
+                          root / "problems.json", 1, {})
+    root = write_mme(tmp_path / "mme")
+    txt = root / "artwork" / "questions_answers_YN" / "10002.txt"
+    cases["mme"] = (root, truncate(root / "artwork" / "images" / "10002.jpg"), "artwork/10002", txt, 2, {})
+    llava = tmp_path / "l.json"
+    conv = [{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}]
+    image(tmp_path / "1.png", "PNG")
+    image(tmp_path / "2.png", "PNG")
+    llava.write_text(json.dumps([{"id": "1", "image": "1.png", "conversations": conv},
+                                 {"id": "2", "image": "2.png", "conversations": conv},
+                                 {"id": "3", "image": "2.png", "conversations": conv}]))
+    cases["llava"] = (llava, truncate(tmp_path / "2.png"), "2", llava, 1, {})
+    return cases
+
+
+@pytest.mark.parametrize("fmt", ["coco", "scienceqa", "mme", "llava"])
+def test_truncated_image_found_by_decode_and_skipped_by_skip_bad(tmp_path, caplog, fmt):
+    path, img, rid, file, n_left, kw = truncated_cases(tmp_path)[fmt]
+    n_all = len(load_dataset(path, **kw))  # the default header check: cheap, cannot see it
+    with pytest.raises(DataError) as e:  # decoding finds it, naming file, record and remedy
+        load_dataset(path, check_images="decode", **kw)
+    assert str(e.value).startswith(f"{file}: record {rid}: cannot decode image {img} (OSError: ")
+    assert str(e.value).endswith(REMEDY)
+    ds = load_dataset(path, skip_bad=True, **kw)  # --skip-bad decodes: it skips the record
+    skipped = [r for r, _ in ds.skipped]
+    assert skipped == [rid] or (fmt == "llava" and skipped == ["2", "3"])  # 3 shares the image
+    assert ds.skipped[0][1].startswith(f"cannot decode image {img}")
+    assert len(ds) == n_left < n_all and all(ds[i].image != img for i in range(len(ds)))
+    assert [ds[i].index for i in range(len(ds))] == list(range(len(ds)))  # no holes
+    assert f"skipped {len(skipped)} bad record" in caplog.text
+
+
+def test_coco_num_images_counts_only_what_is_left(tmp_path):
+    path, _, img = two_images(tmp_path)
+    truncate(img)
+    assert load_dataset(path, split="test").num_images == 2
+    ds = load_dataset(path, split="test", skip_bad=True)
+    assert ds.num_images == 1 and len(ds) == 1  # the other image's one caption
+
+
+def test_mme_split_is_test_whatever_split_is_asked(tmp_path):
+    root = write_mme(tmp_path / "mme")
+    for split in ("train", "test", "val"):
+        assert load_dataset(root, split=split).split == "test"

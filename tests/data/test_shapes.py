@@ -132,7 +132,7 @@ def test_stats_cli(world, capsys):
 
 def test_check_cli(world, capsys):
     assert main(["data", "check", "--data", str(world / "scienceqa"), "--split", "val"]) == 0
-    assert "scienceqa val: 4 samples, 0 bad records skipped" in capsys.readouterr().out
+    assert "scienceqa val: 4 samples, 0 bad records\n" in capsys.readouterr().out
 
 
 def test_bad_arguments():

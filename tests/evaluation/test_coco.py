@@ -157,3 +157,22 @@ def test_karpathy_splits(files):
     # String ids in a results file still match integer cocoids.
     (files / "str.json").write_text(json.dumps([{"image_id": "318219", "caption": "x"}]))
     assert coco.load_predictions(files / "str.json") == {318219: "x"}
+
+
+def test_skipped_images_leave_the_references_and_are_listed(files):
+    gt = files / "dataset_coco.json"
+    found = []
+    refs = coco.load_karpathy_references(gt, "test", exclude=["522418", 318219], excluded=found)
+    assert list(refs) == [391895, 184613, 3] and found == [522418]  # 318219 is val: not listed
+    result = {m: 0.5 for m in coco.METRICS} | {"n_images": 3, "split": "test", "unavailable": {},
+                                                "skipped": [{"id": 522418, "reason": "cannot decode image"}]}
+    assert coco.format_coco(result).startswith("COCO captions: 3 images scored (1 bad record skipped: 522418), split test")
+
+
+@needs_java
+def test_score_files_without_the_skipped_images(files, tmp_path):
+    preds = [p for p in PREDICTIONS if p["image_id"] != 522418]
+    (tmp_path / "r.json").write_text(json.dumps(preds))
+    result = coco.score_coco_files(files / "dataset_coco.json", tmp_path / "r.json", spice=False,
+                                   skipped={522418: "cannot decode image x"})
+    assert result["n_images"] == 3 and result["skipped"] == [{"id": 522418, "reason": "cannot decode image x"}]

@@ -114,3 +114,18 @@ def test_cli_missing_splits_file_exits_2(files, capsys):
     assert main(["score", "scienceqa", "--problems", str(files / "problems.json"),
                  "--pred", str(files / "pred.json")]) == 2
     assert "--splits" in capsys.readouterr().err
+
+
+def test_skipped_problems_are_not_scored_and_are_listed(files, capsys):
+    # problem 2 (wrong) skipped as a bad record, and 8 (train: not in the split, not listed)
+    result = score_scienceqa(PROBLEMS, {k: v for k, v in PREDICTIONS.items() if k != "2"}, SPLITS["test"],
+                             skipped=[("2", "cannot decode image x"), ("8", "empty question")])
+    assert result["n"] == 6 and result["Avg"] == pytest.approx(50.0) and result["SOC"] == 0.0
+    assert result["skipped"] == [{"id": "2", "reason": "cannot decode image x"}]
+    assert format_scienceqa(result).startswith("ScienceQA: 6 problems scored (1 bad record skipped: 2)")
+    with pytest.raises(DataError, match="all 2 problems of the split were skipped"):
+        score_scienceqa(PROBLEMS, PREDICTIONS, SPLITS["minitest"], skipped=["1", "3"])
+    assert main(["score", "scienceqa", "--problems", str(files / "problems.json"), "--pred",
+                 str(files / "pred.json"), "--exclude", "2,4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 5 and [s["id"] for s in out["skipped"]] == ["2", "4"]

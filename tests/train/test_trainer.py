@@ -109,7 +109,7 @@ def test_cached_clip_features_are_recomputed_after_clip_trains(tiny_dir, data, t
 
     def compare(trainer, k, s):
         if k == 2 and s == 1:
-            cache = trainer._cached_features()
+            cache = trainer.features.get()
             path = sorted(cache)[0]
             pix = trainer.proc(images=[__import__("eim.data", fromlist=["load_image"]).load_image(path)],
                                return_tensors="pt")["pixel_values"]

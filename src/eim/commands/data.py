@@ -5,11 +5,17 @@
     eim data stats data/shapes                        # every dataset in the folder
     eim data stats data/shapes/coco --json
     eim data check --data data/shapes/scienceqa --split test
+
+``check`` decodes every image (on all CPUs, with a progress bar) and lists every bad record with
+its reason, whether or not --skip-bad is given; it exits 1 when it found one, 0 when the data is
+clean. ``--skip-bad`` in ``eim train`` / ``eim eval`` skips exactly the records it lists.
 """
 
+import argparse
 import json
 import time
 
+from eim.data.base import plural
 from eim.data.formats import FORMATS
 from eim.data.loader import add_data_args, dataset_from_args
 from eim.data.shapes.writer import write_shapes
@@ -17,7 +23,8 @@ from eim.data.stats import dataset_stats, format_stats
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("data", help="generate, inspect and validate datasets")
+    p = subparsers.add_parser("data", help="generate, inspect and validate datasets", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     s = sub.add_parser("shapes", help="write the synthetic shapes world in the real formats")
@@ -44,7 +51,8 @@ def add_parser(subparsers):
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(func=_stats)
 
-    c = sub.add_parser("check", help="validate a dataset and list bad records")
+    c = sub.add_parser("check", help="validate a dataset (decoding every image) and list every bad "
+                       "record; exit 1 when there is one")
     add_data_args(c)
     c.add_argument("--mode", choices=("train", "eval"), default="train")
     c.set_defaults(func=_check)
@@ -67,8 +75,11 @@ def _stats(args):
 
 
 def _check(args):
-    ds = dataset_from_args(args, mode=args.mode)
-    print(f"{ds.format} {ds.split}: {len(ds)} samples, {len(ds.skipped)} bad records skipped")
+    """Decode every image and list every bad record; exit 1 when there is one."""
+    ds = dataset_from_args(args, mode=args.mode, skip_bad=True, check_images="decode")
+    n = len(ds.skipped)
+    print(f"{ds.format} {ds.split}: {plural(len(ds), 'sample')}, {plural(n, 'bad record')}"
+          + (" (pass --skip-bad to train or evaluate without them)" if n else ""))
     for rid, why in ds.skipped:
         print(f"  {rid}: {why}")
-    return 0
+    return 1 if n else 0

@@ -6,8 +6,11 @@
 
 Writes the predictions in the format ``eim score`` reads (COCO ``results.json``, ScienceQA
 ``predictions.json``, MME ``mme_results/<subtask>.txt``), ``generation.json`` (how they were
-made) and ``scores.json``, then prints the scorer's table. The library behind it is
-:mod:`eim.evaluation.generate`.
+made) and ``scores.json``, then prints the scorer's table, which says how many samples were
+scored. ``--skip-bad`` skips every record ``eim data check`` would flag (images are decoded
+first): they are neither generated nor scored, and ``scores.json`` lists them in ``"skipped"``.
+Everything is written beside ``--out`` and moved in once scored, so a failed evaluation leaves an
+earlier one there as it was. The library behind it is :mod:`eim.evaluation.generate`.
 """
 
 import argparse
@@ -36,8 +39,8 @@ def add_parser(sub):
                    help="default: the recipe's (ScienceQA: at least 64)")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--stop-text", default=None, metavar="TEXT",
-                   help="cut each output after TEXT; '' for none (default: the recipe's, "
-                   "ScienceQA: none)")
+                   help="cut each output after TEXT; '' for none (default: the recipe's; ScienceQA: "
+                   "the answer sentence 'The answer is X.', as only the letter is scored)")
     g.add_argument("--max-prompt-tokens", type=int, default=None,
                    help="text tokens kept per prompt, the last ones (default: train.max_length)")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")

@@ -1,8 +1,8 @@
 """`eim score {coco,scienceqa,mme}`: score saved predictions (docs/design.md §6). Parses, then calls the
 library (:mod:`eim.evaluation.coco`, ``.scienceqa``, ``.mme``); ``--json`` prints JSON only.
 
-    eim score coco --gt dataset_coco.json --pred results.json [--split test] [--json]
-    eim score scienceqa --problems problems.json --pred predictions.json [--split test] [--json]
+    eim score coco --gt dataset_coco.json --pred results.json [--split test] [--exclude ID,...] [--json]
+    eim score scienceqa --problems problems.json --pred predictions.json [--split test] [--exclude QID,...] [--json]
     eim score mme --results DIR [--json]
 """
 
@@ -18,13 +18,20 @@ def _emit(result, args, fmt):
     return 0
 
 
+def _excluded(args):
+    """``--exclude`` ids as the scorers' ``skipped`` (None when not given)."""
+    ids = [i.strip() for group in args.exclude or () for i in group.split(",") if i.strip()]
+    return [(i, "excluded with --exclude") for i in ids] or None
+
+
 def _coco(args):
     spice = False if args.no_spice else None
-    return _emit(score_coco_files(args.gt, args.pred, args.split, spice=spice), args, format_coco)
+    return _emit(score_coco_files(args.gt, args.pred, args.split, spice=spice, skipped=_excluded(args)),
+                 args, format_coco)
 
 
 def _scienceqa(args):
-    result = score_scienceqa_files(args.problems, args.pred, args.split, args.splits)
+    result = score_scienceqa_files(args.problems, args.pred, args.split, args.splits, skipped=_excluded(args))
     return _emit(result, args, format_scienceqa)
 
 
@@ -42,6 +49,11 @@ def add_parser(subparsers):
     def common(p):
         p.add_argument("--json", action="store_true", help="print the scores as JSON only")
 
+    def exclude(p, what):
+        p.add_argument("--exclude", action="append", metavar="ID[,ID...]",
+                       help=f"{what} not to score (e.g. the bad records `eim eval --skip-bad` skipped, "
+                       "listed in its scores.json); listed as skipped")
+
     p = bench.add_parser(
         "coco", help="COCO captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE (pycocoevalcap)",
         description="Karpathy-split captions scored by pycocoevalcap after PTB tokenization "
@@ -53,6 +65,7 @@ def add_parser(subparsers):
     p.add_argument("--split", default="test", help="Karpathy split (default: test)")
     p.add_argument("--no-spice", action="store_true",
                    help="skip SPICE even when its CoreNLP jars are installed (it is slow)")
+    exclude(p, "image ids")
     common(p)
     p.set_defaults(func=_coco)
 
@@ -65,6 +78,7 @@ def add_parser(subparsers):
     p.add_argument("--split", default="test", help="split in pid_splits.json (default: test)")
     p.add_argument("--splits", metavar="FILE",
                    help="pid_splits.json (default: the one next to problems.json)")
+    exclude(p, "qids")
     common(p)
     p.set_defaults(func=_scienceqa)
 

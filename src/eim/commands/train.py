@@ -1,4 +1,4 @@
-"""``eim train RECIPE --data PATH --out RUN_DIR [--resume] [--train.lr 1e-4 ...]``
+"""``eim train RECIPE --data PATH --out RUN_DIR [--resume | --overwrite] [--train.lr 1e-4 ...]``
 
 Runs every stage of the recipe (docs/design.md §3) on the dataset at PATH (format detected, or
 ``--data-format``). Feature banks the EIM losses need are built (or reused when their
@@ -7,6 +7,11 @@ fingerprint matches) before the stage that needs them. Multi-process: prefix wit
 ``torchrun --nproc-per-node N -m eim.cli``) — the command is otherwise the same;
 ``train.batch_size`` is per process (see :mod:`eim.train.trainer`). ``EIM_SHARD_BANKS=1``
 splits each feature bank by rows across the processes (:mod:`eim.losses.infonce`).
+
+A command that fails leaves RUN_DIR as it was: the data is read and checked first, a stage runs
+in ``stage-<k>-<name>.partial/`` and replaces ``stage-<k>-<name>/`` only once it has finished, a
+checkpoint is swapped in whole, and a folder holding a different run (or this run's output,
+without --resume) is refused unless --overwrite is given (docs/design.md §8).
 """
 
 from eim.api import train
@@ -22,7 +27,11 @@ def add_parser(sub):
     p.add_argument("recipe", help="shipped recipe name (clipcap, clipcap_eim, ...) or a YAML path")
     add_data_args(p)
     p.add_argument("--out", required=True, help="run folder (stages, checkpoints, metrics, banks)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the finished stages in --out and continue the running one from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run --out holds (a different one, or this one without --resume); its "
+                   "files stay until the new run's first stage has finished")
     p.add_argument("--no-rebuild", action="store_true",
                    help="refuse (instead of rebuilding) feature banks whose fingerprint does not match")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -32,7 +41,8 @@ def add_parser(sub):
 def run(args):
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
     dataset = dataset_from_args(args, mode="train")
-    summaries = train(recipe, dataset, args.out, resume=args.resume, no_rebuild=args.no_rebuild, quiet=args.quiet)
+    summaries = train(recipe, dataset, args.out, resume=args.resume, overwrite=args.overwrite,
+                      no_rebuild=args.no_rebuild, quiet=args.quiet)
     if rank() != 0:
         return 0
     for s in summaries:

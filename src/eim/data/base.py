@@ -8,7 +8,10 @@ docs/design.md §5 formats are read by one class each (``eim.data.formats``); al
 - ``.files`` (the index files that define the dataset, for fingerprinting), ``.format``,
   ``.split`` and ``.skipped`` (a list of ``(record id, reason)``);
 - one policy for bad records: without ``skip_bad`` the first one raises :class:`DataError`
-  naming file, record and remedy; with it the record is dropped and one summary line is logged.
+  naming file, record and remedy; with it the record is dropped and one summary line is logged;
+- images checked at the depth the caller asks (``check_images``: ``header`` or ``decode``,
+  :mod:`eim.data.images`); ``skip_bad`` always decodes, so it skips every record
+  ``eim data check`` flags.
 
 The classes are torch ``Dataset``-compatible (``__len__``/``__getitem__``) without importing
 torch, so ``eim data ...`` commands stay fast.
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 
+from eim.data.images import ImageChecker
 from eim.errors import DataError
 
 log = logging.getLogger("eim.data")
@@ -68,19 +72,49 @@ class RecordDataset:
     def _sample(self, i, row):
         raise NotImplementedError
 
+    def _checker(self, check_images):
+        """The image checker for this dataset: ``skip_bad`` decodes (it must skip every record
+        ``eim data check`` flags), otherwise the depth asked for (``header`` by default)."""
+        on = check_images not in (False, None)
+        return ImageChecker("decode" if self.skip_bad and on else check_images)
+
     def _reject(self, record, reason, file):
         """One bad record: raise (default) or remember it (skip_bad)."""
         if not self.skip_bad:
             raise DataError(reason, file=file, record=record, remedy=REMEDY)
         self.skipped.append((str(record), reason))
 
-    def _report_skipped(self):
-        """Log the skipped records once, after construction (never per record)."""
+    def _finish(self, checker=None):
+        """End of construction: decode the images (``check_images="decode"``), then log the
+        skipped records once (never per record)."""
+        if checker is not None:
+            self._drop_undecodable(checker)
         if not self.skipped:
             return
         shown = ", ".join(f"{rid} ({why})" for rid, why in self.skipped[:20])
         more = f", ... and {len(self.skipped) - 20} more" if len(self.skipped) > 20 else ""
-        log.warning("skipped %d bad records: %s%s", len(self.skipped), shown, more)
+        log.warning("skipped %s: %s%s", plural(len(self.skipped), "bad record"), shown, more)
+
+    def _drop_undecodable(self, checker):
+        """Reject the records whose image passed the header check but does not decode, and drop
+        their rows (indices stay contiguous). Without ``skip_bad`` the first one, in file order,
+        raises."""
+        bad = checker.decode_all()
+        if not bad:
+            return
+        rejected = set()
+        for path, owners in checker.owners.items():
+            if path in bad:
+                for rid, file in owners:
+                    if (rid, file) not in rejected:
+                        rejected.add((rid, file))
+                        self._reject(rid, bad[path], file)
+        self._rows = [row for i, row in enumerate(self._rows) if self._sample(i, row).image not in bad]
+
+
+def plural(n, noun):
+    """``1 bad record``, ``2 bad records``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def read_json(path, duplicates=None):

@@ -1,15 +1,32 @@
-"""Image files: a cheap header check for validation, and the RGB loader the collator uses.
+"""Image files: a header check or a full decode for validation, and the RGB loader the collator uses.
 
-Datasets never decode pixels (docs/design.md §5: a Sample holds the image *path*); they only check, at
-construction, that every image exists and that PIL recognises its header, so a bad file fails
-before training starts rather than hours into an epoch.
+Datasets never keep pixels (docs/design.md §5: a Sample holds the image *path*). At construction
+they check every image, in one of two depths:
+
+- ``header`` (the default of ``eim train`` / ``eim eval``): the file exists and PIL recognises its
+  header. A few hundred bytes per file: COCO's 123k images in seconds. A file truncated after an
+  intact header passes and stops training later, at :func:`load_image`, with an error naming it.
+- ``decode`` (``eim data check``, and ``--skip-bad`` everywhere): every image is decoded exactly as
+  :func:`load_image` decodes it, on a thread pool (PIL releases the GIL while decoding) with a
+  progress bar. So a record that ``data check`` flags is exactly one ``--skip-bad`` skips, and an
+  image that passes can be loaded. About 2.6 ms per 640×480 JPEG on one core: ~4 min for 100k
+  images on one core, divided by the cores there are.
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from eim.errors import DataError
+
+CHECKS = ("header", "decode")
+# what PIL raises on a bad file: OSError (UnidentifiedImageError, "image file is truncated"),
+# ValueError, SyntaxError (some broken PNG chunks), DecompressionBombError (absurd sizes)
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+DECODE_REMEDY = ("replace the file or remove its records; `eim data check --data PATH` lists every "
+                 "such record, and --skip-bad skips them")
 
 
 def check_image(path):
@@ -23,24 +40,81 @@ def check_image(path):
     try:
         with Image.open(path) as im:
             im.size  # noqa: B018 - the header is parsed by open(); touch it to be explicit
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, *IMAGE_ERRORS) as e:
         return f"unreadable image {path} ({type(e).__name__}: {e})"
     return None
 
 
+def decode_error(path):
+    """Return None when :func:`load_image` can decode `path`, else the reason it cannot."""
+    try:
+        _decode(path)
+    except IMAGE_ERRORS as e:
+        return f"cannot decode image {path} ({type(e).__name__}: {e})"
+    return None
+
+
+def _decode(path):
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _normalise(check):
+    if check is True:
+        return "header"
+    if check in (False, None):
+        return None
+    if check not in CHECKS:
+        raise DataError(f"unknown image check {check!r}", remedy=f"use one of {', '.join(CHECKS)} or False")
+    return check
+
+
 class ImageChecker:
-    """`check_image` with a per-path cache: LLaVA and ScienceQA reuse images across records."""
+    """Image validation for one dataset, with a per-path cache (LLaVA and ScienceQA reuse images).
 
-    def __init__(self, enabled=True):
-        self.enabled = enabled
+    ``check``: ``"header"`` / True, ``"decode"``, or False (no check). A loader calls
+    ``checker(path, record, file)`` per record; the header is checked at once (the returned
+    reason rejects the record), and in ``decode`` mode the loader's :meth:`decode_all` then
+    decodes every image whose header passed and says which records own the ones that failed.
+    """
+
+    def __init__(self, check="header", quiet=False):
+        self.mode = _normalise(check)
+        self.quiet = quiet
         self._seen = {}
+        self.owners = {}  # path -> [(record id, index file)], in the order the loader met them
 
-    def __call__(self, path):
-        if not self.enabled:
+    @property
+    def enabled(self):
+        return self.mode is not None
+
+    def __call__(self, path, record=None, file=None):
+        if self.mode is None:
             return None
         if path not in self._seen:
             self._seen[path] = check_image(path)
+        if self._seen[path] is None and record is not None:
+            self.owners.setdefault(path, []).append((record, file))
         return self._seen[path]
+
+    def decode_all(self, workers=None):
+        """``{path: reason}`` for every header-valid image that cannot be decoded (decode mode;
+        empty otherwise). Decodes on ``workers`` threads (default: the CPUs, at most 32)."""
+        if self.mode != "decode" or not self.owners:
+            return {}
+        paths = list(self.owners)
+        workers = workers or min(32, os.cpu_count() or 1)
+        quiet = self.quiet or os.environ.get("RANK", "0") != "0"  # one bar per job, not per process
+        bad = {}
+        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(paths), desc="decode images", unit="img",
+                                                       disable=quiet, dynamic_ncols=True) as bar:
+            for path, why in zip(paths, pool.map(decode_error, paths)):
+                if why:
+                    bad[path] = why
+                bar.update(1)
+        for path, why in bad.items():
+            self._seen[path] = why
+        return bad
 
 
 def load_image(path):
@@ -50,11 +124,7 @@ def load_image(path):
     validation can still hide a truncated body.
     """
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(
-            f"cannot decode image ({type(e).__name__}: {e})",
-            file=path,
-            remedy="replace the file, or remove its records and rebuild the feature banks",
-        ) from e
+        return _decode(path)
+    except IMAGE_ERRORS as e:
+        raise DataError(f"cannot decode image ({type(e).__name__}: {e})", file=path,
+                        remedy=DECODE_REMEDY) from e

@@ -123,9 +123,12 @@ def load_dataset(path, data_format=None, split="train", mode="train", image_root
         meta["references"]); the other formats yield the same samples in both modes.
     image_root: where relative image paths resolve (default: next to the index file; for
         ScienceQA, its images/ folder). MME ignores it (images sit with their questions).
-    skip_bad: drop invalid records (listed in .skipped) instead of raising DataError.
-    check_images: open every image header at construction (cheap; disable only for speed
-        on a dataset already checked).
+    skip_bad: drop invalid records (listed in .skipped) instead of raising DataError; images
+        are then decoded, so every record ``eim data check`` flags is skipped.
+    check_images: "header" (True, the default: open every image header at construction, a
+        few hundred bytes each), "decode" (decode every image as training will, on all CPUs
+        with a progress bar: what ``eim data check`` does), or False (no check; only for a
+        dataset already checked). eim.data.images says what each costs.
     """
     path = os.fspath(path)
     if data_format is None:
@@ -150,15 +153,19 @@ def add_data_args(parser, required=True, split="train"):
     g.add_argument("--image-root", metavar="DIR", default=None,
                    help="folder relative image paths resolve against")
     g.add_argument("--skip-bad", action="store_true",
-                   help="skip invalid records (and list them) instead of stopping")
+                   help="skip invalid records (and list them) instead of stopping; decodes every "
+                   "image first, so it skips every record `eim data check` flags")
     g.add_argument("--split", default=split,
                    help=f"dataset split (default {split}; COCO restval joins train)")
     return parser
 
 
-def dataset_from_args(args, mode="train", split=None):
-    """`load_dataset` from the flags of :func:`add_data_args` (`split` overrides --split)."""
+def dataset_from_args(args, mode="train", split=None, skip_bad=None, check_images=True):
+    """`load_dataset` from the flags of :func:`add_data_args` (`split` overrides --split,
+    `skip_bad` overrides --skip-bad)."""
     if not getattr(args, "data", None):
         raise DataError("no dataset given", remedy="pass --data PATH")
     return load_dataset(args.data, data_format=args.data_format, split=split or args.split,
-                        mode=mode, image_root=args.image_root, skip_bad=args.skip_bad)
+                        mode=mode, image_root=args.image_root,
+                        skip_bad=args.skip_bad if skip_bad is None else skip_bad,
+                        check_images=check_images)

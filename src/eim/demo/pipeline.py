@@ -179,8 +179,9 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
         recipe = task.recipe(v, p, enc["clip"], enc["lm"], s)
         prog.start(f"train-{v}-{s}", f"3/5 train {v} (seed {s}) on {len(train_ds)} training samples: "
                    + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps} steps" for st in recipe.stages))
-        stages = train(recipe, train_ds, run_dir, resume=True, quiet=quiet, banks_dir=out / "banks",
-                       callbacks=callbacks)
+        # resume: reuse a run already there; overwrite: replace one made with another recipe
+        stages = train(recipe, train_ds, run_dir, resume=True, overwrite=True, quiet=quiet,
+                       banks_dir=out / "banks", callbacks=callbacks)
         prog.finish(f"train-{v}-{s}")
         prog.start(f"eval-{v}-{s}", f"4/5 evaluate {v} (seed {s}) on {len(test_ds)} {task.test_text}")
         scores, ev, gen_seconds = evaluate_run(task, run_dir, test_ds, p, quiet=quiet)

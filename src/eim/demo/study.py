@@ -24,9 +24,8 @@ import hashlib
 import itertools
 import json
 import platform
-import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import accelerate

@@ -92,7 +92,8 @@ def check_coverage(expected, predicted, *, file=None, what="image"):
                         f"(e.g. {_few(extra)})")
     if problems:
         raise DataError("; ".join(problems), file=file,
-                        remedy="predict every image of the chosen --split and nothing else")
+                        remedy="predict every image of the chosen --split and nothing else (`eim score "
+                        "coco --exclude ID,...` leaves out images skipped as bad records)")
 
 
 def ptb_tokenize(gts, res):
@@ -220,12 +221,25 @@ def _norm_id(x):
     return int(x) if isinstance(x, str) and x.isdigit() else x
 
 
-def load_karpathy_references(path, split="test"):
+def skipped_list(skipped, found=None):
+    """``[{"id", "reason"}]`` of the records skipped as bad, for scores.json.
+
+    skipped: ``{id: reason}`` or an iterable of ``(id, reason)`` pairs or of ids; found: the ids
+    of the split (only those are listed: a bad record of another split was never to be scored).
+    """
+    items = skipped.items() if isinstance(skipped, dict) else skipped or ()
+    pairs = [(x[0], x[1]) if isinstance(x, (tuple, list)) else (x, None) for x in items]
+    return [{"id": i, "reason": why} for i, why in pairs if found is None or i in found]
+
+
+def load_karpathy_references(path, split="test", exclude=(), excluded=None):
     """{image_id: [raw reference, ...]} for one split of Karpathy's ``dataset_coco.json`` (§5).
 
     image_id is the record's ``cocoid``, or its ``imgid`` when there is none; "train" includes
-    "restval"; "all" takes every image.
+    "restval"; "all" takes every image. ``exclude``: ids left out (records a loader skipped as
+    bad, whatever is wrong with them); the ones of this split are appended to ``excluded``.
     """
+    exclude = {_norm_id(x) for x in exclude}
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}", remedy=f"use one of {', '.join(SPLITS)}")
     data = load_json(path, "Karpathy dataset_coco.json")
@@ -236,6 +250,10 @@ def load_karpathy_references(path, split="test"):
         if img.get("split") not in SPLITS[split]:
             continue
         image_id = img.get("cocoid", img.get("imgid"))
+        if image_id is not None and _norm_id(image_id) in exclude:
+            if excluded is not None:
+                excluded.append(_norm_id(image_id))
+            continue
         if image_id is None:
             raise DataError("image has neither cocoid nor imgid", file=path, record=i)
         sentences = img.get("sentences") or []
@@ -277,20 +295,41 @@ def load_predictions(path):
     return res
 
 
-def score_coco_files(gt_path, pred_path, split="test", *, spice=None, timings=None, per_image=False, meteor=True):
-    """:func:`score_captions` on a Karpathy split and a COCO results file; adds "split"."""
-    gts = load_karpathy_references(gt_path, split)
-    res = load_predictions(pred_path)
+def score_coco_files(gt_path, pred_path, split="test", *, spice=None, timings=None, skipped=None,
+                     per_image=False, meteor=True):
+    """:func:`score_captions` on a Karpathy split and a COCO results file; adds "split".
+
+    skipped: records the loader skipped as bad (``{image_id: reason}``, ``(id, reason)`` pairs or
+    ids): left out of the references, so the predictions need not cover them, and listed in the
+    result's ``"skipped"`` (those of this split). ``n_images`` counts the images scored.
+    """
+    pairs = skipped_list(skipped)
+    reasons = {_norm_id(x["id"]): x["reason"] for x in pairs}
+    found = []
+    gts = load_karpathy_references(gt_path, split, exclude=reasons, excluded=found)
+    dropped = set(found)
+    res = {k: v for k, v in load_predictions(pred_path).items() if k not in dropped}  # scores nothing
     check_coverage(gts, res, file=pred_path)
     result = score_captions(gts, res, spice=spice, timings=timings, per_image=per_image, meteor=meteor)
     result["split"] = split
+    if skipped is not None:
+        result["skipped"] = [{"id": i, "reason": reasons[i]} for i in found]
     return result
+
+
+def skipped_note(result):
+    """`` (1 bad record skipped: 391895)`` when the result lists skipped records, else nothing."""
+    skipped = result.get("skipped") or []
+    if not skipped:
+        return ""
+    n = len(skipped)
+    return f" ({n} bad record{'' if n == 1 else 's'} skipped: {_few([s['id'] for s in skipped])})"
 
 
 # The human table: percent, pycocoevalcap's names.
 def format_coco(result):
     """Aligned text table of a :func:`score_captions` result (metrics in percent)."""
-    lines = [f"COCO captions: {result['n_images']} images"
+    lines = [f"COCO captions: {result['n_images']} images scored" + skipped_note(result)
              + (f", split {result['split']}" if "split" in result else "")]
     width = max(map(len, METRICS))
     for m in METRICS:
@@ -303,4 +342,4 @@ def format_coco(result):
 
 __all__ = ["METRICS", "JavaNotFoundError", "require_java", "spice_unavailable_reason",
            "check_coverage", "ptb_tokenize", "score_captions", "load_karpathy_references",
-           "load_predictions", "score_coco_files", "format_coco"]
+           "load_predictions", "score_coco_files", "format_coco", "skipped_list"]

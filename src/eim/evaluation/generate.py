@@ -27,6 +27,7 @@ except where a task needs otherwise (:data:`TASK_DEFAULTS`); explicit arguments 
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,9 +38,10 @@ from tqdm.auto import tqdm
 from eim import __version__
 from eim.api import load_for_inference
 from eim.errors import DataError
+from eim.io import temp_sibling
 from eim.evaluation.coco import score_coco_files
 from eim.evaluation.mme import score_mme_dir
-from eim.evaluation.scienceqa import score_scienceqa_files
+from eim.evaluation.scienceqa import OPTIONS, score_scienceqa_files
 from eim.model.splice import TextEncoder
 from eim.train.checkpoint import find_checkpoint
 from eim.train.collate import Collator
@@ -57,16 +59,21 @@ PROMPTS = {
            "suffix included; nothing added)",
 }
 # Task needs that override the recipe's generation section (explicit arguments override these).
-# ScienceQA: the target is "The answer is X. BECAUSE: lecture solution", so 64+ new tokens (as
-# LaVIN's eval) and no '.' stop, which would cut right after the letter and drop the rationale.
-TASK_DEFAULTS = {"scienceqa": {"min_new_tokens": 64, "stop_text": None}}
+# ScienceQA: the target is "The answer is X. BECAUSE: lecture solution" and only the letter is
+# scored (docs/design.md §6), so decoding stops at the end of the answer sentence, whenever it
+# comes; 64+ new tokens (as LaVIN's eval) are the cap for a model that never says it. A plain
+# '.' stop would also cut a text whose first sentence is something else. `--stop-text ''` (EOS
+# only) generates the rationale too.
+ANSWER_STOPS = [f"The answer is {letter}." for letter in OPTIONS]
+TASK_DEFAULTS = {"scienceqa": {"min_new_tokens": 64, "stop_text": ANSWER_STOPS}}
 
 
 def resolve_settings(recipe, task, num_beams=None, max_new_tokens=None, batch_size=None,
                      stop_text=None, max_prompt_tokens=None):
     """Decoding settings: explicit arguments, else the task's needs, else the recipe's.
 
-    None means "not given" everywhere; pass ``stop_text=""`` for "no stop text (EOS only)".
+    None means "not given" everywhere; pass ``stop_text=""`` for "no stop text (EOS only)";
+    ``stop_text`` may be a list (stop at the first of them: ScienceQA's answer sentences).
     max_prompt_tokens defaults to ``recipe.train.max_length`` (longer prompts keep their end).
     """
     g, need = recipe.generation, TASK_DEFAULTS.get(task, {})
@@ -166,15 +173,20 @@ def write_predictions(task, samples, predictions, out_dir):
 
 def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
     """Score ``out_dir``'s prediction file with the library code behind ``eim score``; COCO and
-    ScienceQA results also carry ``per_image`` statistics (:mod:`eim.evaluation.bootstrap`)."""
+    ScienceQA results also carry ``per_image`` statistics (:mod:`eim.evaluation.bootstrap`).
+
+    Records the dataset skipped as bad (``--skip-bad``) have no prediction: they are left out of
+    the scoring and listed in the result's ``"skipped"``."""
     out_dir, split = Path(out_dir), dataset.split
+    skipped = list(getattr(dataset, "skipped", ())) or None
     if task == "coco":
         return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[task], split, spice=spice,
-                                per_image=True, meteor=meteor)
+                                skipped=skipped, per_image=True, meteor=meteor)
     if task == "scienceqa":
         problems, splits = dataset.files[:2]
-        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits, per_image=True)
-    return score_mme_dir(out_dir / PREDICTION_FILES[task])
+        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits,
+                                     skipped=skipped, per_image=True)
+    return score_mme_dir(out_dir / PREDICTION_FILES[task], skipped=skipped)
 
 
 def check_task_data(task, dataset):
@@ -210,44 +222,57 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
                                 max_prompt_tokens)
     samples = [dataset[i] for i in range(len(dataset))]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     preds = generate_predictions(model, tok, proc, recipe, samples, quiet=quiet,
                                  desc=f"eval {task}", **settings)
     seconds = time.perf_counter() - t0
-    pred_path = write_predictions(task, samples, preds, out_dir)
-    info = {
-        "checkpoint": os.path.abspath(checkpoint),
-        "weights": os.path.abspath(find_checkpoint(checkpoint)[1]),
-        "recipe": recipe.name,
-        "task": task,
-        "data": os.path.abspath(getattr(dataset, "path", None) or getattr(dataset, "root", None)
-                                or dataset.files[0]),
-        "data_format": dataset.format,
-        "split": dataset.split,
-        "samples": len(samples),
-        "predictions": os.path.relpath(pred_path, out_dir),
-        "generation": settings,
-        "prompt": dict(prompt_info(model, tok, proc, recipe, samples,
-                                   settings["max_prompt_tokens"]), source=PROMPTS[task]),
-        "device": str(device),
-        "generation_seconds": round(seconds, 3),
-        "eim_version": __version__,
-    }
-    if info["prompt"]["truncated_prompts"] and not quiet:
-        print(f"eim eval: {info['prompt']['truncated_prompts']} of {len(samples)} prompts are "
-              f"longer than {settings['max_prompt_tokens']} tokens and keep only their end "
-              "(raise --max-prompt-tokens if the LM has room)", file=sys.stderr)
-    (out_dir / "generation.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    scores = score_predictions(task, dataset, out_dir, spice=spice, meteor=meteor)
-    per_image = scores.pop("per_image", None)
-    if per_image is not None:  # what paired bootstrap intervals are computed from
-        (out_dir / "per_image.json").write_text(json.dumps(per_image) + "\n", encoding="utf-8")
-    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    # everything is written beside out_dir and moved in once scored: a failed evaluation (a
+    # scorer's error, an interrupt) leaves an earlier one in out_dir as it was
+    stage = temp_sibling(out_dir)
+    try:
+        pred_path = write_predictions(task, samples, preds, stage)
+        info = {
+            "checkpoint": os.path.abspath(checkpoint),
+            "weights": os.path.abspath(find_checkpoint(checkpoint)[1]),
+            "recipe": recipe.name,
+            "task": task,
+            "data": os.path.abspath(getattr(dataset, "path", None) or getattr(dataset, "root", None)
+                                    or dataset.files[0]),
+            "data_format": dataset.format,
+            "split": dataset.split,
+            "samples": len(samples),
+            "skipped": [{"id": rid, "reason": why} for rid, why in getattr(dataset, "skipped", ())],
+            "predictions": os.path.relpath(pred_path, stage),
+            "generation": settings,
+            "prompt": dict(prompt_info(model, tok, proc, recipe, samples,
+                                       settings["max_prompt_tokens"]), source=PROMPTS[task]),
+            "device": str(device),
+            "generation_seconds": round(seconds, 3),
+            "eim_version": __version__,
+        }
+        if info["prompt"]["truncated_prompts"] and not quiet:
+            print(f"eim eval: {info['prompt']['truncated_prompts']} of {len(samples)} prompts are "
+                  f"longer than {settings['max_prompt_tokens']} tokens and keep only their end "
+                  "(raise --max-prompt-tokens if the LM has room)", file=sys.stderr)
+        (stage / "generation.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        scores = score_predictions(task, dataset, stage, spice=spice, meteor=meteor)
+        per_image = scores.pop("per_image", None)
+        names = [PREDICTION_FILES[task], "generation.json", "scores.json"]
+        if per_image is not None:  # what paired bootstrap intervals are computed from
+            (stage / "per_image.json").write_text(json.dumps(per_image) + "\n", encoding="utf-8")
+            names.append("per_image.json")
+        (stage / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (out_dir / name).is_dir():
+                shutil.rmtree(out_dir / name)
+            os.replace(stage / name, out_dir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return scores
 
 
-__all__ = ["TASKS", "PREDICTION_FILES", "PROMPT_LAYOUT", "TASK_DEFAULTS", "resolve_settings",
+__all__ = ["TASKS", "PREDICTION_FILES", "PROMPT_LAYOUT", "TASK_DEFAULTS", "ANSWER_STOPS", "resolve_settings",
            "generate_predictions", "prompt_info", "write_predictions", "score_predictions",
            "evaluate_checkpoint"]

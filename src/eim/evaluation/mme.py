@@ -20,6 +20,7 @@ none is), and ``missing`` lists the official subtasks without a results file.
 from pathlib import Path
 
 from eim.errors import DataError
+from eim.evaluation.coco import skipped_note, skipped_list
 
 # MME's official subtask (folder and results-file) names.
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
@@ -118,8 +119,11 @@ def read_results_file(path):
     return rows
 
 
-def score_mme_dir(results_dir):
-    """:func:`score_mme` on a results folder of official ``<subtask>.txt`` files."""
+def score_mme_dir(results_dir, skipped=None):
+    """:func:`score_mme` on a results folder of official ``<subtask>.txt`` files.
+
+    skipped: images the loader skipped as bad (``{"subtask/image": reason}``, pairs or ids); they
+    have no result lines, so they are not scored, and are listed in ``"skipped"``."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError("MME results folder not found", file=results_dir)
@@ -133,13 +137,18 @@ def score_mme_dir(results_dir):
         raise DataError("no <subtask>.txt result files", file=results_dir,
                         remedy=f"expected files named after the official subtasks: "
                         f"{', '.join(SUBTASKS)}")
-    return score_mme({n: read_results_file(p) for n, p in paths.items()}, files=paths)
+    result = score_mme({n: read_results_file(p) for n, p in paths.items()}, files=paths)
+    if skipped is not None:
+        result["skipped"] = skipped_list(skipped)
+    return result
 
 
 def format_mme(result):
     """Aligned text table of a :func:`score_mme` result (acc and acc+ in percent)."""
     width = max(max(map(len, result["subtasks"]), default=0), len("subtask"))
-    lines = [f"  {'subtask':<{width}}  {'acc':>6}  {'acc+':>6}  {'score':>6}"]
+    images = sum(s["images"] for s in result["subtasks"].values())
+    lines = [f"MME: {images} images scored" + skipped_note(result),
+             f"  {'subtask':<{width}}  {'acc':>6}  {'acc+':>6}  {'score':>6}"]
     for name, s in result["subtasks"].items():
         lines.append(f"  {name:<{width}}  {100 * s['acc']:6.2f}  {100 * s['acc_plus']:6.2f}  "
                      f"{s['score']:6.2f}" + (f"  ({s['other']} not yes/no)" if s["other"] else ""))

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from eim.errors import DataError
-from eim.evaluation.coco import load_json
+from eim.evaluation.coco import skipped_note, load_json, skipped_list
 
 ANSWER_RE = re.compile(r"The answer is ([A-Z]).")
 OPTIONS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -67,11 +67,13 @@ def _few(ids):
     return ", ".join(ids[:_SHOWN_IDS]) + more
 
 
-def score_scienceqa(problems, predictions, qids, *, pred_file=None, per_image=False):
+def score_scienceqa(problems, predictions, qids, *, pred_file=None, skipped=None, per_image=False):
     """Accuracy in percent per category, and overall, on the problems ``qids`` (docs/design.md §6).
 
     problems: {qid: problem} as in problems.json (needs choices, answer, hint, image, grade,
-    subject). predictions: {qid: generated text}; qids outside ``qids`` are ignored.
+    subject). predictions: {qid: generated text}; qids outside ``qids`` are ignored. skipped:
+    problems a loader skipped as bad (``{qid: reason}``, ``(qid, reason)`` pairs or qids): not
+    scored, and listed in ``"skipped"`` (those among ``qids``).
     Returns {"NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg": percent or None
     for an empty category, "n": problems scored, "unparsed": texts without a usable letter}.
     per_image: also return ``"per_image": {"ids": qids, "stats": [[1.0 | 0.0], ...]}``, each
@@ -79,6 +81,14 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, per_image=Fa
     """
     qids = [str(q) for q in qids]
     predictions = {str(k): v for k, v in predictions.items()}
+    listed = None
+    if skipped is not None:
+        reasons = {str(x["id"]): x["reason"] for x in skipped_list(skipped)}
+        listed = [{"id": q, "reason": reasons[q]} for q in qids if q in reasons]
+        if qids and len(listed) == len(qids):
+            raise DataError(f"all {len(qids)} problems of the split were skipped as bad records",
+                            file=pred_file, remedy="run `eim data check` and fix the data")
+        qids = [q for q in qids if q not in reasons]
     if not qids:
         raise DataError("the split has no problems", file=pred_file)
     unknown = [q for q in qids if q not in problems]
@@ -90,7 +100,8 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, per_image=Fa
     if missing:
         raise DataError(f"{len(missing)} of {len(qids)} problems of the split have no prediction "
                         f"(e.g. {_few(missing)})", file=pred_file,
-                        remedy="predict every problem of the chosen split")
+                        remedy="predict every problem of the chosen split (`eim score scienceqa "
+                        "--exclude QID,...` leaves out problems skipped as bad records)")
     correct = {c: 0 for c in CATEGORIES + ("Avg",)}
     total = dict.fromkeys(correct, 0)
     unparsed, rights = 0, []
@@ -114,6 +125,8 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, per_image=Fa
     out.update(n=len(qids), unparsed=unparsed)
     if per_image:
         out["per_image"] = {"ids": qids, "stats": rights}
+    if listed is not None:
+        out["skipped"] = listed
     return out
 
 
@@ -133,8 +146,9 @@ def load_split_qids(problems_path, split="test", splits_path=None):
     return [str(q) for q in splits[split]]
 
 
-def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=None, per_image=False):
-    """:func:`score_scienceqa` on problems.json, a {qid: text} predictions file and a split."""
+def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=None, skipped=None, per_image=False):
+    """:func:`score_scienceqa` on problems.json, a {qid: text} predictions file and a split;
+    ``skipped`` as there."""
     problems = load_json(problems_path, "problems")
     if not isinstance(problems, dict):
         raise DataError("expected {qid: problem} (ScienceQA problems.json)", file=problems_path)
@@ -145,7 +159,7 @@ def score_scienceqa_files(problems_path, pred_path, split="test", splits_path=No
     if not isinstance(predictions, dict):
         raise DataError('expected {qid: "generated text"}', file=pred_path)
     qids = load_split_qids(problems_path, split, splits_path)
-    result = score_scienceqa(problems, predictions, qids, pred_file=pred_path, per_image=per_image)
+    result = score_scienceqa(problems, predictions, qids, pred_file=pred_path, skipped=skipped, per_image=per_image)
     result["split"] = split
     return result
 
@@ -155,7 +169,7 @@ def format_scienceqa(result):
     cols = CATEGORIES + ("Avg",)
     cells = ["n/a" if result[c] is None else f"{result[c]:.2f}" for c in cols]
     widths = [max(len(c), len(v)) for c, v in zip(cols, cells)]
-    title = f"ScienceQA: {result['n']} problems" + (
+    title = f"ScienceQA: {result['n']} problems scored" + skipped_note(result) + (
         f", split {result['split']}" if "split" in result else "")
     return "\n".join([
         title,

@@ -86,14 +86,16 @@ class MultimodalLM(nn.Module):
 
         ``batch`` holds prompt ids only (no response); prompts are left-padded here because
         batched decoding appends to the right. Returns one string per sample, cut after
-        ``stop_text`` when given. ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache``).
+        ``stop_text`` when given: a string, or a list of strings (decoding stops at the first
+        that appears). ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache``).
         """
         embeds, mask, _, _ = self.embed(batch, with_labels=False, side="left")
         kw = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                   num_beams=num_beams, do_sample=False, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
-        if stop_text:
-            kw.update(stop_strings=[stop_text], tokenizer=tokenizer)
+        stops = _stops(stop_text)
+        if stops:
+            kw.update(stop_strings=stops, tokenizer=tokenizer)
         adapter = lm_adapter(self.lm)
         with adapter.generating() if adapter is not None else nullcontext():
             out = self.lm.generate(**kw)
@@ -101,12 +103,17 @@ class MultimodalLM(nn.Module):
         return [cut_at_stop(t, stop_text) for t in texts]
 
 
+def _stops(stop_text):
+    """``stop_text`` (None, a string or a list of strings) as a list of non-empty strings."""
+    return [s for s in ([stop_text] if isinstance(stop_text, str) else stop_text or ()) if s]
+
+
 def cut_at_stop(text, stop_text):
-    """Keep text up to and including the first ``stop_text`` (ClipCap keeps the final '.')."""
+    """Keep text up to and including the first ``stop_text`` (ClipCap keeps the final '.'); with a
+    list, up to the end of whichever of them ends first."""
     text = text.strip()
-    if stop_text and stop_text in text:
-        text = text[: text.index(stop_text) + len(stop_text)]
-    return text
+    ends = [text.index(s) + len(s) for s in _stops(stop_text) if s in text]
+    return text[: min(ends)] if ends else text
 
 
 def build_model(recipe, device=None):

@@ -12,6 +12,7 @@ import torch
 from eim.config import build_recipe
 from eim.errors import CheckpointError
 from eim.io import load_tensors, read_json, save_tensors, write_json
+from eim.train.stage import stage_number
 
 
 def tunable_state(model):
@@ -76,8 +77,31 @@ def load_optimizer(optimizer, path_prefix):
     return meta
 
 
-def save_recipe(recipe, run_dir):
-    write_json(recipe.to_dict(), Path(run_dir) / "recipe.json")
+def rng_state():
+    """``{"rng": CPU generator state[, "cuda_rng": this device's]}``: what dropout draws from."""
+    out = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda_rng"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(tensors):
+    """Restore what :func:`rng_state` returned (the CUDA state only where there is CUDA)."""
+    torch.set_rng_state(tensors["rng"])
+    if "cuda_rng" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda_rng"])
+
+
+def save_rng(folder, rank):
+    save_tensors(rng_state(), Path(folder) / f"rng-{rank}.safetensors")
+
+
+def load_rng(folder, rank):
+    """Restore ``folder/rng-<rank>.safetensors`` when there is one (stages written before it was
+    saved have none)."""
+    path = Path(folder) / f"rng-{rank}.safetensors"
+    if path.exists():
+        set_rng_state(load_tensors(path)[0])
 
 
 def load_recipe_json(run_dir):
@@ -92,10 +116,13 @@ def find_checkpoint(path):
         weights, stage_dir = path, path.parent
     elif (path / "model.safetensors").exists():
         weights, stage_dir = path / "model.safetensors", path
-    elif path.is_dir():
-        stages = sorted(p for p in path.glob("stage-*") if (p / "model.safetensors").exists())
+    elif path.is_dir():  # finished stages only (not a .partial one), stage 10 after stage 9
+        stages = sorted((p for p in path.glob("stage-*") if (p / "stage.json").exists()
+                         and (p / "model.safetensors").exists() and not p.name.endswith(".partial")),
+                        key=lambda p: (stage_number(p), p.name))
         if not stages:
-            raise CheckpointError(f"{path}: no finished stage (stage-*/model.safetensors) in this run folder")
+            raise CheckpointError(f"{path}: no finished stage (stage-*/model.safetensors with its stage.json) "
+                                  "in this run folder")
         weights, stage_dir = stages[-1] / "model.safetensors", stages[-1]
     else:
         raise CheckpointError(f"{path}: no such checkpoint file or folder")

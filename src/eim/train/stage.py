@@ -51,6 +51,14 @@ def stage_dir(run_dir, k, stage):
     return Path(run_dir) / f"stage-{k}-{stage.name}"
 
 
+def stage_number(path):
+    """k of ``stage-<k>-<name>`` (sorts stage 10 after stage 9)."""
+    try:
+        return int(Path(path).name.split("-")[1])
+    except (IndexError, ValueError):
+        return -1
+
+
 def stage_steps(stage, n_samples, recipe, world=1):
     """Optimiser steps of a stage (``steps`` or ``epochs`` × global micro-batches / accumulation)."""
     if stage.steps is not None:

@@ -18,40 +18,42 @@ one process with batch W·b (up to float summation order), last partial batch in
 are the global values; rank 0 alone writes metrics, checkpoints and ``stage.json`` and shows the
 progress bar. The run folder must be on a filesystem all ranks see (resume reads it).
 
-Per stage k, ``RUN_DIR/stage-<k>-<name>/`` receives ``model.safetensors`` (the tuned tensors at
-the end of the stage), ``metrics.jsonl`` (one line per logged step), ``stage.json`` (wall-clock,
-steps, final losses) and, while the stage runs, ``checkpoint/`` (model + optimizer + RNG + data
-position) every ``train.save_every`` steps. ``--resume`` skips finished stages and continues the
-running one from its checkpoint; the result equals an uninterrupted run.
+Stage k runs in ``RUN_DIR/stage-<k>-<name>.partial/``: ``metrics.jsonl`` (one line per logged
+step) and ``checkpoint/`` (model + optimizer + RNG + data position, every ``train.save_every``
+steps, swapped in whole). When it finishes, ``model.safetensors`` (the tuned tensors),
+``stage.json`` (wall-clock, steps, final losses) and the RNG state are written and the folder is
+renamed to ``stage-<k>-<name>/`` (:mod:`eim.train.run_dir` keeps a failed command from changing
+what the folder held). ``--resume`` reuses finished stages and continues the running one from its
+checkpoint; the result is bit-identical to an uninterrupted run wherever the kill happened.
 """
 
 import json
-import os
 import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedType, InitProcessGroupKwargs
+from accelerate.utils import DistributedType
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from eim.config import SEGMENTS
-from eim.data import load_image
-from eim.distributed import all_reduce_sum, world_size
-from eim.io import load_tensors, save_tensors, write_json
-from eim.losses import build_losses
+from eim.distributed import all_reduce_sum, broadcast_object, world_size
+from eim.errors import WriteError
+from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
+from eim.losses import LOSS_BANK, build_losses
 from eim.model.splice import TextEncoder
-from eim.train.checkpoint import (load_model_weights, load_optimizer, save_model, save_optimizer,
-                                  save_recipe, tunable_state)
+from eim.train.accelerator import make_accelerator
+from eim.train.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
+                                  save_optimizer, save_rng, set_rng_state, tunable_state)
+from eim.train.run_dir import RunFolder, identity
 from eim.train.collate import Collator
+from eim.train.features import FeatureCache
 from eim.train.sampler import EpochBatches, Rows, ValidCollate
-from eim.train.stage import StageStep, stage_dir, stage_steps
+from eim.train.stage import StageStep, stage_steps
 
 
 @dataclass
@@ -69,6 +71,7 @@ class StageRun:
     total: int  # optimiser steps
     step: int = 0  # optimiser steps done
     resuming: bool = False
+    rng: dict = None  # the RNG state to resume with (from the checkpoint)
     t0: float = field(default_factory=time.time)
     step_p: object = None  # the prepared StageStep (DDP/FSDP/DeepSpeed wrapper)
     opt_p: object = None  # the prepared optimizer
@@ -100,7 +103,8 @@ class Trainer:
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
         self.encoder = TextEncoder(tokenizer, recipe.train.max_length)
-        self._feature_cache = None  # (vision version, {image path: features})
+        self.features = FeatureCache(model, dataset, image_processor, recipe.generation.batch_size * 4, self.acc.device,
+                                     quiet=quiet or not self.acc.is_main_process)
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
 
     @property
@@ -109,21 +113,36 @@ class Trainer:
         return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
     # ------------------------------------------------------------------------------------------
-    def run(self, resume=False):
-        """Train every stage in order; returns ``[stage summary dicts]``."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.model.to(self.acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
-        if self.acc.is_main_process:
-            save_recipe(self.recipe, self.run_dir)
+    def run(self, resume=False, overwrite=False):
+        """Train every stage in order; returns ``[stage summary dicts]``.
+
+        Nothing in the run folder is touched before :meth:`RunFolder.check` has accepted it
+        (:mod:`eim.train.run_dir`: a different run, or output without ``resume``, is refused
+        unless ``overwrite``); each stage runs in its ``.partial`` folder, moved into place when
+        it finishes."""
+        acc = self.acc
+        self.folder = RunFolder(self.run_dir, identity(self.recipe, self.dataset), main=acc.is_main_process)
+        self.folder.accept(broadcast_object(self.folder.check(resume, overwrite) if acc.is_main_process else None))
+        acc.wait_for_everyone()
+        self.model.to(acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
         summaries = []
         for k, stage in enumerate(self.recipe.stages):
-            d = stage_dir(self.run_dir, k, stage)
-            if resume and (d / "stage.json").exists():
+            state = broadcast_object(self.folder.stage_state(k, stage, resume) if acc.is_main_process else None)
+            acc.wait_for_everyone()
+            d = self.folder.final(k, stage)
+            if state == "finished":
                 load_model_weights(self.model, d / "model.safetensors")
+                load_rng(d, self.rank)  # the next stage starts from the RNG this one ended with
                 summaries.append(json.loads((d / "stage.json").read_text()))
                 self._say(f"stage {k} ({stage.name}): already finished, reusing {d}/model.safetensors")
                 continue
-            summaries.append(self.run_stage(k, stage, d, resume))
+            part = self.folder.start(k, stage, fresh=state == "fresh")
+            try:
+                summaries.append(self.run_stage(k, stage, part, state == "resume"))
+            except BaseException:
+                self.folder.abandon(k, stage)  # keeps it only when it holds a checkpoint to resume
+                raise
+        self.folder.write_identity()  # a run that reused every stage may have new generation settings
         return summaries
 
     def run_stage(self, k, stage, d, resume):
@@ -134,7 +153,9 @@ class Trainer:
         bar = tqdm(total=run.total, initial=run.step, desc=f"stage {k} {stage.name}",
                    disable=self.quiet or not self.acc.is_main_process, dynamic_ncols=True)
         last = {}
-        batches = iter(loader)
+        batches = iter(loader)  # draws a seed from the RNG: restore the checkpoint's after it
+        if run.rng is not None:
+            set_rng_state(run.rng)
         while run.step < run.total:
             last = self._optimizer_step(run, batches)
             bar.update(1)
@@ -151,10 +172,11 @@ class Trainer:
     # --- the named steps of a stage -------------------------------------------------------------
     def _setup_stage(self, k, stage, d, resume):
         """Trainable set, losses, optimizer and schedule; restores them from ``d/checkpoint`` when
-        resuming. A fresh start replaces the stage's old ``metrics.jsonl``."""
+        resuming (``d`` is the stage's ``.partial`` folder, emptied for a fresh start)."""
         r, model, acc = self.recipe, self.model, self.acc
         t0 = time.time()
         trainable = self._set_trainable(stage)
+        self._build_banks(stage)
         losses = build_losses(stage, r, self.banks, model)
         for m, _ in losses.values():
             m.to(acc.device)
@@ -165,24 +187,22 @@ class Trainer:
         # not prepared: accelerate would step it once per process
         sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
         run = StageRun(k, stage, d, losses, trainable, loss_params, opt, sched, total, t0=t0)
-        run.resuming = resume and (run.ckpt / "model.safetensors").exists()
+        run.resuming = resume
         if run.resuming and not self._engine_shards:
             load_model_weights(model, run.ckpt / "model.safetensors")
             extra = load_optimizer(opt, run.ckpt / "optimizer")
-            run.step = extra["step"]
-            rng = run.ckpt / f"rng-{self.rank}.safetensors"  # ranks > 0; rank 0's is in the optimizer file
-            torch.set_rng_state(load_tensors(rng)[0]["rng"] if rng.exists() else extra["tensors"]["rng"])
+            run.step, run.rng = extra["step"], extra["tensors"] or None  # (rank 0's, in older checkpoints)
         elif run.resuming:
             run.step = json.loads((run.ckpt / "step.json").read_text())["step"]
-        elif d.exists() and (d / "metrics.jsonl").exists() and acc.is_main_process:
-            (d / "metrics.jsonl").unlink()  # a fresh start of this stage replaces its old log
         if run.resuming:
+            rng = run.ckpt / f"rng-{self.rank}.safetensors"  # set once the loader's iterator exists
+            run.rng = load_tensors(rng)[0] if rng.exists() else run.rng
             with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is due
                 warnings.simplefilter("ignore", UserWarning)
                 for _ in range(run.step):
                     sched.step()
             self._say(f"stage {k} ({stage.name}): resuming at step {run.step}/{total} from {run.ckpt}")
-        d.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()  # the .partial folder exists before anyone writes into it
         return run
 
     def _loader(self, run):
@@ -192,7 +212,7 @@ class Trainer:
         features = None
         if "vision" not in stage.trainable and r.train.cache_clip_features and any(
                 n in stage.losses for n in ("base", "st")):
-            features = self._cached_features()
+            features = self.features.get()
         mode = "text" if set(stage.losses) == {"lm"} and r.eim.lm_query_input == "text" else "train"
         collate = ValidCollate(Collator(self.encoder, self.proc, mode=mode, features=features))
         A = r.train.grad_accum
@@ -260,16 +280,20 @@ class Trainer:
                 **{f"loss_{n}": v for n, v in zip(names, means)}}
 
     def _finish_stage(self, run, last):
-        """Write the stage's tuned tensors and ``stage.json``, drop its checkpoint; returns the summary."""
+        """Write the stage's tuned tensors, ``stage.json`` and RNG states, drop its checkpoint and
+        move the folder into place; returns the summary."""
         acc, stage = self.acc, run.stage
         tensors = self._tunable_tensors(run.step_p)
         summary = {"stage": run.k, "name": stage.name, "steps": run.total, "losses": stage.losses,
                    "trainable": stage.trainable, "final": last, "seconds": round(time.time() - run.t0, 3)}
+        save_rng(run.dir, self.rank)  # every rank its own: where the next stage's RNG starts
+        acc.wait_for_everyone()
         if acc.is_main_process:
             save_tensors(tensors, run.dir / "model.safetensors",
                          {"recipe": self.recipe.name, "stage": str(run.k), "stage_name": stage.name})
-            write_json(summary, run.dir / "stage.json")
+            write_json(summary, run.dir / "stage.json")  # from here the stage counts as finished
             shutil.rmtree(run.ckpt, ignore_errors=True)
+            self.folder.commit(run.k, stage)  # .partial -> stage-<k>-<name>/
         acc.wait_for_everyone()
         acc.free_memory()  # drop this stage's wrapper (DDP buckets, engine) before the next stage
         return summary
@@ -295,35 +319,6 @@ class Trainer:
                     params.append(p)
         return params
 
-    def _vision_version(self):
-        """Changes whenever a vision parameter does: torch bumps a tensor's version counter on
-        every in-place change (an optimiser step, loading a checkpoint)."""
-        return tuple((id(p), p._version) for p in self.model.vision.parameters())
-
-    @torch.inference_mode()
-    def _cached_features(self):
-        """Frozen-CLIP outputs of every distinct image (ClipCap does this), computed when a stage
-        first needs them and again whenever CLIP has changed since (a stage trained it, or its
-        weights were loaded), never stale.
-
-        Every rank computes the whole cache (every rank may draw any sample).
-        """
-        version = self._vision_version()
-        if self._feature_cache is not None and self._feature_cache[0] == version:
-            return self._feature_cache[1]
-        paths = sorted({s.image for s in (self.dataset[i] for i in range(len(self.dataset))) if s.image})
-        self.model.eval()
-        cache = {}
-        bs = self.recipe.generation.batch_size * 4
-        for i in tqdm(range(0, len(paths), bs), desc="CLIP features", disable=self.quiet or not self.acc.is_main_process):
-            chunk = paths[i : i + bs]
-            pix = self.proc(images=[load_image(p) for p in chunk], return_tensors="pt")["pixel_values"]
-            feats = self.model.vision(pix.to(self.acc.device)).float().cpu()
-            cache.update(zip(chunk, feats))
-        self.model.train()
-        self._feature_cache = (version, cache)
-        return cache
-
     def _tunable_tensors(self, step_p):
         """``{name: tensor}`` of the tuned parameters, whole (gathered under FSDP/DeepSpeed: a
         collective, every rank calls it; the full tensors land on rank 0)."""
@@ -334,38 +329,52 @@ class Trainer:
         return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.") and k[len("model."):] in names}
 
     def _checkpoint(self, ckpt, opt, step_p, step):
-        """Model + optimizer + RNG at ``step``; every rank returns only once it is written."""
-        if self._engine_shards:  # sharded optimizer state: accelerate writes each rank's part
-            self.acc.save_state(str(ckpt / "state"))
-            tensors = self._tunable_tensors(step_p)
-            if self.acc.is_main_process:
-                save_tensors(tensors, ckpt / "model.safetensors")
-                write_json({"step": step}, ckpt / "step.json")
-        else:  # DDP: model and optimizer are replicated, rank 0 writes them; RNG is per rank
-            if self.acc.is_main_process:
-                save_model(self.model, ckpt / "model.safetensors")
-                save_optimizer(opt, ckpt / "optimizer", {"step": step, "tensors": {"rng": torch.get_rng_state()}})
-            else:
-                save_tensors({"rng": torch.get_rng_state()}, ckpt / f"rng-{self.rank}.safetensors")
-        self.acc.wait_for_everyone()  # a job killed after this point resumes from a whole checkpoint
+        """Model + optimizer + RNG at ``step``, written into ``checkpoint.tmp/`` and swapped in
+        whole (:func:`eim.io.replace_dir`): a kill or a full disk at any point leaves the previous
+        checkpoint usable. Every rank returns only once it is in place."""
+        acc, tmp = self.acc, ckpt.with_name(ckpt.name + ".tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        try:
+            if self._engine_shards:  # sharded optimizer state: accelerate writes each rank's part
+                acc.save_state(str(tmp / "state"))
+                tensors = self._tunable_tensors(step_p)
+                if acc.is_main_process:
+                    save_tensors(tensors, tmp / "model.safetensors")
+                    write_json({"step": step}, tmp / "step.json")
+            elif acc.is_main_process:  # DDP: model and optimizer are replicated, rank 0 writes them
+                save_model(self.model, tmp / "model.safetensors")
+                save_optimizer(opt, tmp / "optimizer", {"step": step})
+            save_tensors(rng_state(), tmp / f"rng-{self.rank}.safetensors")  # RNG is per rank
+        except WriteError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = (f"the checkpoint at {ckpt} is intact: free space, then run again with --resume" if ckpt.exists()
+                    else "this stage had no checkpoint yet: free space, then run again with --resume")
+            raise WriteError(f"cannot write {getattr(e, 'path', tmp)}: {getattr(e, 'reason', e)}; {kept}") from e
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            replace_dir(tmp, ckpt)
+        acc.wait_for_everyone()  # a job killed after this point resumes from this checkpoint
+
+    def _build_banks(self, stage):
+        """Build (or load) the stage's feature banks with the RNG set aside: whether a bank is
+        built, resumed from its parts or reused must not change the training that follows."""
+        if self.banks is None:
+            return
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        for name in sorted({LOSS_BANK[n] for n in stage.losses if n in LOSS_BANK}):
+            with torch.random.fork_rng(devices=cuda):
+                self.banks.get(name)
 
     def _log(self, d, record):
         if self.acc.is_main_process:
-            with open(d / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(d / "metrics.jsonl", json.dumps(record))
 
     def _say(self, msg):
         if self.acc.is_main_process and not self.quiet:
             print(msg, flush=True)
-
-
-def make_accelerator(recipe):
-    """The ``Accelerator`` for a recipe: its precision and accumulation; distribution (DDP, FSDP,
-    DeepSpeed, process count) comes from the launcher (``accelerate launch --config_file``,
-    ``torchrun``). Collective timeouts are long: rank 0 may be writing a large bank meanwhile."""
-    return Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision),
-                       cpu=not torch.cuda.is_available(), gradient_accumulation_steps=recipe.train.grad_accum,
-                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))])
 
 
 def _average_grads(params):
@@ -378,13 +387,3 @@ def _average_grads(params):
 
 def _to_device(batch, device):
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _mixed_precision(mode):
-    if mode != "auto":
-        return mode
-    if os.environ.get("ACCELERATE_MIXED_PRECISION"):  # `accelerate launch` with a config: it decides
-        return None
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"

@@ -51,7 +51,7 @@ class Alpaca(RecordDataset):
             prompt = (PROMPT_INPUT.format(instruction=ins, input=inp) if inp
                       else PROMPT_NO_INPUT.format(instruction=ins))
             self._rows.append((pos, prompt, out))
-        self._report_skipped()
+        self._finish()
 
     def _sample(self, i, row):
         pos, prompt, out = row

@@ -20,7 +20,6 @@ other captions of the same image (docs/design.md §2, ``same_image: mask``).
 import os
 
 from eim.data.base import BadRecord, RecordDataset, abspath, read_json, require, text_field
-from eim.data.images import ImageChecker
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -58,7 +57,7 @@ class CocoKarpathy(RecordDataset):
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DataError("expected an object with an 'images' list (Karpathy's format)",
                             file=path, remedy="point --data at dataset_coco.json")
-        check = ImageChecker(check_images)
+        check = self._checker(check_images)
         wanted = SPLITS[split]
         seen = {}
         self._images = []  # (abs image path, image_id, record split, [(sentid, raw), ...])
@@ -84,7 +83,7 @@ class CocoKarpathy(RecordDataset):
                     sid = s.get("sentid")
                     caps.append((sid, text_field(s, "raw", f"caption (sentid {sid})")))
                 img = abspath(self.image_root, rec.get("filepath") or "", rec["filename"])
-                bad = check(img)
+                bad = check(img, rid, path)
                 if bad:
                     raise BadRecord(bad)
             except BadRecord as b:
@@ -95,7 +94,7 @@ class CocoKarpathy(RecordDataset):
             self._rows = [(k, j) for k, im in enumerate(self._images) for j in range(len(im[3]))]
         else:
             self._rows = list(range(len(self._images)))
-        self._report_skipped()
+        self._finish(check)
 
     def _sample(self, i, row):
         if self.mode == "train":
@@ -112,4 +111,5 @@ class CocoKarpathy(RecordDataset):
 
     @property
     def num_images(self):
-        return len(self._images)
+        """Images with at least one sample (an image dropped by the decode check has none)."""
+        return len({row[0] if isinstance(row, tuple) else row for row in self._rows})

@@ -15,7 +15,6 @@ import os
 import re
 
 from eim.data.base import BadRecord, RecordDataset, abspath, read_json
-from eim.data.images import ImageChecker
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -43,7 +42,7 @@ class LLaVAInstruct(RecordDataset):
         if not isinstance(data, list):
             raise DataError("expected a JSON list of conversations (LLaVA's format)", file=path,
                             remedy="point --data at a LLaVA instruction JSON")
-        check = ImageChecker(check_images)
+        check = self._checker(check_images)
         seen = {}
         for pos, rec in enumerate(data):
             rid = rec.get("id", f"#{pos}") if isinstance(rec, dict) else f"#{pos}"
@@ -58,7 +57,7 @@ class LLaVAInstruct(RecordDataset):
                 img = None
                 if rec.get("image"):
                     img = abspath(self.image_root, rec["image"])
-                    bad = check(img)
+                    bad = check(img, rid, path)
                     if bad:
                         hint = "" if image_root else " (relative paths resolve against the " \
                             "JSON's folder; pass --image-root DIR)"
@@ -70,7 +69,7 @@ class LLaVAInstruct(RecordDataset):
             for t, (q, a) in enumerate(pairs):
                 self._rows.append((rid, img, history + q, a, t))
                 history += HISTORY_TEMPLATE.format(question=q, answer=a)
-        self._report_skipped()
+        self._finish(check)
 
     @staticmethod
     def _turn_pairs(conv):

@@ -4,20 +4,20 @@
 ``images/`` and ``questions_answers_YN/``. Each ``<image stem>.txt`` has two lines
 ``question<TAB>answer`` (``Yes``/``No``; the true statement first). One sample per question,
 ordered by subtask, then image, then line, so the two questions of an image are consecutive
-(what acc+ needs and what the official result files expect). The split argument is a label:
-MME is one test set.
+(what acc+ needs and what the official result files expect). MME is one test set: the split
+argument is ignored and ``.split`` is always ``"test"``.
 """
 
 import os
 
 from eim.data.base import BadRecord, RecordDataset, abspath
-from eim.data.images import ImageChecker
 from eim.data.sample import Sample
 from eim.errors import DataError
 
 QA_DIR, IMAGE_DIR = "questions_answers_YN", "images"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 ANSWERS = {"yes": "Yes", "no": "No"}
+SPLIT = "test"  # the benchmark's one split
 
 
 def subtask_layout(folder):
@@ -60,12 +60,12 @@ class MME(RecordDataset):
 
     def __init__(self, path, split="test", mode="eval", image_root=None, skip_bad=False,
                  check_images=True):
-        super().__init__(split, mode, skip_bad)
+        super().__init__(SPLIT, mode, skip_bad)  # whatever --split says: MME is one test set
         root = os.path.abspath(path)
         self.root = root
         if not os.path.isdir(root):
             raise DataError("not a folder", file=root, remedy="point --data at the MME root")
-        check = ImageChecker(check_images)
+        check = self._checker(check_images)
         subtasks = [n for n in sorted(os.listdir(root))
                     if os.path.isdir(os.path.join(root, n))
                     and subtask_layout(os.path.join(root, n))]
@@ -84,7 +84,7 @@ class MME(RecordDataset):
                 try:
                     pairs = self._read_pairs(txt_path)
                     img = _find_image(image_dir, stem, names)
-                    bad = check(img)
+                    bad = check(img, rid, txt_path)
                     if bad:
                         raise BadRecord(bad)
                 except BadRecord as b:
@@ -92,7 +92,7 @@ class MME(RecordDataset):
                     continue
                 for order, (q, a) in enumerate(pairs):
                     self._rows.append((sub, img, q, a, order))
-        self._report_skipped()
+        self._finish(check)
 
     @staticmethod
     def _read_pairs(txt_path):

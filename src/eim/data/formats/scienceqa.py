@@ -16,7 +16,6 @@ import os
 import string
 
 from eim.data.base import BadRecord, RecordDataset, abspath, read_json, require
-from eim.data.images import ImageChecker
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -89,7 +88,7 @@ class ScienceQA(RecordDataset):
             raise DataError(f"unknown split {split!r} (this file has: {', '.join(splits)})",
                             file=splits_file, remedy="pass --split with one of them")
         dups = set(dups)
-        check = ImageChecker(check_images)
+        check = self._checker(check_images)
         seen = set()
         for qid in splits[split]:
             qid = str(qid)
@@ -113,14 +112,14 @@ class ScienceQA(RecordDataset):
                 if p.get("image"):
                     folder = str(p.get("split") or IMAGE_SPLIT.get(split, split))
                     img = abspath(self.image_root, folder, qid, p["image"])
-                    bad = check(img)
+                    bad = check(img, qid, problems_file)
                     if bad:
                         raise BadRecord(bad)
             except BadRecord as b:
                 self._reject(qid, str(b), problems_file)
                 continue
             self._rows.append((qid, p, img))
-        self._report_skipped()
+        self._finish(check)
 
     def _sample(self, i, row):
         qid, p, img = row

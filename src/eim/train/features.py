@@ -1,0 +1,43 @@
+"""The frozen-CLIP feature cache (docs/design.md §3): CLIP's outputs of every distinct training
+image, computed once, as ClipCap does, and read by the stages that do not train CLIP."""
+
+import torch
+from tqdm.auto import tqdm
+
+from eim.data import load_image
+
+
+class FeatureCache:
+    """``get() -> {image path: features}``, computed when a stage first needs it and again
+    whenever CLIP has changed since (a stage trained it, or its weights were loaded): never stale.
+
+    The key is the vision parameters' version counters (torch bumps a tensor's on every in-place
+    change: an optimiser step, ``copy_`` from a checkpoint). Every rank computes the whole cache
+    (every rank may draw any sample).
+    """
+
+    def __init__(self, model, dataset, image_processor, batch_size, device, quiet=True):
+        self.model, self.dataset, self.proc = model, dataset, image_processor
+        self.batch_size, self.device, self.quiet = batch_size, device, quiet
+        self._version, self._cache = None, None
+
+    def version(self):
+        return tuple((id(p), p._version) for p in self.model.vision.parameters())
+
+    @torch.inference_mode()
+    def get(self):
+        version = self.version()
+        if self._cache is not None and self._version == version:
+            return self._cache
+        paths = sorted({s.image for s in (self.dataset[i] for i in range(len(self.dataset))) if s.image})
+        self.model.eval()
+        cache = {}
+        bs = self.batch_size
+        for i in tqdm(range(0, len(paths), bs), desc="CLIP features", disable=self.quiet):
+            chunk = paths[i : i + bs]
+            pix = self.proc(images=[load_image(p) for p in chunk], return_tensors="pt")["pixel_values"]
+            feats = self.model.vision(pix.to(self.device)).float().cpu()
+            cache.update(zip(chunk, feats))
+        self.model.train()
+        self._version, self._cache = version, cache
+        return cache
