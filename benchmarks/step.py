@@ -37,10 +37,10 @@ PREFIX, CAPTION, BATCH, WIDTH, LAYERS, VOCAB, CLIP_DIM = 10, 30, 40, 768, 12, 40
 
 
 def _words(n_words, seed):
+    """Caption-like text over ~200 made-up words (enough for the BPE to fill a 400-token vocabulary)."""
     g = torch.Generator().manual_seed(seed)
-    colours = ["red", "green", "blue", "yellow", "black", "white"]
-    things = ["circle", "square", "cross", "diamond", "dog", "cat", "table", "chair"]
-    pool = colours + things + ["a", "the", "on", "with", "near", "and", "of", "small", "large"]
+    syl = ["ka", "lo", "mi", "tu", "re", "sa", "no", "vi", "de", "po", "ri", "gu", "fe", "ba", "zo"]
+    pool = [a + b + c for a in syl[:6] for b in syl[5:11] for c in syl[9:]][:200] + ["a", "the", "on", "with"]
     return " ".join(pool[int(i)] for i in torch.randint(0, len(pool), (n_words,), generator=g))
 
 
@@ -50,7 +50,8 @@ def make_assets(root):
     from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer
 
     quiet_transformers()
-    tok = make_tokenizer([_words(40, s) for s in range(200)], vocab_size=VOCAB)
+    tok = make_tokenizer([_words(40, s) for s in range(500)], vocab_size=VOCAB)
+    assert len(tok) == VOCAB, len(tok)
     make_tiny_clip(root / "clip", tok, image_size=32, patch_size=8, width=32, layers=1, heads=2,
                    projection_dim=CLIP_DIM, text_width=32)
     make_tiny_lm(root / "lm", tok, arch="gpt2", width=WIDTH, layers=LAYERS, heads=12)
@@ -72,8 +73,13 @@ def captions(tok, n, n_tokens):
     return out
 
 
-def eim_side(root, tok, texts, steps):
-    """The trainer of ``eim train clipcap`` set up for one stage; returns ``step()``."""
+def eim_side(root, tok, texts, steps, unfused=False):
+    """The trainer of ``eim train clipcap`` set up for one stage; returns ``step()``.
+
+    ``unfused``: with transformers' ``gelu_new`` and the single-tensor AdamW, as before issue 16
+    (the ablation row; the splice stays vectorised)."""
+    import eim.model.lm as lm_mod
+    import eim.train.trainer as trainer_mod
     from eim.config import load_recipe
     from eim.data.sample import Sample
     from eim.model.multimodal import build_model
@@ -82,6 +88,10 @@ def eim_side(root, tok, texts, steps):
 
     recipe = load_recipe("clipcap", {"vision.name_or_path": str(root / "clip"), "lm.name_or_path": str(root / "lm"),
                                      "train.warmup_steps": 0, "stages.0.epochs": None, "stages.0.steps": steps})
+    saved = lm_mod.fused_activations, trainer_mod._adamw
+    if unfused:
+        lm_mod.fused_activations = lambda m: m
+        trainer_mod._adamw = lambda params, lr, wd, fused=True: torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     torch.manual_seed(0)
     model, _ = build_model(recipe)
     proc = load_image_processor(str(root / "clip"), model.vision.vision_model.config.image_size)
@@ -94,6 +104,7 @@ def eim_side(root, tok, texts, steps):
     run = trainer._setup_stage(0, stage, root / "run" / "stage-0-base", False)
     loader = trainer._loader(run)
     trainer._prepare(run)
+    lm_mod.fused_activations, trainer_mod._adamw = saved
     batches = iter(loader)
     return lambda: trainer._optimizer_step(run, batches)["loss"]
 
@@ -144,6 +155,8 @@ def main():
     ap.add_argument("clipcap_train_py", help="path of ClipCap's train.py (rmokady/CLIP_prefix_caption)")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per side (after one warm-up step each)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ablation", action="store_true",
+                    help="also time eim with gelu_new and the single-tensor AdamW (the kernels before issue 16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     n = BATCH * (a.steps + 2)
@@ -151,24 +164,31 @@ def main():
         root = Path(tmp)
         tok = make_assets(root)
         texts = captions(tok, n, CAPTION - 1)
-        eim_step = eim_side(root, tok, texts, a.steps + 2)
-        cc_step = clipcap_side(a.clipcap_train_py, root, tok, texts)
-        times = {"eim": [], "clipcap": []}
+        sides = {"eim": eim_side(root, tok, texts, a.steps + 2),
+                 "clipcap": clipcap_side(a.clipcap_train_py, root, tok, texts)}
+        if a.ablation:
+            sides["unfused"] = eim_side(root, tok, texts, a.steps + 2, unfused=True)
+        times = {name: [] for name in sides}
         for i in range(a.steps + 1):
-            for name, fn in (("eim", eim_step), ("clipcap", cc_step)):
+            for name, fn in sides.items():
                 t0 = time.perf_counter()
                 fn()
                 if i:
                     times[name].append(time.perf_counter() - t0)
-    e, c = statistics.median(times["eim"]), statistics.median(times["clipcap"])
+    c = statistics.median(times["clipcap"])
     print(f"torch {torch.__version__}, {a.threads} threads on {os.cpu_count()} CPUs; GPT-2 {LAYERS} × {WIDTH}, "
           f"vocab {VOCAB}, batch {BATCH}, {PREFIX} prefix + {CAPTION} caption tokens, AdamW, float32; "
           f"{a.steps} steps each, interleaved, load avg {os.getloadavg()[0]:.1f}\n")
     print("| | step (s), median | min–max (s) | samples/s | throughput vs ClipCap |")
     print("|---|---|---|---|---|")
-    for name, t in (("ClipCap train.py", times["clipcap"]), ("eim train clipcap", times["eim"])):
+    rows = [("ClipCap train.py", "clipcap"), ("eim train clipcap", "eim"),
+            ("eim, gelu_new + single-tensor AdamW (ablation)", "unfused")]
+    for label, name in rows:
+        if name not in times:
+            continue
+        t = times[name]
         m = statistics.median(t)
-        print(f"| {name} | {m:.2f} | {min(t):.2f}–{max(t):.2f} | {BATCH / m:.2f} | {c / m:.2f}× |")
+        print(f"| {label} | {m:.2f} | {min(t):.2f}–{max(t):.2f} | {BATCH / m:.2f} | {c / m:.2f}× |")
 
 
 if __name__ == "__main__":

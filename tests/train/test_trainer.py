@@ -71,3 +71,13 @@ def test_lora_modes_train_only_lora_and_projector(tiny_dir, data, tmp_path):
     init = tunable_state(model)
     lm_lora_b = [k for k in final if k.startswith("lm.") and "lora_B" in k]
     assert lm_lora_b and any(not torch.equal(final[k], init[k]) for k in lm_lora_b)  # LoRA B starts at 0, then trains
+
+
+def test_stage_optimizer_is_fused_adamw_on_cpu():
+    from eim.train.trainer import _adamw
+
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    assert _adamw(params, 1e-3, 0.0).defaults["fused"] is True
+    assert not _adamw(params, 1e-3, 0.0, fused=False).defaults["fused"]  # FSDP / DeepSpeed: engine default
+    ints = [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.zeros(2, dtype=torch.long)]
+    assert not _adamw(ints, 1e-3, 0.0).defaults["fused"]  # fused needs floating tensors

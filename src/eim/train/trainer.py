@@ -159,7 +159,7 @@ class Trainer:
             m.to(acc.device)
         loss_params = [p for m, _ in losses.values() for p in m.parameters() if p.requires_grad]
         total = stage_steps(stage, len(self.dataset), r, self.world)
-        opt = torch.optim.AdamW(trainable + loss_params, lr=r.stage_lr(stage), weight_decay=r.train.weight_decay)
+        opt = _adamw(trainable + loss_params, r.stage_lr(stage), r.train.weight_decay, fused=not self._engine_shards)
         warmup = min(r.train.warmup_steps, max(total // 10, 0))
         # not prepared: accelerate would step it once per process
         sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
@@ -356,6 +356,15 @@ def _average_grads(params):
     for p in params:
         if p.grad is not None and not isinstance(p, DTensor):
             all_reduce_sum(p.grad).div_(world_size())
+
+
+def _adamw(params, lr, weight_decay, fused=True):
+    """AdamW, fused where torch has the kernel for these parameters (CPU, CUDA): one pass per
+    tensor instead of seven, the same update to float rounding (issue 16: 0.15 s instead of 1.0 s
+    for GPT-2's 124M parameters on 2 CPU cores). FSDP/DeepSpeed keep their engine's default."""
+    if fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _to_device(batch, device):
