@@ -26,6 +26,7 @@ order, so a result depends on the thread count only through float summation orde
 split-precision tensor-core GEMMs in one kernel per block; otherwise the torch loop below runs.
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -172,7 +173,7 @@ def stream_lse(qn, bank, index, tau, exclude, normalized, rows, want_weights=Tru
     if qn.shape[0] == 0 or bank.shape[0] == 0:
         return _stream_online(qs, bank, index, exclude, normalized, rows, want_weights)
     if 1.0 / tau <= MAX_SHIFT:
-        if qn.device.type == "cuda":
+        if qn.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":  # CPU: Triton's interpreter (tests)
             from eim.losses import stream_triton  # optional: needs triton, and a CUDA device to run
 
             if stream_triton.available(bank):

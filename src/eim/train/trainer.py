@@ -363,7 +363,10 @@ def _adamw(params, lr, weight_decay, fused=True):
     tensor instead of seven, the same update to float rounding (issue 16: 0.15 s instead of 1.0 s
     for GPT-2's 124M parameters on 2 CPU cores). FSDP/DeepSpeed keep their engine's default."""
     if fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except RuntimeError:  # torch < 2.4 has no fused AdamW for CPU tensors
+            pass
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
