@@ -73,13 +73,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N = 566,747 × 768 only")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--block-mib", type=float, default=0,
+                    help="GPU block size in MiB of float32 rows (default: eim.losses.stream.CHUNK_BYTES, 32)")
     a = ap.parse_args()
-    from eim.losses import stream_triton
+    from eim.losses import stream, stream_triton
     from eim.losses.infonce import bank_infonce
 
+    if a.block_mib:
+        stream.CHUNK_BYTES = int(a.block_mib * 2**20)
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name()
-    print(f"{name}, torch {torch.__version__}, triton {stream_triton.triton.__version__}")
+    print(f"{name}, torch {torch.__version__}, triton {stream_triton.triton.__version__}, "
+          f"block {stream.CHUNK_BYTES / 2**20:g} MiB of float32 rows")
     print(f"correctness vs the naive loss (float16/bfloat16, with/without mask): max |grad diff| {check(dev):.2e}")
     bw = copy_bandwidth()
     nominal = next((v for k, v in NOMINAL_TBS.items() if k in name), None)

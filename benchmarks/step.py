@@ -21,6 +21,8 @@ on its DataLoader with the collator, cached 512-d CLIP features, accelerate's wr
 steps alternate eim, ClipCap, eim, … in one process and the table gives medians.
 """
 
+import eim  # noqa: F401  (first, as the CLI: sets OMP_WAIT_POLICY before torch loads OpenMP; both sides share it)
+
 import argparse
 import functools
 import importlib.util

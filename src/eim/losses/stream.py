@@ -177,7 +177,7 @@ def stream_lse(qn, bank, index, tau, exclude, normalized, rows, want_weights=Tru
             from eim.losses import stream_triton  # optional: needs triton, and a CUDA device to run
 
             if stream_triton.available(bank):
-                out = stream_triton.stream_lse(qs, bank, index, tau, exclude, normalized, want_weights)
+                out = stream_triton.stream_lse(qs, bank, index, tau, exclude, normalized, want_weights, rows)
                 if out is not None:
                     return out
         lse, acc, ssum = _stream_fixed(qs, bank, index, tau, exclude, normalized, rows, want_weights)

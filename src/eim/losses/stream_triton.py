@@ -168,7 +168,8 @@ def stream_lse(qs, bank, index, tau, exclude, normalized, want_weights, rows=Non
     BP = max(16, triton.next_power_of_2(B))
     dev, dt = qs.device, bank.dtype
     if rows is None:  # ~32 MiB of bank per block: it stays in L2 between the two kernels
-        rows = max(BLOCK_N, (32 * 2**20 // (bank.element_size() * d)) // BLOCK_N * BLOCK_N)
+        rows = 32 * 2**20 // (bank.element_size() * d)
+    rows = max(BLOCK_N, rows // BLOCK_N * BLOCK_N)
     rows = min(rows, N)
     qparts = _split(qs, dt, BP)
     nparts = qparts.shape[0]
