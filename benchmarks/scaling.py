@@ -135,7 +135,7 @@ def part_bank(a):
     print("|---|---|---|---|---|---|---|---|")
     for n in sizes:
         cmd = [sys.executable, str(HERE / "bank_loss.py"), "--_child", str(n), "--dtype", "float16", "--d", str(a.d),
-               "--batch", str(a.batch), "--reps", str(a.reps), "--normalized", "--naive-max", "0", "--chunks", ""]
+               "--batch", str(a.batch), "--reps", str(a.reps), "--chunks", ""]  # unit rows, normalized=True
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
             print(f"| {n:,} | failed: {res.stderr.strip().splitlines()[-1:]} |")

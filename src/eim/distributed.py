@@ -12,6 +12,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from accelerate import PartialState
 
 
@@ -71,3 +72,11 @@ def all_gather_rows(t, sizes, group):
     out = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(out, padded.contiguous(), group=group)
     return torch.cat([o[:s] for o, s in zip(out, sizes)])
+
+
+def average_grads(params):
+    """Mean of each gradient over ranks, for parameters FSDP does not manage (plain tensors, not
+    the DTensors of the modules it sharded)."""
+    for p in params:
+        if p.grad is not None and not isinstance(p, DTensor):
+            all_reduce_sum(p.grad).div_(world_size())

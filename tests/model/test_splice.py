@@ -35,3 +35,44 @@ def test_text_encoder_labels_cover_response_and_eos_only(clipcap):
     assert ids == prompt + answer
     assert labels == [IGNORE] * len(prompt) + answer
     assert lead == 0
+
+
+def _splice_per_row(text, lengths, lead, prefix, has, labels, side):
+    """The per-row definition (what splice computed before it was vectorised, issue 16)."""
+    rows, lrows = [], []
+    for b in range(text.shape[0]):
+        n, k = int(lengths[b]), int(lead[b])
+        img = [prefix[b]] if bool(has[b]) else []
+        rows.append(torch.cat([text[b, :k], *img, text[b, k:n]]))
+        lrows.append(torch.cat([labels[b, :k], *[labels.new_full((prefix.shape[1],), IGNORE)] * len(img), labels[b, k:n]]))
+    T = max(r.shape[0] for r in rows)
+    emb = text.new_zeros(len(rows), T, text.shape[2])
+    lab = labels.new_full((len(rows), T), IGNORE)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for b, (r, lr) in enumerate(zip(rows, lrows)):
+        sl = slice(0, len(r)) if side == "right" else slice(T - len(r), T)
+        emb[b, sl], lab[b, sl], mask[b, sl] = r, lr, 1
+        lab[b, sl.start] = IGNORE
+    return emb, mask, (mask.cumsum(-1) - 1).clamp(min=0), lab
+
+
+def test_splice_equals_the_per_row_definition_in_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    B, Lt, P, D = 7, 9, 3, 5
+    lengths = torch.tensor([9, 1, 4, 7, 2, 9, 5])
+    lead = torch.tensor([1, 0, 1, 0, 1, 0, 1])
+    has = torch.tensor([True, False, True, True, False, True, True])
+    labels = torch.randint(0, 50, (B, Lt), generator=g)
+    labels[torch.rand(B, Lt, generator=g) < 0.3] = IGNORE
+    for side in ("right", "left"):
+        text = torch.randn(B, Lt, D, generator=g, requires_grad=True)
+        prefix = torch.randn(B, P, D, generator=g, requires_grad=True)
+        got = splice(text, lengths, lead, prefix, has, labels, side=side)
+        want = _splice_per_row(text, lengths, lead, prefix, has, labels, side)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+        w = torch.randn(got[0].shape, generator=g)
+        ga = torch.autograd.grad((got[0] * w).sum(), (text, prefix))
+        gb = torch.autograd.grad((want[0] * w).sum(), (text, prefix))
+        for a, b in zip(ga, gb):
+            assert torch.equal(a, b)

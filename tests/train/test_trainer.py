@@ -119,3 +119,13 @@ def test_cached_clip_features_are_recomputed_after_clip_trains(tiny_dir, data, t
 
     train(recipe, data, tmp_path, quiet=True, callbacks=[compare])
     assert checked == [True]
+
+
+def test_stage_optimizer_is_fused_adamw_on_cpu():
+    from eim.train.trainer import _adamw
+
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    assert _adamw(params, 1e-3, 0.0).defaults["fused"] is True
+    assert not _adamw(params, 1e-3, 0.0, fused=False).defaults["fused"]  # FSDP / DeepSpeed: engine default
+    ints = [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.zeros(2, dtype=torch.long)]
+    assert not _adamw(ints, 1e-3, 0.0).defaults["fused"]  # fused needs floating tensors

@@ -2,13 +2,13 @@
 
     loss = -(1/B) Σ_b log( exp(cos(q_b, K[i_b])/τ) / Σ_{j ∉ excluded(b)} exp(cos(q_b, K[j])/τ) )
 
-The bank K (N×d, frozen, float32/float16/bfloat16) is streamed in row chunks; each chunk is
-upcast to float32 on its own (the bank is never converted whole), and the softmax runs in float32.
-Memory beyond the inputs is O(chunk·d + B·chunk + B·d), independent of N: the B×N logits never
-exist. The log-sum-exp is an online (running-max) reduction over chunks, and in the same pass we
-accumulate Σ_j softmax_bj·K̂_j, which *is* the gradient direction — so backward needs no second
-pass over the bank (flash-attention style; one q·Kᵀ and one softmax·K product per chunk, total).
-Only the query carries gradient.
+The bank K (N×d, frozen, float32/float16/bfloat16) is read once per step, in cache-sized row
+blocks (:mod:`eim.losses.stream`): each block is upcast to float32 on its own (the bank is never
+converted whole) and used by both of its products while it is in cache; the softmax runs in
+float32. Memory beyond the inputs is O(block·d + B·block + B·d), independent of N: the B×N logits
+never exist. The same pass that yields the log-sum-exp accumulates Σ_j softmax_bj·K̂_j, which
+*is* the gradient direction, and the forward keeps only that B×d tensor — so backward does no
+pass over the bank (flash-attention style). Only the query carries gradient.
 
 **Sharded form** (:func:`sharded_bank_infonce`): the exact full-bank loss when K is split by rows
 across ranks — for banks too large for one device (10M × 4096 float16 = 82 GB); rank r holds
@@ -35,75 +35,7 @@ import torch.nn.functional as F
 
 from eim import distributed as D
 from eim.distributed import all_gather_rows
-
-# Default chunk: ~32 MiB of float32 rows (≈ 10,900 rows at d=768); tuned with
-# benchmarks/bank_loss.py (a chunk that stays in cache between its two products).
-CHUNK_BYTES = 32 * 2**20
-_EPS = 1e-12  # as F.normalize
-
-
-def _chunk_rows(chunk_size, d):
-    if chunk_size is None:
-        return max(1, CHUNK_BYTES // (4 * d))
-    if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return int(chunk_size)
-
-
-def _chunk_mask(exclude, index, s, e, device):
-    """B×c bool, True = drop from the denominator, for bank rows s..e; never the positive."""
-    if exclude is None:
-        return None
-    if isinstance(exclude, tuple):  # compact "same_image: mask" form
-        qg, bg = exclude  # B, N
-        m = qg[:, None] == bg[s:e].to(device)[None, :]  # B×c
-    else:
-        m = exclude[:, s:e].to(device)  # B×c
-    cols = torch.arange(s, e, device=device)  # c
-    return m & (cols[None, :] != index[:, None])  # B×c
-
-
-def stream_lse(qn, bank, index, tau, exclude, normalized, rows, want_weights=True):
-    """One streamed pass over the bank: ``(lse, acc, ssum)`` for unit queries ``qn`` (B×d).
-
-    lse_b = log Σ_{j kept} exp(qn_b·K̂_j / τ); ``acc / ssum`` = Σ_j softmax_bj K̂_j (the gradient
-    direction; B×d, None unless ``want_weights``). Memory: one c×d chunk and B×c logits. Rows with
-    nothing kept get lse = -inf and ssum = 0. Shared by :func:`bank_infonce` and the sharded loss.
-    """
-    B, d = qn.shape  # qn: B×d float32, unit rows
-    N = bank.shape[0]
-    dev = qn.device
-    qs = qn / tau  # B×d, so logits = qs·K̂ᵀ
-    m = qn.new_full((B,), float("-inf"))  # B   running max
-    ssum = qn.new_zeros(B)  # B   running Σ exp(l - m)
-    acc = qn.new_zeros(B, d) if want_weights else None  # B×d running Σ exp(l - m)·K̂
-    direct = bank.dtype == torch.float32 and bank.device == dev
-    buf = None if direct else qn.new_empty(min(rows, N), d)  # c×d float32 staging
-    for s in range(0, N, rows):
-        e = min(s + rows, N)
-        if direct:
-            k = bank[s:e]  # c×d view, no copy
-        else:
-            k = buf[: e - s]
-            k.copy_(bank[s:e])  # c×d upcast of this chunk only
-        logits = qs @ k.T  # B×c
-        if not normalized:
-            inv = torch.linalg.vector_norm(k, dim=1).clamp_min_(_EPS).reciprocal_()  # c
-            logits.mul_(inv)
-        mask = _chunk_mask(exclude, index, s, e, dev)
-        if mask is not None:
-            logits.masked_fill_(mask, float("-inf"))
-        m_new = torch.maximum(m, logits.amax(dim=1))  # B
-        m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # rows fully masked so far
-        alpha = torch.exp(m - m_safe)  # B   rescale of earlier chunks
-        p = logits.sub_(m_safe[:, None]).exp_()  # B×c, in place
-        ssum.mul_(alpha).add_(p.sum(dim=1))
-        if want_weights:
-            if not normalized:
-                p.mul_(inv)  # fold 1/|K_j| into the weights: p·K̂ = (p/|K|)·K
-            acc.mul_(alpha[:, None]).addmm_(p, k)  # B×d
-        m = m_new
-    return m + ssum.log(), acc, ssum  # lse: B
+from eim.losses.stream import chunk_rows, stream_lse
 
 
 class _BankLSE(torch.autograd.Function):
@@ -148,7 +80,8 @@ def bank_infonce(query, bank, index, tau=0.07, exclude=None, normalized=False, c
         (query_groups B, bank_groups N): drop every j with bank_groups[j] == query_groups[b].
         The positive K[i_b] is never excluded.
     normalized: the bank rows are already unit-norm (skips their normalisation).
-    chunk_size: bank rows per chunk (None: ~CHUNK_BYTES of float32).
+    chunk_size: the most bank rows one block holds (None: the device's default block, ~3 MiB of
+        float32 rows on a CPU, ~32 MiB on a GPU; a larger value does not enlarge the block).
     """
     _check(query, bank, index, exclude)
     bank = bank.detach()
@@ -157,7 +90,7 @@ def bank_infonce(query, bank, index, tau=0.07, exclude=None, normalized=False, c
     index = index.to(dev)
     if isinstance(exclude, tuple):
         exclude = (exclude[0].to(dev), exclude[1])
-    rows = _chunk_rows(chunk_size, bank.shape[1])
+    rows = chunk_rows(chunk_size, bank.shape[1], dev)
     kpos = bank[index.to(bank.device)].to(device=dev, dtype=torch.float32)  # B×d
     if not normalized:
         kpos = F.normalize(kpos, dim=-1)
@@ -310,7 +243,7 @@ def sharded_bank_infonce(query, bank_shard, shard_offset, index, tau=0.07, exclu
         if exclude.dim() != 2 or exclude.shape[0] != B or exclude.dtype != torch.bool:
             raise ValueError(f"exclude mask must be bool (B={B}, N), got {exclude.dtype} {tuple(exclude.shape)}")
         dense = exclude.to(dev)
-    rows = _chunk_rows(chunk_size, bank_shard.shape[1])
+    rows = chunk_rows(chunk_size, bank_shard.shape[1], dev)
     lse, kpos = _ShardedLSE.apply(qn, bank_shard.detach(), int(shard_offset), index, float(tau), groups, dense,
                                   bool(normalized), rows, group)
     if B == 0:

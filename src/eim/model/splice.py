@@ -79,37 +79,39 @@ def splice(text_embeds, text_lengths, n_lead, prefix=None, has_prefix=None, labe
     prefix: [B, P, D] image tokens or None; has_prefix: [B] bool (False: text-only sample)
     labels: [B, Lt] or None. Returns inputs_embeds [B, T, D], attention_mask [B, T],
     position_ids [B, T], labels [B, T] (or None); T = max_b(len_b + P·has_b).
+
+    Row b is ``text[b, :k] · prefix[b] · text[b, k:n]`` (k = n_lead, n = text length), placed at
+    the start (right padding) or the end (left padding) of its output row. Built with one scatter
+    per source, not per row: its backward is one gather, where per-row slicing cost B full-size
+    zero-filled gradients (docs/design.md §1; issue 16).
     """
-    B, _, D = text_embeds.shape
+    B, Lt, D = text_embeds.shape
+    dev = text_embeds.device
     P = 0 if prefix is None else prefix.shape[1]
     if has_prefix is None:
         has_prefix = torch.full((B,), prefix is not None, dtype=torch.bool)
-    rows, lab_rows = [], []
-    for b in range(B):
-        n, k = int(text_lengths[b]), int(n_lead[b])
-        parts = [text_embeds[b, :k]]
-        lparts = [labels[b, :k]] if labels is not None else []
-        if P and bool(has_prefix[b]):
-            parts.append(prefix[b].to(text_embeds.dtype))
-            if labels is not None:
-                lparts.append(labels.new_full((P,), IGNORE))
-        parts.append(text_embeds[b, k:n])
-        if labels is not None:
-            lparts.append(labels[b, k:n])
-        rows.append(torch.cat(parts))
-        lab_rows.append(torch.cat(lparts) if labels is not None else None)
-    T = max(r.shape[0] for r in rows)
-    embeds = text_embeds.new_zeros(B, T, D)
-    mask = torch.zeros(B, T, dtype=torch.long, device=text_embeds.device)
-    out_labels = None if labels is None else labels.new_full((B, T), IGNORE)
-    for b, r in enumerate(rows):
-        sl = slice(0, r.shape[0]) if side == "right" else slice(T - r.shape[0], T)
-        embeds[b, sl] = r
-        mask[b, sl] = 1
-        if labels is not None:
-            out_labels[b, sl] = lab_rows[b]
-            # Nothing precedes a row's first token, so it cannot be a target (with left padding a
-            # pad position would otherwise "predict" it and the loss would depend on padding side).
-            out_labels[b, sl.start] = IGNORE
+    n = text_lengths.to(dev, torch.long)  # [B]
+    k = n_lead.to(dev, torch.long)  # [B]
+    p = has_prefix.to(dev, torch.bool).long() * P  # [B] image tokens of each row
+    length = n + p  # [B]
+    T = int(length.max()) if B else 0
+    start = torch.zeros_like(length) if side == "right" else T - length  # [B] first output column
+    # text token (b, i), i < n_b, goes to column start_b + i (+ p_b once past the lead)
+    i = torch.arange(Lt, device=dev)  # [Lt]
+    tb, ti = (i[None, :] < n[:, None]).nonzero(as_tuple=True)  # real text tokens
+    tcol = start[tb] + ti + torch.where(ti >= k[tb], p[tb], 0)
+    embeds = text_embeds.new_zeros(B, T, D).index_put((tb, tcol), text_embeds[tb, ti])
+    if P:
+        pb, pr = (torch.arange(P, device=dev)[None, :] < p[:, None]).nonzero(as_tuple=True)  # image tokens
+        embeds = embeds.index_put((pb, start[pb] + k[pb] + pr), prefix[pb, pr].to(text_embeds.dtype))
+    cols = torch.arange(T, device=dev)  # [T]
+    mask = ((cols[None, :] >= start[:, None]) & (cols[None, :] < (start + length)[:, None])).long()  # [B, T]
+    out_labels = None
+    if labels is not None:
+        out_labels = labels.new_full((B, T), IGNORE).index_put((tb, tcol), labels.to(dev)[tb, ti])
+        # Nothing precedes a row's first token, so it cannot be a target (with left padding a
+        # pad position would otherwise "predict" it and the loss would depend on padding side).
+        rows = (length > 0).nonzero(as_tuple=True)[0]
+        out_labels[rows, start[rows]] = IGNORE
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return embeds, mask, position_ids, out_labels

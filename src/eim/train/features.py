@@ -1,6 +1,8 @@
 """The frozen-CLIP feature cache (docs/design.md §3): CLIP's outputs of every distinct training
 image, computed once, as ClipCap does, and read by the stages that do not train CLIP."""
 
+import hashlib
+
 import torch
 from tqdm.auto import tqdm
 
@@ -11,9 +13,9 @@ class FeatureCache:
     """``get() -> {image path: features}``, computed when a stage first needs it and again
     whenever CLIP has changed since (a stage trained it, or its weights were loaded): never stale.
 
-    The key is the vision parameters' version counters (torch bumps a tensor's on every in-place
-    change: an optimiser step, ``copy_`` from a checkpoint). Every rank computes the whole cache
-    (every rank may draw any sample).
+    The key is a digest of the vision parameters' values, computed when a stage asks (version
+    counters would be cheaper, but fused optimiser kernels update parameters without bumping
+    them). Every rank computes the whole cache (every rank may draw any sample).
     """
 
     def __init__(self, model, dataset, image_processor, batch_size, device, quiet=True):
@@ -22,7 +24,10 @@ class FeatureCache:
         self._version, self._cache = None, None
 
     def version(self):
-        return tuple((id(p), p._version) for p in self.model.vision.parameters())
+        h = hashlib.sha256()
+        for p in self.model.vision.parameters():
+            h.update(p.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()
 
     @torch.inference_mode()
     def get(self):

@@ -36,12 +36,11 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
-from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from eim.config import SEGMENTS
-from eim.distributed import all_reduce_sum, broadcast_object, world_size
+from eim.distributed import all_reduce_sum, average_grads, broadcast_object
 from eim.errors import WriteError
 from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import LOSS_BANK, build_losses
@@ -182,7 +181,7 @@ class Trainer:
             m.to(acc.device)
         loss_params = [p for m, _ in losses.values() for p in m.parameters() if p.requires_grad]
         total = stage_steps(stage, len(self.dataset), r, self.world)
-        opt = torch.optim.AdamW(trainable + loss_params, lr=r.stage_lr(stage), weight_decay=r.train.weight_decay)
+        opt = _adamw(trainable + loss_params, r.stage_lr(stage), r.train.weight_decay, fused=not self._engine_shards)
         warmup = min(r.train.warmup_steps, max(total // 10, 0))
         # not prepared: accelerate would step it once per process
         sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
@@ -269,7 +268,7 @@ class Trainer:
                 sums += torch.stack([v.detach().double() for v in vals]) * torch.tensor(
                     cnt, dtype=torch.float64, device=acc.device)
         if acc.distributed_type == DistributedType.FSDP and self.world > 1:
-            _average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
+            average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
         run.opt_p.step()
         run.sched.step()
         run.opt_p.zero_grad(set_to_none=True)
@@ -377,12 +376,16 @@ class Trainer:
             print(msg, flush=True)
 
 
-def _average_grads(params):
-    """Mean of each gradient over ranks, for parameters FSDP does not manage (plain tensors, not
-    the DTensors of the modules it sharded)."""
-    for p in params:
-        if p.grad is not None and not isinstance(p, DTensor):
-            all_reduce_sum(p.grad).div_(world_size())
+def _adamw(params, lr, weight_decay, fused=True):
+    """AdamW, fused where torch has the kernel for these parameters (CPU, CUDA): one pass per
+    tensor instead of seven, the same update to float rounding (issue 16: 0.15 s instead of 1.0 s
+    for 119M parameters on 2 CPU cores). FSDP/DeepSpeed keep their engine's default."""
+    if fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except RuntimeError:  # torch < 2.4 has no fused AdamW for CPU tensors
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _to_device(batch, device):
