@@ -125,8 +125,14 @@ class CocoTask:
         return (load_dataset(data / "coco", split="train", mode="train"),
                 load_dataset(data / "coco", split="test", mode="eval"), p)
 
-    def recipe(self, variant, p, clip_dir, lm_dir, seed):
-        return recipe_for(variant, p, clip_dir, lm_dir, seed)
+    def recipe(self, variant, p, clip_dir, lm_dir, seed, extra=None):
+        return recipe_for(variant, p, clip_dir, lm_dir, seed, extra=extra)
+
+    def study_datasets(self, data):
+        """A study's splits: the captions to train on, the images of val and test to score."""
+        coco_dir = data / "coco"
+        return (load_dataset(coco_dir, split="train", mode="train"),
+                {s: load_dataset(coco_dir, split=s, mode="eval") for s in ("val", "test")})
 
     def run_name(self, variant, seed):
         return f"{variant}-seed{seed}"

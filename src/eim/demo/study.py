@@ -36,7 +36,6 @@ import yaml
 from eim import __version__
 from eim.api import quiet_transformers, train
 from eim.banks import dataset_fingerprint, file_digest
-from eim.data import load_dataset
 from eim.demo import coco
 from eim.demo.pipeline import evaluate_run, mean_std, paired_comparison, say
 from eim.demo.study_report import write_study_report
@@ -141,7 +140,9 @@ def _versions():
 
 
 class _Condition:
-    """One condition's data, encoders and runs (a helper of :func:`run_study`)."""
+    """One condition's data, encoders and runs (a helper of :func:`run_study`). What is task
+    specific comes from the task object: ``study_datasets(data) -> (train, {"val", "test"})``,
+    ``recipe(name, schedule, clip, lm, seed, extra)``, ``eval_kwargs``, ``interval_metrics``."""
 
     def __init__(self, spec, cond, preset, p, cache, quiet):
         self.task, self.cond, self.preset, self.p, self.quiet = TASKS[spec.task], cond, preset, p, quiet
@@ -149,15 +150,13 @@ class _Condition:
         self.data = ensure_world(cache, self.world, quiet)
         self.enc = world_encoders(cache, self.data, self.world, "smol" if preset == "smol" else "tiny",
                                   p.encoders or None, quiet)
-        coco_dir = self.data / "coco"
-        self.train_ds = load_dataset(coco_dir, split="train", mode="train")
-        self.splits = {s: load_dataset(coco_dir, split=s, mode="eval") for s in ("val", "test")}
+        self.train_ds, self.splits = self.task.study_datasets(self.data)
         self.runs = Path(cache) / "runs" / self.world.key
         self.banks = Path(cache) / "banks" / self.world.key
 
     def run(self, v, overrides, seed):
         """Train (or reuse) one run; returns (run_dir, stage summaries)."""
-        recipe = coco.recipe_for(v.recipe, self.p, self.enc["clip"], self.enc["lm"], seed, extra=overrides)
+        recipe = self.task.recipe(v.recipe, self.p, self.enc["clip"], self.enc["lm"], seed, extra=overrides)
         # the folder is named by what decides the run: the recipe as built, its seed aside
         built = recipe.to_dict()
         built["train"] = {k: x for k, x in built["train"].items() if k != "seed"}
