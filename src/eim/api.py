@@ -17,10 +17,11 @@ import os
 import torch
 from transformers.utils import logging
 
-from eim.banks import BankProvider
+from eim.banks import BankProvider, bank_dir
 from eim.model.multimodal import build_model, segment_counts
 from eim.model.vision import load_image_processor
 from eim.train.checkpoint import find_checkpoint, load_model_weights
+from eim.train.stage import resolve_datasets
 from eim.train.trainer import Trainer, make_accelerator
 
 
@@ -34,6 +35,9 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
           banks_dir=None, shard_banks=None, overwrite=False):
     """Build the model from ``recipe`` and run all its stages on ``dataset`` into ``out``.
 
+    ``dataset``: one dataset, or ``{name: dataset}`` when the recipe's stages name their data
+    (``stages.<k>.data``; LLaVA: ``{"captions": ..., "instruct": ...}``), each with its own banks
+    (``banks_dir/<name>/``).
     Returns the stage summaries (``stage.json`` of each stage). ``out`` is left as it was when
     it holds another run, or this run's output without ``resume``, and ``overwrite`` is not given
     (:class:`eim.train.run_dir.RunFolderError`; docs/design.md §8). ``resume``: reuse finished
@@ -46,6 +50,7 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
     optimiser step.
     """
     quiet_transformers()
+    datasets = resolve_datasets(recipe, dataset)  # before any model loads: a missing --data NAME=PATH fails at once
     acc = accelerator or make_accelerator(recipe)  # first: it joins the process group of a launcher
     if shard_banks is None:  # the recipe's eim.shard_banks or the environment turns it on
         shard_banks = recipe.eim.shard_banks or (
@@ -53,9 +58,11 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
     torch.manual_seed(recipe.train.seed)  # ST init and VPT prompts: a run is reproducible from its recipe
     model, tok = build_model(recipe)
     proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
-    banks = BankProvider(recipe, dataset, out, banks_dir=banks_dir, model=model, tokenizer=tok, image_processor=proc,
-                         no_rebuild=no_rebuild, quiet=quiet, device=acc.device, shard=bool(shard_banks))
-    trainer = Trainer(recipe, model, tok, proc, dataset, out, banks=banks, callbacks=callbacks, quiet=quiet,
+    banks = {name: BankProvider(recipe, ds, out, banks_dir=bank_dir(out, banks_dir, name), model=model, tokenizer=tok,
+                                image_processor=proc, no_rebuild=no_rebuild, quiet=quiet, device=acc.device,
+                                shard=bool(shard_banks))
+             for name, ds in datasets.items()}
+    trainer = Trainer(recipe, model, tok, proc, datasets, out, banks=banks, callbacks=callbacks, quiet=quiet,
                       accelerator=acc)
     return trainer.run(resume=resume, overwrite=overwrite)
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPModel
 
 from eim import distributed as D
+from eim.data.loader import MAIN
 from eim.errors import EIMError
 from eim.io import atomic_write, load_tensors, save_tensors, write_json
 from eim.losses import BANK_NAMES
@@ -74,6 +75,13 @@ def folder_digest(name_or_path, patterns=("*.safetensors", "*.bin", "*.gguf", "c
         return f"id:{name_or_path}"
     files = sorted({f for pat in patterns for f in p.glob(pat)})
     return hashlib.sha256("".join(f"{f.name}:{file_digest(f)}" for f in files).encode()).hexdigest()
+
+
+def bank_dir(run_dir, banks_dir=None, name=MAIN):
+    """Where the banks of dataset ``name`` live: ``banks_dir`` (default ``RUN/banks``) for the main
+    dataset, its ``<name>/`` subfolder for a stage's named one (row i is that dataset's sample i)."""
+    root = Path(banks_dir) if banks_dir else Path(run_dir) / "banks"
+    return root if name == MAIN else root / name
 
 
 def dataset_fingerprint(dataset):

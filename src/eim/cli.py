@@ -19,6 +19,8 @@ COMMANDS = {
     "train": ("eim.commands.train", "train a recipe's stages on a dataset"),
     "params": ("eim.commands.params", "parameter counts per segment (meta device, no weights)"),
     "caption": ("eim.commands.caption", "caption images with a trained checkpoint"),
+    "chat": ("eim.commands.chat", "chat with a trained checkpoint about an image (streamed, or one-shot)"),
+    "export": ("eim.commands.export", "write a trained run in a format other tools serve (llava-hf)"),
     "data": ("eim.commands.data", "generate, inspect and validate datasets"),
     "banks": ("eim.commands.banks", "build feature banks"),
     "score": ("eim.commands.score", "score saved predictions (COCO captions, ScienceQA, MME)"),

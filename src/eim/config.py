@@ -15,13 +15,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
+from eim.data.loader import DATA_NAME
 from eim.errors import ConfigError
 from eim.losses import LOSSES as LOSS_CLASSES
 from eim.typed import build as _build, coerce
 
 VISION_FEATURES = ("pooled", "full", "cls", "full_projected")
 VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
-PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp")
+PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp", "mlp2x_gelu")
 LM_TRAINABLE = ("frozen", "full", "lora", "adapter_prompt", "lavin")
 ADAPTER_TYPES = ("router", "repadapter")  # LaVIN: mixture-of-modality router adapter | plain RepAdapter
 PROJECTOR_INJECT = ("splice", "adapter_prompt")
@@ -46,6 +47,10 @@ class VisionConfig:
     num_tokens: Optional[int] = None  # keep only the first K visual tokens (LaVIN/EIM use 50); None = all
     # LaVIN (with features full): [CLS] of every k-th block, no post_layernorm (4 -> 6 tokens on ViT-L/14)
     cls_every: Optional[int] = None
+    # features full: None = post_layernorm of the last block (EIM); an index k = the raw hidden state
+    # hidden_states[k] as transformers numbers them (0: embeddings, i: block i, -2: LLaVA's second to last)
+    feature_layer: Optional[int] = None
+    keep_cls: bool = True  # features full: the [CLS] token joins the patches (False: patches only, LLaVA's "default")
     # vision.trainable == lavin: a RepAdapter before the attention of every CLIP block (eim.model.adapters)
     adapter_type: str = "router"  # LaVIN's ScienceQA config: --visual_adapter_type router
     adapter_dim: int = 8  # RepAdapter hidden width (LaVIN --adapter_dim 8)
@@ -64,14 +69,20 @@ class VisionConfig:
                 raise ConfigError("vision.cls_every (LaVIN's per-block [CLS] tokens) needs vision.features 'full'")
             if self.cls_every < 1:
                 raise ConfigError(f"vision.cls_every must be >= 1, got {self.cls_every}")
+        if (self.feature_layer is not None or not self.keep_cls) and self.features != "full":
+            raise ConfigError("vision.feature_layer and vision.keep_cls choose among the full token features: "
+                              f"they need vision.features 'full' (got {self.features!r})")
+        if self.feature_layer is not None and self.cls_every is not None:
+            raise ConfigError("vision.feature_layer and vision.cls_every are two different feature choices: set one")
         _adapter_checks("vision", self)
 
 
 @dataclass
 class ProjectorConfig:
-    type: str = "clipcap_mlp"  # clipcap_mlp | clipcap_transformer | token_ffn | lavin_mlp
+    type: str = "clipcap_mlp"  # clipcap_mlp | clipcap_transformer | token_ffn | lavin_mlp | mlp2x_gelu (LLaVA-1.5)
     prefix_length: int = 10  # tokens the ST emits for one pooled vector (ClipCap: 10)
-    hidden_dim: Optional[int] = None  # None: clipcap_mlp prefix_length*width/2, token_ffn 4*in, lavin_mlp 128
+    # None: clipcap_mlp prefix_length*width/2, token_ffn 4*in, lavin_mlp 128, mlp2x_gelu the LLM width
+    hidden_dim: Optional[int] = None
     num_layers: int = 8  # clipcap_transformer depth (ClipCap: 8)
     num_heads: int = 8  # clipcap_transformer heads (ClipCap: 8)
     clip_length: int = 10  # clipcap_transformer: tokens the pooled CLIP vector is mapped to
@@ -120,6 +131,9 @@ class StageConfig:
     steps: Optional[int] = None  # length in optimiser steps
     lr: Optional[float] = None  # None: train.lr x lr_scale
     lr_scale: float = 1.0  # this stage's rate relative to train.lr (e.g. 0.03 for EIM's loss_LM stage)
+    # the dataset this stage trains on, by name (`eim train --data NAME=PATH`; LLaVA: captions for the
+    # projector stage, instructions for tuning); None: the run's main dataset (plain --data PATH)
+    data: Optional[str] = None
 
     def __post_init__(self):
         for name, w in self.losses.items():
@@ -136,6 +150,9 @@ class StageConfig:
             _choice(f"stages[{self.name}].trainable", seg, SEGMENTS)
         if (self.epochs is None) == (self.steps is None):
             raise ConfigError(f"stages[{self.name}]: give exactly one of 'epochs' or 'steps'")
+        if self.data is not None and not DATA_NAME.match(str(self.data)):
+            raise ConfigError(f"stages[{self.name}].data: {self.data!r} is not a dataset name (letters, digits, "
+                              "'_' or '-', starting with a letter; given as --data NAME=PATH)")
 
 
 @dataclass
@@ -205,7 +222,7 @@ class Recipe:
         if self.projector.type == "clipcap_mlp" and self.vision.features not in ("pooled", "cls"):
             raise ConfigError(
                 "projector.type 'clipcap_mlp' maps one pooled vector to a prefix: it needs "
-                "vision.features 'pooled' or 'cls' (allowed with 'full': token_ffn, clipcap_transformer, lavin_mlp)"
+                "vision.features 'pooled' or 'cls' (allowed with 'full': token_ffn, clipcap_transformer, lavin_mlp, mlp2x_gelu)"
             )
         p = self.projector
         if p.inject == "adapter_prompt":

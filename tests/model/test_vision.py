@@ -60,3 +60,32 @@ def test_gated_prompts_learn(tiny_dir, tmp_path):
     v(pix).square().mean().backward()
     assert v.prompts.grad.abs().sum() > 0
     assert set(map(id, v.tunable_parameters())) == {id(v.prompts), id(v.prompt_gates)}
+
+
+def test_feature_layer_is_llavas_hidden_state_and_keep_cls_its_selection(tiny_dir):
+    """``feature_layer: -2`` + ``keep_cls: false`` are exactly LLaVA's ``hidden_states[-2][:, 1:]``
+    of transformers' ``CLIPVisionModel``; with ``return_cls`` (loss_IE) the features are the same."""
+    from transformers import CLIPVisionModel
+
+    from eim.config import VisionConfig
+    from eim.errors import ConfigError
+    from eim.model.vision import build_vision
+
+    hf = CLIPVisionModel.from_pretrained(tiny_dir / "clip").eval()
+    pix = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        states = hf(pixel_values=pix, output_hidden_states=True).hidden_states
+        for layer in (-2, -1, 0, 1):
+            for keep in (True, False):
+                v = build_vision(VisionConfig(name_or_path=str(tiny_dir / "clip"), features="full",
+                                              feature_layer=layer, keep_cls=keep)).eval()
+                want = states[layer] if keep else states[layer][:, 1:]
+                got = v(pix)
+                assert torch.allclose(got, want, atol=1e-6), (layer, keep)
+                feats, cls = v(pix, return_cls=True)
+                assert torch.allclose(feats, want, atol=1e-6) and cls.shape == (2, 32)
+                assert v.num_tokens == want.shape[1]
+    with pytest.raises(ConfigError, match="outside"):
+        build_vision(VisionConfig(name_or_path=str(tiny_dir / "clip"), features="full", feature_layer=5))(pix)
+    with pytest.raises(ConfigError, match="need vision.features 'full'"):
+        VisionConfig(features="pooled", feature_layer=-2)

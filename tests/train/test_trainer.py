@@ -122,7 +122,7 @@ def test_cached_clip_features_are_recomputed_after_clip_trains(tiny_dir, data, t
 
 
 def test_stage_optimizer_is_fused_adamw_on_cpu():
-    from eim.train.trainer import _adamw
+    from eim.train.optim import adamw as _adamw
 
     params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
     assert _adamw(params, 1e-3, 0.0).defaults["fused"] is True

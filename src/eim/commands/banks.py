@@ -2,15 +2,17 @@
 
 Builds (or reuses, when the fingerprint matches) the feature banks the recipe's losses need
 (docs/design.md §2): ``text`` for loss_IE, ``embed`` for loss_ST, ``lm`` for loss_LM, under
-``RUN_DIR/banks/``. ``eim train`` does this on its own before the stage that needs a bank;
+``RUN_DIR/banks/`` (a stage's named dataset: ``RUN_DIR/banks/<name>/``). ``eim train`` does this on its own before the stage that needs a bank;
 this command builds them ahead of time (e.g. on a different machine or job).
 """
 
 from eim.api import quiet_transformers
-from eim.banks import BankProvider
+from eim.banks import BankProvider, bank_dir
 from eim.recipe import load_recipe, parse_overrides
-from eim.data import add_data_args, dataset_from_args
-from eim.losses import BANK_NAMES, stage_banks
+from eim.data import add_data_args
+from eim.data.loader import datasets_from_args
+from eim.losses import BANK_NAMES, LOSS_BANK
+from eim.train.stage import resolve_datasets, stage_data_name
 
 
 def add_parser(sub):
@@ -18,7 +20,7 @@ def add_parser(sub):
     bsub = p.add_subparsers(dest="banks_command", metavar="ACTION", required=True)
     b = bsub.add_parser("build", help="build or reuse the banks a recipe needs", description=__doc__)
     b.add_argument("recipe")
-    add_data_args(b)
+    add_data_args(b, named=True)
     b.add_argument("--out", required=True, help="run folder; banks go to RUN_DIR/banks/")
     b.add_argument("--bank", action="append", choices=sorted(BANK_NAMES),
                    help="build only this bank (repeatable; default: every bank the recipe's stages use)")
@@ -30,12 +32,19 @@ def add_parser(sub):
 def run(args):
     quiet_transformers()
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
-    dataset = dataset_from_args(args, mode="train")
-    provider = BankProvider(recipe, dataset, args.out, no_rebuild=args.no_rebuild, quiet=args.quiet)
-    names = args.bank or stage_banks(recipe)
-    if not names:
+    datasets = resolve_datasets(recipe, datasets_from_args(args, mode="train"))
+    wanted = {}  # dataset name -> the banks its stages read
+    for s in recipe.stages:
+        wanted.setdefault(stage_data_name(s), set()).update(LOSS_BANK[n] for n in s.losses if n in LOSS_BANK)
+    if args.bank:
+        wanted = {d: set(args.bank) for d in wanted}
+    if not any(wanted.values()):
         print(f"recipe {recipe.name} uses no feature bank (its stages have no ie/st/lm loss)")
-    for name in names:
-        bank = provider.get(name)
-        print(f"{name}: {bank.shape[0]} rows x {bank.shape[1]} ({bank.dtype}) -> {provider.dir / (name + '.safetensors')}")
+    for data, names in wanted.items():
+        provider = BankProvider(recipe, datasets[data], args.out, banks_dir=bank_dir(args.out, None, data),
+                                no_rebuild=args.no_rebuild, quiet=args.quiet)
+        for name in sorted(names):
+            bank = provider.get(name)
+            print(f"{name}: {bank.shape[0]} rows x {bank.shape[1]} ({bank.dtype}) -> "
+                  f"{provider.dir / (name + '.safetensors')}")
     return 0

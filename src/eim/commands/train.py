@@ -1,7 +1,8 @@
 """``eim train RECIPE --data PATH --out RUN_DIR [--resume | --overwrite] [--train.lr 1e-4 ...]``
 
 Runs every stage of the recipe (docs/design.md §3) on the dataset at PATH (format detected, or
-``--data-format``). Feature banks the EIM losses need are built (or reused when their
+``--data-format``). A recipe whose stages name their data takes one ``--data NAME=PATH`` per
+name: ``eim train llava --data captions=D/coco --data instruct=D/llava/instruct.json --out runs/llava``. Feature banks the EIM losses need are built (or reused when their
 fingerprint matches) before the stage that needs them. Multi-process: prefix with
 ``accelerate launch [--config_file eim/accelerate_configs/ddp.yaml] -m eim.cli`` (or
 ``torchrun --nproc-per-node N -m eim.cli``) — the command is otherwise the same;
@@ -16,7 +17,8 @@ without --resume) is refused unless --overwrite is given (docs/design.md §8).
 
 from eim.api import train
 from eim.recipe import load_recipe, parse_overrides
-from eim.data import add_data_args, dataset_from_args
+from eim.data import add_data_args
+from eim.data.loader import datasets_from_args
 from eim.distributed import rank
 
 
@@ -25,7 +27,7 @@ def add_parser(sub):
                        epilog="Any recipe field can be overridden with a dotted flag, e.g. "
                               "--train.lr 1e-4 --stages.0.steps 100 --vision.features full")
     p.add_argument("recipe", help="shipped recipe name (clipcap, clipcap_eim, ...) or a YAML path")
-    add_data_args(p)
+    add_data_args(p, named=True)
     p.add_argument("--out", required=True, help="run folder (stages, checkpoints, metrics, banks)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished stages in --out and continue the running one from its checkpoint")
@@ -40,7 +42,7 @@ def add_parser(sub):
 
 def run(args):
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
-    dataset = dataset_from_args(args, mode="train")
+    dataset = datasets_from_args(args, mode="train")
     summaries = train(recipe, dataset, args.out, resume=args.resume, overwrite=args.overwrite,
                       no_rebuild=args.no_rebuild, quiet=args.quiet)
     if rank() != 0:

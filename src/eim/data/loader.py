@@ -19,10 +19,14 @@ a folder holding exactly one JSON file of the above         (that file's)
 
 import json
 import os
+import re
 
 from eim.data.formats import FORMATS
 from eim.data.formats.mme import is_mme_root
 from eim.errors import DataError
+
+MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
+DATA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # a dataset's name (`--data NAME=PATH`, stages.<k>.data)
 
 _HINT = "pass --data-format with one of: " + ", ".join(FORMATS)
 
@@ -142,12 +146,21 @@ def load_dataset(path, data_format=None, split="train", mode="train", image_root
                skip_bad=skip_bad, check_images=check_images)
 
 
-def add_data_args(parser, required=True, split="train"):
-    """Add the data flags every command shares (--data, --data-format, --image-root, ...)."""
+def add_data_args(parser, required=True, split="train", named=False):
+    """Add the data flags every command shares (--data, --data-format, --image-root, ...).
+
+    ``named``: ``--data`` may be repeated as ``NAME=PATH``, one dataset per name a recipe's stages
+    read (``stages.<k>.data``; :func:`datasets_from_args`)."""
     g = parser.add_argument_group("data")
-    g.add_argument("--data", required=required, metavar="PATH",
-                   help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA "
-                   "or Alpaca JSON, MME folder)")
+    if named:
+        g.add_argument("--data", required=required, metavar="[NAME=]PATH", action="append",
+                       help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA or Alpaca "
+                       "JSON, MME folder); NAME=PATH (repeatable) gives the dataset of the stages whose "
+                       "data is NAME, e.g. --data captions=D/coco --data instruct=D/llava/instruct.json")
+    else:
+        g.add_argument("--data", required=required, metavar="PATH",
+                       help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA "
+                       "or Alpaca JSON, MME folder)")
     g.add_argument("--data-format", choices=sorted(FORMATS), default=None,
                    help="format of --data (default: detected from the path)")
     g.add_argument("--image-root", metavar="DIR", default=None,
@@ -158,6 +171,35 @@ def add_data_args(parser, required=True, split="train"):
     g.add_argument("--split", default=split,
                    help=f"dataset split (default {split}; COCO restval joins train)")
     return parser
+
+
+def split_named(value):
+    """``"captions=D/coco"`` -> ``("captions", "D/coco")``; a plain path (or one that exists as
+    written, ``=`` and all) -> ``(None, path)``."""
+    name, sep, path = value.partition("=")
+    if sep and DATA_NAME.match(name) and not os.path.exists(value):
+        return name, path
+    return None, value
+
+
+def datasets_from_args(args, mode="train"):
+    """The datasets of a ``named`` ``--data`` (:func:`add_data_args`): one dataset for a plain
+    ``--data PATH``, else ``{name: dataset}`` (a plain path among names is the main dataset, the
+    one of stages that name none)."""
+    values = args.data if isinstance(args.data, list) else [args.data]
+    pairs = [split_named(v) for v in values if v]
+    if not pairs:
+        raise DataError("no dataset given", remedy="pass --data PATH (or --data NAME=PATH per stage dataset)")
+    names = [n or MAIN for n, _ in pairs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"--data names {', '.join(map(repr, dup))} more than once",
+                        remedy="give each dataset once (NAME=PATH; a plain PATH is the main dataset)")
+    load = lambda path: load_dataset(path, data_format=args.data_format, split=args.split, mode=mode,  # noqa: E731
+                                     image_root=args.image_root, skip_bad=args.skip_bad)
+    if pairs == [(None, pairs[0][1])]:
+        return load(pairs[0][1])
+    return {n: load(p) for n, (_, p) in zip(names, pairs)}
 
 
 def dataset_from_args(args, mode="train", split=None, skip_bad=None, check_images=True):

@@ -22,11 +22,21 @@ _CLIP_L14 = dict(
     projection_dim=768,
 )
 
+# openai/clip-vit-large-patch14-336 (LLaVA-1.5's tower): ViT-L/14 at 336 px, 24 x 24 patches + [CLS]
+_CLIP_L14_336 = dict(_CLIP_L14, vision_config=dict(_CLIP_L14["vision_config"], image_size=336))
+
 
 def _llama(hidden, inter, layers, heads):
     return lambda: LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                                num_attention_heads=heads, num_key_value_heads=heads, vocab_size=32000,
                                max_position_embeddings=2048, tie_word_embeddings=False)
+
+
+def _vicuna_7b():
+    # lmsys/vicuna-7b-v1.5 (LLaVA-1.5-7B's LLM): LLaMA-2-7B's shapes, 4,096-token context
+    return LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                       tie_word_embeddings=False)
 
 
 def _smollm2_135m():
@@ -39,10 +49,12 @@ def _smollm2_135m():
 KNOWN = {
     "openai/clip-vit-base-patch32": lambda: CLIPConfig(**_CLIP_B32),
     "openai/clip-vit-large-patch14": lambda: CLIPConfig(**_CLIP_L14),
+    "openai/clip-vit-large-patch14-336": lambda: CLIPConfig(**_CLIP_L14_336),
     "gpt2": lambda: GPT2Config(),
     "openai-community/gpt2": lambda: GPT2Config(),
     "huggyllama/llama-7b": _llama(4096, 11008, 32, 32),
     "huggyllama/llama-13b": _llama(5120, 13824, 40, 40),
+    "lmsys/vicuna-7b-v1.5": _vicuna_7b,
     "HuggingFaceTB/SmolLM2-135M": _smollm2_135m,
     "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2_135m,
 }

@@ -80,6 +80,24 @@ class LaVINMLP(nn.Module):
         return self.mlp(x if x.dim() == 3 else x.unsqueeze(1))
 
 
+class MLP2xGELU(nn.Module):
+    """LLaVA-1.5's ``mlp2x_gelu``: D_in -> D_lm (GELU) -> D_lm on every visual token, with biases.
+
+    ViT-L/14-336 + Vicuna-7B: 1024 -> 4096 -> 4096, 20,979,712 parameters (docs/design.md §4). The
+    layers are named as transformers' ``LlavaMultiModalProjector`` names them (``linear_1``,
+    ``linear_2``), and the GELU is its ``projector_hidden_act: gelu`` (the exact erf form), so an
+    export is a rename of the segment (:mod:`eim.export`).
+    """
+
+    def __init__(self, d_in, d_lm, hidden_dim=None):
+        super().__init__()
+        hidden = hidden_dim or d_lm
+        self.linear_1, self.act, self.linear_2 = nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_lm)
+
+    def forward(self, x):  # [B, T, D_in] (a pooled [B, D] becomes one token) -> [B, T, D_lm]
+        return self.linear_2(self.act(self.linear_1(x if x.dim() == 3 else x.unsqueeze(1))))
+
+
 def build_projector(cfg, d_in, d_lm):
     """ST from a :class:`eim.config.ProjectorConfig`; ``d_in`` = vision feature width."""
     t = cfg.type
@@ -91,5 +109,7 @@ def build_projector(cfg, d_in, d_lm):
         return TokenFFN(d_in, d_lm, cfg.hidden_dim)
     if t == "lavin_mlp":
         return LaVINMLP(d_in, d_lm, cfg.hidden_dim)
+    if t == "mlp2x_gelu":
+        return MLP2xGELU(d_in, d_lm, cfg.hidden_dim)
     raise ConfigError(f"projector.type: unknown projector {t!r} "
-                      "(allowed: clipcap_mlp, clipcap_transformer, token_ffn, lavin_mlp)")
+                      "(allowed: clipcap_mlp, clipcap_transformer, token_ffn, lavin_mlp, mlp2x_gelu)")

@@ -14,9 +14,10 @@ from eim.model.tokenizer import train_bpe_tokenizer, train_clip_tokenizer
 from eim.model.vision import CLIPImageProcessor
 
 
-def make_tokenizer(texts, vocab_size=400, padding_side="right"):
-    """A GPT-2-layout tokenizer trained on ``texts`` (for the LLM)."""
-    return train_bpe_tokenizer(texts, vocab_size=vocab_size, padding_side=padding_side)
+def make_tokenizer(texts, vocab_size=400, padding_side="right", llama_specials=False):
+    """A GPT-2-layout tokenizer trained on ``texts`` (for the LLM); ``llama_specials``: LLaMA's
+    ``<s>`` / ``</s>`` instead, ``<s>`` added before every text."""
+    return train_bpe_tokenizer(texts, vocab_size=vocab_size, padding_side=padding_side, llama_specials=llama_specials)
 
 
 def make_clip_tokenizer(texts, vocab_size=400):
@@ -65,6 +66,7 @@ def make_tiny_lm(out_dir, tokenizer, arch="gpt2", width=32, layers=2, heads=2, m
     """Save a random causal LM (``gpt2`` or ``llama``) + tokenizer to ``out_dir``."""
     torch.manual_seed(seed)
     eos = tokenizer.eos_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
     if arch == "gpt2":
         cfg = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=heads,
                          n_positions=max_positions, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
@@ -73,7 +75,7 @@ def make_tiny_lm(out_dir, tokenizer, arch="gpt2", width=32, layers=2, heads=2, m
     elif arch == "llama":
         cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
                           num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                          max_position_embeddings=max_positions, bos_token_id=eos, eos_token_id=eos,
+                          max_position_embeddings=max_positions, bos_token_id=bos, eos_token_id=eos,
                           pad_token_id=eos, tie_word_embeddings=False)
         model = LlamaForCausalLM(cfg)
     else:

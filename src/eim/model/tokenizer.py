@@ -4,7 +4,9 @@ Two layouts, as the published models have them, so the code that reads a real GP
 folder is the code the tests and the embedded demo run:
 
 - :func:`train_bpe_tokenizer` — GPT-2's: byte-level BPE, one ``<|endoftext|>`` token used as
-  EOS, BOS and pad, no special tokens added when encoding;
+  EOS, BOS and pad, no special tokens added when encoding; with ``llama_specials`` LLaMA's
+  convention instead: ``<unk>``, ``<s>`` (added before every text, as LLaMA's tokenizer adds BOS)
+  and ``</s>`` (EOS and pad), so the image tokens are spliced after a BOS lead;
 - :func:`train_clip_tokenizer` — CLIP's (``openai/clip-vit-*``): lower-cased word-level BPE with
   the ``</w>`` end-of-word suffix, ``<|startoftext|>`` and ``<|endoftext|>`` as the last two ids,
   and the tokenizer adding both around every text (so CLIP's text tower pools at the EOT).
@@ -25,32 +27,34 @@ SOT = "<|startoftext|>"  # CLIP's start-of-text token (CLIP's EOT is EOS)
 CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
-def train_bpe_tokenizer(texts, vocab_size=512, padding_side="right", model_max_length=128):
-    """Byte-level BPE with GPT-2's special-token convention (one ``<|endoftext|>`` token).
+def train_bpe_tokenizer(texts, vocab_size=512, padding_side="right", model_max_length=128, llama_specials=False):
+    """Byte-level BPE with GPT-2's special-token convention (one ``<|endoftext|>`` token), or
+    LLaMA's (``llama_specials``: ``<unk>``, ``<s>`` added before every text, ``</s>``).
 
     ``texts``: an iterable of strings. Returns a ``PreTrainedTokenizerFast`` that round-trips
     through ``save_pretrained``/``from_pretrained``.
     """
+    specials = ["<unk>", "<s>", "</s>"] if llama_specials else [EOS]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS],
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=EOS,
-        eos_token=EOS,
-        pad_token=EOS,
-        unk_token=EOS,
-        padding_side=padding_side,
-        model_max_length=model_max_length,
-    )
+    byte_level = processors.ByteLevel(trim_offsets=False)
+    if not llama_specials:
+        tok.post_processor = byte_level
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS,
+                                       unk_token=EOS, padding_side=padding_side, model_max_length=model_max_length)
+    bos = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                        special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.Sequence([byte_level, bos])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>",
+                                   unk_token="<unk>", padding_side=padding_side, model_max_length=model_max_length)
 
 
 def train_clip_tokenizer(texts, vocab_size=512, model_max_length=77):

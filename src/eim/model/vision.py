@@ -6,6 +6,9 @@ Feature modes:
   and every token through it.
 - ``full``  — EIM's choice: ``post_layernorm`` applied to the [CLS] and every patch token, and no
   output layer (``visual_projection`` is not part of the segment, so it is not counted or saved).
+  ``feature_layer: k`` takes instead the raw hidden state ``hidden_states[k]`` (transformers'
+  numbering: 0 the embeddings, i block i's output; LLaVA-1.5 reads -2 and runs no further), and
+  ``keep_cls: false`` drops the [CLS] token (LLaVA's ``vision_feature_select_strategy: default``).
   With ``cls_every: k`` (LaVIN) the features are instead the [CLS] token after every k-th block,
   counted back from the last (k = 4 on ViT-L/14's 24 blocks: blocks 4, 8, …, 24 -> 6 tokens), with
   neither ``post_layernorm`` nor the output layer.
@@ -32,6 +35,7 @@ try:  # transformers 5: the PIL backend by name (torchvision must not be install
 except ImportError:  # transformers 4: the default processor is the PIL one
     from transformers import CLIPImageProcessor
 
+from eim.errors import ConfigError
 from eim.model.adapters import attach_clip_adapters
 from eim.model.hub import resolve_config
 
@@ -78,7 +82,7 @@ class VisionTower(nn.Module):
     def num_tokens(self):
         """Visual tokens per image in ``full`` mode ([CLS] + patches, or ``cfg.num_tokens``)."""
         c = self.vision_model.config
-        n = len(self.cls_blocks) if self.cfg.cls_every else (c.image_size // c.patch_size) ** 2 + 1
+        n = len(self.cls_blocks) if self.cfg.cls_every else (c.image_size // c.patch_size) ** 2 + self.cfg.keep_cls
         return min(n, self.cfg.num_tokens) if self.cfg.num_tokens else n
 
     @property
@@ -100,9 +104,11 @@ class VisionTower(nn.Module):
             return list(self.adapters.parameters())
         return list(self.parameters())
 
-    def encode(self, pixel_values, blocks=None):
-        """Run the ViT. Returns the last hidden state [B, 1+L, D] with prompt tokens removed; with
-        ``blocks`` (a list, filled in place) also each block's output [B, 1+P+L, D]."""
+    def encode(self, pixel_values, states=None, upto=None):
+        """Run the ViT's first ``upto`` blocks (default all). Returns the last hidden state computed
+        [B, 1+L, D] with prompt tokens removed; with ``states`` (a list, filled in place) also every
+        hidden state as transformers numbers them: ``states[0]`` the embeddings after
+        ``pre_layrnorm``, ``states[i]`` block i's output [B, 1+P+L, D] (prompt tokens included)."""
         vm = self.vision_model
         h = vm.embeddings(pixel_values.to(vm.embeddings.patch_embedding.weight.dtype))  # [B, 1+L, D]
         P = 0
@@ -111,7 +117,9 @@ class VisionTower(nn.Module):
             prompts = self.prompts[0].unsqueeze(0).expand(h.shape[0], -1, -1)
             h = torch.cat([h[:, :1], prompts.to(h.dtype), h[:, 1:]], dim=1)  # [B, 1+P+L, D]
         h = vm.pre_layrnorm(h)
-        for i, layer in enumerate(vm.encoder.layers):
+        if states is not None:
+            states.append(h)
+        for i, layer in enumerate(vm.encoder.layers[:upto]):
             if P and self.cfg.prompt_deep and i > 0:
                 prompts = self.prompts[i].unsqueeze(0).expand(h.shape[0], -1, -1).to(h.dtype)
                 h = torch.cat([h[:, :1], prompts, h[:, 1 + P :]], dim=1)
@@ -120,33 +128,54 @@ class VisionTower(nn.Module):
             else:
                 h = layer(h, None)
                 h = h[0] if isinstance(h, tuple) else h
-            if blocks is not None:
-                blocks.append(h)
-        if P:
-            h = torch.cat([h[:, :1], h[:, 1 + P :]], dim=1)
-        return h
+            if states is not None:
+                states.append(h)
+        return self.without_prompts(h)
+
+    def without_prompts(self, h):
+        """``h`` [B, 1+P+L, D] without its P prompt tokens -> [B, 1+L, D]."""
+        P = 0 if self.prompts is None else self.prompts.shape[1]
+        return torch.cat([h[:, :1], h[:, 1 + P :]], dim=1) if P else h
+
+    @property
+    def feature_blocks(self):
+        """Blocks run to reach ``hidden_states[feature_layer]`` (LLaVA's -2: all but the last)."""
+        k, n = self.cfg.feature_layer, self.vision_model.config.num_hidden_layers
+        blocks = k if k >= 0 else n + 1 + k
+        if not 0 <= blocks <= n:
+            raise ConfigError(f"vision.feature_layer {k} is outside this CLIP's hidden states "
+                              f"({-(n + 1)}..{n}: {n} blocks and the embeddings)")
+        return blocks
 
     def cls_features(self, pixel_values):
         """``post_layernorm`` of [CLS]: the query input of ``loss_IE`` [B, D]."""
         return self.vision_model.post_layernorm(self.encode(pixel_values)[:, 0])
 
     def forward(self, pixel_values, return_cls=False):
-        blocks = [] if self.cfg.cls_every else None
-        h = self.encode(pixel_values, blocks)
-        cls = self.vision_model.post_layernorm(h[:, 0])  # [B, D]
-        if self.cfg.features == "pooled":
+        c = self.cfg
+        layer = c.feature_layer is not None
+        states = [] if c.cls_every or (layer and return_cls) else None
+        upto = self.feature_blocks if layer and not return_cls else None  # LLaVA: the last block never runs
+        h = self.encode(pixel_values, states, upto)
+        cls = self.vision_model.post_layernorm(h[:, 0]) if upto is None else None  # [B, D]
+        if c.features == "pooled":
             feats = self.visual_projection(cls)  # [B, D_proj]
-        elif self.cfg.features == "cls":  # the output layer removed, one vector (paper Table 9)
+        elif c.features == "cls":  # the output layer removed, one vector (paper Table 9)
             feats = cls  # [B, D]
-        elif self.cfg.cls_every:  # LaVIN: raw [CLS] of every k-th block [B, K, D]
-            feats = torch.stack([blocks[i][:, 0] for i in self.cls_blocks], dim=1)
-            if self.cfg.num_tokens:
-                feats = feats[:, : self.cfg.num_tokens]
+        elif c.cls_every:  # LaVIN: raw [CLS] of every k-th block [B, K, D]
+            feats = torch.stack([states[i + 1][:, 0] for i in self.cls_blocks], dim=1)
+            if c.num_tokens:
+                feats = feats[:, : c.num_tokens]
         else:
-            feats = self.vision_model.post_layernorm(h)  # [B, T, D]
-            if self.cfg.num_tokens:
-                feats = feats[:, : self.cfg.num_tokens]
-            if self.cfg.features == "full_projected":  # every token through the output layer (Table 9)
+            if layer:  # LLaVA: the raw hidden state of that layer, no post_layernorm [B, 1+L, D]
+                feats = h if upto is not None else self.without_prompts(states[self.feature_blocks])
+            else:  # EIM: post_layernorm over every token of the last block [B, 1+L, D]
+                feats = self.vision_model.post_layernorm(h)
+            if not c.keep_cls:  # patches only (LLaVA's "default" selection) [B, L, D]
+                feats = feats[:, 1:]
+            if c.num_tokens:
+                feats = feats[:, : c.num_tokens]
+            if c.features == "full_projected":  # every token through the output layer (Table 9)
                 feats = self.visual_projection(feats)  # [B, T, D_proj]
         return (feats, cls) if return_cls else feats
 

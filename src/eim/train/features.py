@@ -18,8 +18,10 @@ class FeatureCache:
     them). Every rank computes the whole cache (every rank may draw any sample).
     """
 
-    def __init__(self, model, dataset, image_processor, batch_size, device, quiet=True):
-        self.model, self.dataset, self.proc = model, dataset, image_processor
+    def __init__(self, model, datasets, image_processor, batch_size, device, quiet=True):
+        """``datasets``: a dataset or a list of them (their distinct images are cached once)."""
+        self.datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
+        self.model, self.proc = model, image_processor
         self.batch_size, self.device, self.quiet = batch_size, device, quiet
         self._version, self._cache = None, None
 
@@ -34,7 +36,7 @@ class FeatureCache:
         version = self.version()
         if self._cache is not None and self._version == version:
             return self._cache
-        paths = sorted({s.image for s in (self.dataset[i] for i in range(len(self.dataset))) if s.image})
+        paths = sorted({s.image for d in self.datasets for s in (d[i] for i in range(len(d))) if s.image})
         self.model.eval()
         cache = {}
         bs = self.batch_size

@@ -31,6 +31,7 @@ from pathlib import Path
 from eim.banks import dataset_fingerprint
 from eim.errors import CheckpointError
 from eim.io import read_json, recover_dir, replace_dir, write_json
+from eim.data.loader import MAIN
 from eim.train.stage import stage_dir
 
 RUNTIME = {"generation": None, "train": ("log_every", "save_every", "num_workers")}  # not identity
@@ -42,9 +43,22 @@ class RunFolderError(CheckpointError):
     only ``--resume`` or ``--overwrite`` may use)."""
 
 
-def identity(recipe, dataset):
-    """``{"recipe": recipe as JSON, "data": dataset fingerprint}``: what makes two runs the same."""
-    return {"recipe": json.loads(json.dumps(recipe.to_dict())), "data": dataset_fingerprint(dataset)}
+def identity(recipe, data):
+    """``{"recipe": recipe as JSON, "data": dataset fingerprint}``: what makes two runs the same.
+
+    ``data``: a dataset, or ``{name: dataset}`` (stages that name their data); a run on the main
+    dataset alone keeps the one-dataset form, ``{"datasets": {name: fingerprint}}`` otherwise."""
+    datasets = data if isinstance(data, dict) else {MAIN: data}
+    fp = (dataset_fingerprint(datasets[MAIN]) if set(datasets) == {MAIN}
+          else {"datasets": {n: dataset_fingerprint(d) for n, d in sorted(datasets.items())}})
+    return {"recipe": json.loads(json.dumps(recipe.to_dict())), "data": fp}
+
+
+def _moved(data):
+    """A dataset fingerprint that does not depend on where the data lives (its files by content)."""
+    if isinstance(data, dict) and isinstance(data.get("files"), dict):
+        return {**data, "files": sorted(data["files"].values())}
+    return data
 
 
 def _comparable(ident):
@@ -54,10 +68,10 @@ def _comparable(ident):
             recipe.pop(section, None)
         elif isinstance(recipe.get(section), dict):
             recipe[section] = {k: v for k, v in recipe[section].items() if k not in keys}
-    data = ident.get("data")
-    if isinstance(data, dict) and isinstance(data.get("files"), dict):  # a moved dataset is the same data
-        data = {**data, "files": sorted(data["files"].values())}
-    return {"recipe": recipe, "data": data}
+    data = ident.get("data")  # a moved dataset is the same data
+    if isinstance(data, dict) and isinstance(data.get("datasets"), dict):
+        data = {"datasets": {n: _moved(d) for n, d in data["datasets"].items()}}
+    return {"recipe": recipe, "data": _moved(data)}
 
 
 def differences(old, new):
@@ -74,9 +88,15 @@ def differences(old, new):
 
     walk(a["recipe"], b["recipe"], "")
     if a["data"] is not None and a["data"] != b["data"]:
-        what = [k for k in ("format", "split", "records", "files") if a["data"].get(k) != b["data"].get(k)]
-        what = [k if k != "files" else "file contents" for k in what]
-        out.append(f"data: {', '.join(what)} differ")
+        named = lambda d: d.get("datasets") if isinstance(d.get("datasets"), dict) else {MAIN: d}  # noqa: E731
+        old, new = named(a["data"]), named(b["data"])
+        for name in sorted(set(old) | set(new)):
+            x, y = old.get(name) or {}, new.get(name) or {}
+            what = [k for k in ("format", "split", "records", "files") if x.get(k) != y.get(k)]
+            what = [k if k != "files" else "file contents" for k in what]
+            if what:
+                label = "data" if set(old) == set(new) == {MAIN} else f"data {name!r}"
+                out.append(f"{label}: {', '.join(what)} differ")
     return out
 
 

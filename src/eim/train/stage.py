@@ -1,10 +1,12 @@
-"""One stage of a run (docs/design.md §3): its forward module, its folder and its length."""
+"""One stage of a run (docs/design.md §3): its forward module, its folder, its length and its data."""
 
 import math
 from pathlib import Path
 
 from torch import nn
 
+from eim.data.loader import MAIN
+from eim.errors import DataError
 from eim.losses import StepContext
 
 
@@ -65,3 +67,32 @@ def stage_steps(stage, n_samples, recipe, world=1):
         return stage.steps
     micro = math.ceil(n_samples / (recipe.train.batch_size * world))
     return max(1, math.ceil(stage.epochs * micro / recipe.train.grad_accum))
+
+
+def stage_data_name(stage):
+    """The name of the dataset ``stage`` trains on (its ``data``, else :data:`MAIN`)."""
+    return stage.data or MAIN
+
+
+def resolve_datasets(recipe, data):
+    """``{name: dataset}`` a run trains on, checked against its stages (docs/design.md §3).
+
+    ``data``: one dataset (every stage that names none trains on it) or a dict ``{name: dataset}``
+    (``eim train --data NAME=PATH ...``; a plain ``--data PATH`` is :data:`MAIN`). A stage's
+    dataset must be given, and every dataset given must be read by some stage.
+    """
+    datasets = dict(data) if isinstance(data, dict) else {MAIN: data}
+    wanted = {stage_data_name(s): s for s in recipe.stages}
+    missing = [n for n in wanted if n not in datasets]
+    if missing:
+        given = ", ".join(sorted(datasets)) or "none"
+        needs = "; ".join(f"stage {wanted[n].name!r} trains on {n!r}" for n in missing)
+        how = " ".join(f"--data {n}=PATH" for n in missing)
+        raise DataError(f"recipe {recipe.name}: {needs}, which was not given (given: {given})",
+                        remedy=f"pass {how}" + (" (a plain --data PATH is the dataset of stages that name none)"
+                                                if MAIN in datasets else ""))
+    unused = [n for n in datasets if n not in wanted]
+    if unused:
+        raise DataError(f"recipe {recipe.name}: no stage trains on {', '.join(map(repr, unused))} (its stages read "
+                        f"{', '.join(map(repr, wanted))})", remedy="drop that --data or name it as a stage's data")
+    return datasets

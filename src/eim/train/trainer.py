@@ -52,7 +52,9 @@ from eim.train.run_dir import RunFolder, identity
 from eim.train.collate import Collator
 from eim.train.features import FeatureCache
 from eim.train.sampler import EpochBatches, Rows, ValidCollate
-from eim.train.stage import StageStep, stage_steps
+from eim.train.optim import adamw
+from eim.data.loader import MAIN
+from eim.train.stage import StageStep, resolve_datasets, stage_data_name, stage_steps
 
 
 @dataclass
@@ -89,20 +91,25 @@ class StageRun:
 
 
 class Trainer:
-    """Runs a recipe's stages on a dataset. ``banks``: provider of feature banks for EIM losses
-    (:class:`eim.banks.BankProvider`); ``callbacks``: ``f(trainer, stage_index, step)`` after each
-    optimiser step (tests use it to interrupt a run)."""
+    """Runs a recipe's stages on a dataset, or on ``{name: dataset}`` when stages name their data
+    (``stages.<k>.data``, :func:`eim.train.stage.resolve_datasets`). ``banks``: provider of feature
+    banks for EIM losses (:class:`eim.banks.BankProvider`), or ``{name: provider}``, one per dataset;
+    ``callbacks``: ``f(trainer, stage_index, step)`` after each optimiser step (tests use it to
+    interrupt a run)."""
 
     def __init__(self, recipe, model, tokenizer, image_processor, dataset, run_dir, accelerator=None,
                  banks=None, callbacks=(), quiet=False):
         self.recipe, self.model, self.tok, self.proc = recipe, model, tokenizer, image_processor
-        self.dataset, self.run_dir, self.banks = dataset, Path(run_dir), banks
+        self.datasets, self.run_dir = resolve_datasets(recipe, dataset), Path(run_dir)
+        self.banks = banks if banks is None or isinstance(banks, dict) else {MAIN: banks}
         self.acc = accelerator or make_accelerator(recipe)
         self.acc.gradient_accumulation_steps = recipe.train.grad_accum
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
         self.encoder = TextEncoder(tokenizer, recipe.train.max_length)
-        self.features = FeatureCache(model, dataset, image_processor, recipe.generation.batch_size * 4, self.acc.device,
+        # one cache over every dataset's images (LLaVA's captions and instructions share theirs)
+        self.features = FeatureCache(model, list(self.datasets.values()), image_processor,
+                                     recipe.generation.batch_size * 4, self.acc.device,
                                      quiet=quiet or not self.acc.is_main_process)
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
 
@@ -120,7 +127,7 @@ class Trainer:
         unless ``overwrite``); each stage runs in its ``.partial`` folder, moved into place when
         it finishes."""
         acc = self.acc
-        self.folder = RunFolder(self.run_dir, identity(self.recipe, self.dataset), main=acc.is_main_process)
+        self.folder = RunFolder(self.run_dir, identity(self.recipe, self.datasets), main=acc.is_main_process)
         self.folder.accept(broadcast_object(self.folder.check(resume, overwrite) if acc.is_main_process else None))
         acc.wait_for_everyone()
         self.model.to(acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
@@ -176,12 +183,12 @@ class Trainer:
         t0 = time.time()
         trainable = self._set_trainable(stage)
         self._build_banks(stage)
-        losses = build_losses(stage, r, self.banks, model)
+        losses = build_losses(stage, r, self._stage_banks(stage), model)
         for m, _ in losses.values():
             m.to(acc.device)
         loss_params = [p for m, _ in losses.values() for p in m.parameters() if p.requires_grad]
-        total = stage_steps(stage, len(self.dataset), r, self.world)
-        opt = _adamw(trainable + loss_params, r.stage_lr(stage), r.train.weight_decay, fused=not self._engine_shards)
+        total = stage_steps(stage, len(self.stage_dataset(stage)), r, self.world)
+        opt = adamw(trainable + loss_params, r.stage_lr(stage), r.train.weight_decay, fused=not self._engine_shards)
         warmup = min(r.train.warmup_steps, max(total // 10, 0))
         # not prepared: accelerate would step it once per process
         sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
@@ -215,9 +222,10 @@ class Trainer:
         mode = "text" if set(stage.losses) == {"lm"} and r.eim.lm_query_input == "text" else "train"
         collate = ValidCollate(Collator(self.encoder, self.proc, mode=mode, features=features))
         A = r.train.grad_accum
-        sampler = EpochBatches(len(self.dataset), r.train.batch_size, r.train.seed + 7919 * run.k, run.total * A,
+        dataset = self.stage_dataset(stage)
+        sampler = EpochBatches(len(dataset), r.train.batch_size, r.train.seed + 7919 * run.k, run.total * A,
                                start=run.step * A, world=self.world, rank=self.rank)
-        return torch.utils.data.DataLoader(Rows(self.dataset), batch_sampler=sampler, collate_fn=collate,
+        return torch.utils.data.DataLoader(Rows(dataset), batch_sampler=sampler, collate_fn=collate,
                                            num_workers=r.train.num_workers)
 
     def _prepare(self, run):
@@ -357,15 +365,23 @@ class Trainer:
             replace_dir(tmp, ckpt)
         acc.wait_for_everyone()  # a job killed after this point resumes from this checkpoint
 
+    def stage_dataset(self, stage):
+        return self.datasets[stage_data_name(stage)]
+
+    def _stage_banks(self, stage):
+        """The bank provider of the stage's dataset (row i of its banks = that dataset's sample i)."""
+        return None if self.banks is None else self.banks.get(stage_data_name(stage))
+
     def _build_banks(self, stage):
         """Build (or load) the stage's feature banks with the RNG set aside: whether a bank is
         built, resumed from its parts or reused must not change the training that follows."""
-        if self.banks is None:
+        banks = self._stage_banks(stage)
+        if banks is None:
             return
         cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         for name in sorted({LOSS_BANK[n] for n in stage.losses if n in LOSS_BANK}):
             with torch.random.fork_rng(devices=cuda):
-                self.banks.get(name)
+                banks.get(name)
 
     def _log(self, d, record):
         if self.acc.is_main_process:
@@ -374,18 +390,6 @@ class Trainer:
     def _say(self, msg):
         if self.acc.is_main_process and not self.quiet:
             print(msg, flush=True)
-
-
-def _adamw(params, lr, weight_decay, fused=True):
-    """AdamW, fused where torch has the kernel for these parameters (CPU, CUDA): one pass per
-    tensor instead of seven, the same update to float rounding (issue 16: 0.15 s instead of 1.0 s
-    for 119M parameters on 2 CPU cores). FSDP/DeepSpeed keep their engine's default."""
-    if fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
-        try:
-            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-        except RuntimeError:  # torch < 2.4 has no fused AdamW for CPU tensors
-            pass
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _to_device(batch, device):

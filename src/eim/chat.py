@@ -1,0 +1,73 @@
+"""Chatting with a trained checkpoint about an image (docs/design.md §12), the way people use a chatbot.
+
+    from eim.chat import Chat
+    chat = Chat.load("runs/llava")
+    chat.ask("What is in the image?", image="cat.png")          # greedy answer
+    chat.ask("Is it big?")                                        # follows up on the same image
+
+A conversation is rendered into one prompt exactly as eim's LLaVA loader renders the training
+conversations (:mod:`eim.data.formats.llava`): earlier turns as ``Human: q\\nAssistant: a\\n``
+before the bare question, the image tokens after the lead, ``[lead][image x P][instruction]``
+(:mod:`eim.model.splice`). The exported ``llava-hf`` folder's chat template renders the same
+prompt (:mod:`eim.export.llava_hf`), so both give the same greedy answers. Decoding is the
+recipe's (greedy unless it says otherwise), cut at its ``stop_text``.
+"""
+
+from pathlib import Path
+
+from eim.api import load_for_inference
+from eim.data.formats.llava import HISTORY_TEMPLATE
+from eim.data.sample import Sample
+from eim.errors import DataError
+from eim.model.splice import TextEncoder
+from eim.train.collate import Collator
+
+
+class Chat:
+    """One conversation with ``model``: ``ask(question, image=None, streamer=None) -> answer``."""
+
+    def __init__(self, model, tokenizer, image_processor, recipe, max_new_tokens=None, num_beams=None):
+        self.model, self.tok, self.proc, self.recipe = model, tokenizer, image_processor, recipe
+        g = recipe.generation
+        self.max_new_tokens, self.num_beams = max_new_tokens or g.max_new_tokens, num_beams or g.num_beams
+        self.collate = Collator(TextEncoder(tokenizer, recipe.train.max_length), image_processor, mode="prompt")
+        self.image, self.turns = None, []
+
+    @classmethod
+    def load(cls, checkpoint, **kw):
+        return cls(*load_for_inference(checkpoint), **kw)
+
+    def reset(self, image=None):
+        """Start a new conversation (about ``image``, or none)."""
+        self.image, self.turns = _checked(image), []
+
+    def instruction(self, question):
+        """The prompt's text for ``question`` after this conversation's turns (the LLaVA loader's rendering)."""
+        history = "".join(HISTORY_TEMPLATE.format(question=q, answer=a) for q, a in self.turns)
+        return history + question.strip()
+
+    def ask(self, question, image=None, streamer=None):
+        """The answer to ``question`` (about ``image`` when given: a new image starts a new
+        conversation); ``streamer``: a transformers streamer that receives the tokens as they come."""
+        if image is not None and _checked(image) != self.image:
+            self.reset(image)
+        if not question.strip():
+            raise DataError("empty question", remedy="type a question")
+        sample = Sample(index=0, image=self.image, instruction=self.instruction(question), response="")
+        batch = self.collate([sample])
+        extra = {"streamer": streamer} if streamer is not None else {}
+        answer = self.model.generate(batch, self.tok, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
+                                     stop_text=self.recipe.generation.stop_text, **extra)[0]
+        self.turns.append((question.strip(), answer))
+        return answer
+
+
+def _checked(image):
+    if image is None:
+        return None
+    if not Path(image).is_file():
+        raise DataError("image file not found", file=image, remedy="check the path")
+    return str(Path(image).resolve())
+
+
+__all__ = ["Chat"]

@@ -1,0 +1,252 @@
+"""``llava-hf``: a run as a folder ``transformers.LlavaForConditionalGeneration`` serves (docs/design.md §12).
+
+    eim export runs/llava --format llava-hf --out llava-exported
+
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    model = LlavaForConditionalGeneration.from_pretrained("llava-exported")
+    processor = AutoProcessor.from_pretrained("llava-exported")
+
+The folder holds ``config.json`` (``LlavaConfig``: the CLIP vision config, the LLM's config, the
+feature layer and selection), ``model.safetensors``, ``generation_config.json`` (greedy, eim's
+EOS and pad), the tokenizer with an ``<image>`` token, the CLIP image processor and a chat
+template that renders eim's own prompt, so nothing of eim is needed to load or serve it.
+
+What has to agree for the same answers, and how each is kept:
+
+- **the layout.** eim splices the image tokens after the tokenizer's lead (BOS when it adds one):
+  ``[lead][image x P][instruction]``, earlier turns rendered into the instruction as eim's LLaVA
+  loader renders them (``Human: q\\nAssistant: a\\n``), no system prompt, no assistant prefix.
+  LLaVA puts its features wherever ``<image>`` stands; the template writes one ``<image>`` right
+  after the lead wherever the image sits in the messages, and the processor expands it to P.
+- **the features.** LLaVA reads ``hidden_states[vision_feature_layer]`` of ``CLIPVisionModel``,
+  ``[CLS]`` dropped (``default``) or kept (``full``): eim's ``vision.feature_layer`` and
+  ``keep_cls`` mean exactly that. eim's own default (``post_layernorm`` of the last block) has no
+  place in LLaVA, so such a run is refused.
+- **the weights.** The tuned CLIP (LoRA merged into its weights by peft), the ``mlp2x_gelu`` ST
+  (LLaVA's ``linear_1 / GELU / linear_2``), the LLM's backbone and head. The ``<image>`` token is
+  a new row of the embeddings and the head; its logit is suppressed (``suppress_tokens``), so
+  every other logit, hence greedy decoding, is unchanged.
+- **what plain LLaVA lacks.** VPT prompts and LaVIN / LLaMA-Adapter adapters act inside the
+  forward pass: not mergeable exactly, so the export refuses such a run and says why.
+
+Before anything is written the export checks itself: the processor's token ids against eim's
+prompt for probe conversations, its pixels against eim's image processor, and the LLaVA model's
+logits against eim's on a probe image.
+"""
+
+import copy
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from PIL import Image
+from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+from eim.data.formats.llava import HISTORY_TEMPLATE
+from eim.data.sample import Sample
+from eim.errors import EIMError
+from eim.model.splice import TextEncoder
+from eim.train.collate import Collator
+
+IMAGE_TOKEN = "<image>"
+ATOL = 1e-4  # logits of the exported model vs eim's on the probe (float32: ~1e-6 is typical)
+
+
+class ExportError(EIMError):
+    """A run cannot be written in the asked format, or the written model would not match it."""
+
+
+# eim's prompt as a Jinja chat template. HISTORY_TEMPLATE's two halves and the lead are filled in
+# by chat_template(); every earlier (user, assistant) pair is history, the last user turn is the
+# question, a final assistant turn (no generation prompt) is the response, joined as eim joins it.
+_TEMPLATE = """{%- set ns = namespace(images=0, history='', before='', question=none, answer=none) -%}
+{%- for message in messages -%}
+{%- set part = namespace(text='') -%}
+{%- if message['content'] is string -%}{%- set part.text = message['content'] -%}
+{%- else -%}{%- for c in message['content'] -%}
+{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}
+{%- elif c['type'] == 'text' -%}{%- set part.text = part.text + c['text'] -%}{%- endif -%}
+{%- endfor -%}{%- endif -%}
+{%- set text = part.text | replace('<image>', '') | trim -%}
+{%- if message['role'] == 'user' -%}
+{%- if ns.question is not none -%}{{ raise_exception('two user turns in a row: eim trains on (user, assistant) pairs') }}{%- endif -%}
+{%- set ns.question = text -%}{%- set ns.answer = none -%}
+{%- elif message['role'] == 'assistant' -%}
+{%- if ns.question is none -%}{{ raise_exception('an assistant turn must follow a user turn') }}{%- endif -%}
+{%- set ns.before = ns.history -%}
+{%- set ns.history = ns.history + @@Q@@ + ns.question + @@A@@ + text + '\\n' -%}
+{%- set ns.answer = [ns.question, text] -%}{%- set ns.question = none -%}
+{%- else -%}{{ raise_exception('eim trains with user and assistant turns only (no ' + message['role'] + ' turn)') }}
+{%- endif -%}
+{%- endfor -%}
+{%- if ns.images > 1 -%}{{ raise_exception('eim splices one image per conversation') }}{%- endif -%}
+@@LEAD@@{%- if ns.images -%}<image>{%- endif -%}
+{%- if ns.question is not none -%}{{ ns.history + ns.question }}
+{%- elif ns.answer is not none -%}{%- set q = ns.before + ns.answer[0] -%}{{ q }}
+{%- if q and ns.answer[1] and q[-1] not in ' \\n\\t' -%}{{ ' ' }}{%- endif -%}{{ ns.answer[1] }}
+{%- endif -%}"""
+
+
+def chat_template(lead):
+    """The Jinja template rendering eim's prompt; ``lead``: True when the tokenizer leads with BOS."""
+    q, a = HISTORY_TEMPLATE.split("{question}")[0], HISTORY_TEMPLATE.split("{question}")[1].split("{answer}")[0]
+    return (_TEMPLATE.replace("@@Q@@", repr(q)).replace("@@A@@", repr(a))
+            .replace("@@LEAD@@", "{{ bos_token }}" if lead else ""))
+
+
+def check_exportable(recipe):
+    """Raise :class:`ExportError` naming every part of ``recipe`` a plain LLaVA cannot hold."""
+    v, p, lm = recipe.vision, recipe.projector, recipe.lm
+    why = []
+    if v.features != "full" or v.feature_layer is None:
+        why.append("LLaVA feeds its projector a raw CLIP hidden state: set vision.features full and "
+                   f"vision.feature_layer (LLaVA: -2); this run has features {v.features!r}, feature_layer "
+                   f"{v.feature_layer!r} (EIM's post_layernorm features have no place in LLaVA)")
+    if v.cls_every is not None or v.num_tokens is not None:
+        why.append("LLaVA takes every patch token of one layer: vision.cls_every and vision.num_tokens must be unset")
+    if v.trainable == "prompt":
+        why.append("the run's VPT prompts (vision.trainable prompt) run inside CLIP at inference and cannot be "
+                   "merged into its weights; train with --vision.trainable lora (merged exactly on export) or full")
+    if v.trainable == "lavin" or lm.trainable in ("lavin", "adapter_prompt"):
+        why.append(f"LaVIN / LLaMA-Adapter adapters (vision.trainable {v.trainable!r}, lm.trainable "
+                   f"{lm.trainable!r}) are not part of a plain LLaVA and do not merge into its weights")
+    if p.type != "mlp2x_gelu" or p.inject != "splice":
+        why.append(f"LLaVA's projector is mlp2x_gelu spliced into the input (this run: projector.type {p.type!r}, "
+                   f"inject {p.inject!r})")
+    if why:
+        raise ExportError(f"recipe {recipe.name} cannot be exported as llava-hf: " + "; ".join(why))
+
+
+def merged_state(module):
+    """``module``'s state dict with peft's LoRA layers merged into their base weights (peft's own
+    ``merge``) and named as the plain module names them."""
+    for m in module.modules():
+        if isinstance(m, BaseTunerLayer) and not m.merged:
+            m.merge()
+    return {k.replace(".base_layer.", "."): t for k, t in module.state_dict().items() if "lora_" not in k}
+
+
+def build_llava(model, tok, recipe):
+    """-> (LlavaForConditionalGeneration, exported tokenizer, image token id, whether a row was added)."""
+    v, lm = model.vision, model.lm
+    tok2 = copy.deepcopy(tok)
+    tok2.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    image_id = tok2.convert_tokens_to_ids(IMAGE_TOKEN)
+    vocab = lm.get_input_embeddings().num_embeddings
+    added = image_id >= vocab  # a new row (else the token takes an unused row of a padded vocabulary)
+    text_config = copy.deepcopy(lm.config)
+    text_config.vocab_size = max(vocab, image_id + 1)
+    config = LlavaConfig(vision_config=v.vision_model.config.to_dict(), text_config=text_config.to_dict(),
+                         image_token_index=image_id, image_seq_length=v.num_tokens, projector_hidden_act="gelu",
+                         vision_feature_select_strategy="full" if recipe.vision.keep_cls else "default",
+                         vision_feature_layer=recipe.vision.feature_layer, multimodal_projector_bias=True,
+                         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)))
+    torch.manual_seed(0)
+    llava = LlavaForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        tower = llava.model.vision_tower  # transformers 4 wraps the tower's modules in .vision_model
+        _load(getattr(tower, "vision_model", tower), merged_state(v.vision_model), "CLIP vision tower")
+        _load(llava.model.multi_modal_projector, model.projector.state_dict(), "projector")
+        backbone = merged_state(lm.base_model)
+        emb = lm.get_input_embeddings().weight
+        key = next(n for n, p in lm.base_model.named_parameters() if p is emb)
+        backbone[key] = _rows(emb, text_config.vocab_size)
+        _load(llava.model.language_model, backbone, "LLM")
+        llava.lm_head.weight.copy_(_rows(lm.get_output_embeddings().weight, text_config.vocab_size))
+    if config.tie_word_embeddings:
+        llava.tie_weights()
+    return llava, tok2, image_id, added
+
+
+def _rows(weight, n):
+    """``weight`` [V, D] with zero rows appended up to ``n``."""
+    out = weight.new_zeros(n, weight.shape[1])
+    out[: weight.shape[0]] = weight
+    return out
+
+
+def _load(module, state, what):
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ExportError(f"the {what} does not map onto LLaVA's: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def build_processor(tok2, proc, model, recipe):
+    lead = bool(TextEncoder(tok2).lead)
+    c = model.vision.vision_model.config
+    return LlavaProcessor(image_processor=proc, tokenizer=tok2, patch_size=c.patch_size,
+                          vision_feature_select_strategy="full" if recipe.vision.keep_cls else "default",
+                          chat_template=chat_template(lead), image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
+
+
+def generation_config(model, tok, recipe, image_id, added):
+    """Greedy decoding as ``eim chat`` / ``eim eval`` run it (the LLM's own generation config
+    underneath, as eim's ``generate`` has it), the added ``<image>`` row suppressed."""
+    g = copy.deepcopy(model.lm.generation_config)
+    g.update(do_sample=False, num_beams=1, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+             max_new_tokens=recipe.generation.max_new_tokens, suppress_tokens=[image_id] if added else None)
+    if tok.bos_token_id is not None:
+        g.bos_token_id = tok.bos_token_id
+    for k in ("temperature", "top_p", "top_k"):  # sampling settings mean nothing to greedy decoding
+        if hasattr(g, k):
+            setattr(g, k, GenerationConfig().__dict__.get(k))
+    return g
+
+
+PROBES = [  # conversations whose token ids must match eim's prompt exactly
+    ("What is in the image?", None),
+    ("  Is there a red circle? Please answer yes or no.", [("Describe the image.", "A red circle on white.")]),
+]
+
+
+def verify(model, tok, proc, recipe, llava, processor, image_id):
+    """The exported model against eim's on probes: token ids, pixels and logits. Raises ExportError."""
+    enc = TextEncoder(tok, 10 ** 6)
+    P = model.vision.num_tokens
+    image = Image.new("RGB", (37, 29), (200, 60, 30))
+    for question, history in PROBES:
+        instruction = "".join(HISTORY_TEMPLATE.format(question=q, answer=a) for q, a in history or ()) + question.strip()
+        messages = [m for q, a in history or () for m in ({"role": "user", "content": q},
+                                                            {"role": "assistant", "content": a})]
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]})
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                               return_tensors="pt", processor_kwargs={"images": [image]})
+        ids, k = enc.encode_prompt(instruction)
+        want = ids[:k] + [image_id] * P + ids[k:]
+        got = inputs["input_ids"][0].tolist()
+        if got != want:
+            raise ExportError(f"the exported processor's token ids differ from eim's prompt for {instruction!r}: "
+                              f"{got[:12]}... vs {want[:12]}... (the tokenizer splits text after a special token "
+                              "differently); nothing was written")
+        batch = Collator(enc, proc, mode="prompt")([Sample(0, None, instruction, "")])
+        pix = proc(images=[image], return_tensors="pt")["pixel_values"]
+        if not torch.equal(inputs["pixel_values"], pix):
+            raise ExportError("the exported image processor does not reproduce eim's pixels; nothing was written")
+    batch["pixel_values"], batch["has_image"] = pix, torch.tensor([True])
+    with torch.no_grad():
+        embeds, mask, pos, _ = model.embed(batch, with_labels=False)
+        ours = model.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits[0]
+        theirs = llava(**inputs).logits[0, :, : ours.shape[-1]]
+    err = (ours - theirs).abs().max().item()
+    if err > ATOL:
+        raise ExportError(f"the exported model's logits differ from eim's by {err:.2e} (> {ATOL}) on a probe image; "
+                          "nothing was written")
+    return err
+
+
+def export_llava_hf(model, tok, proc, recipe, out, dtype="float32"):
+    """Write ``model`` (loaded by :func:`eim.api.load_for_inference`) into the folder ``out`` (it
+    must be new or empty: the caller moves it into place). Returns a summary dict."""
+    check_exportable(recipe)
+    llava, tok2, image_id, added = build_llava(model, tok, recipe)
+    processor = build_processor(tok2, proc, model, recipe)
+    err = verify(model, tok, proc, recipe, llava, processor, image_id)
+    llava.generation_config = generation_config(model, tok, recipe, image_id, added)
+    llava.to(getattr(torch, dtype))
+    llava.save_pretrained(out)
+    processor.save_pretrained(out)
+    return {"format": "llava-hf", "recipe": recipe.name, "image_token": IMAGE_TOKEN, "image_token_id": image_id,
+            "image_tokens": model.vision.num_tokens, "vision_feature_layer": recipe.vision.feature_layer,
+            "vision_feature_select_strategy": llava.config.vision_feature_select_strategy,
+            "lead": tok.convert_ids_to_tokens(TextEncoder(tok).lead), "dtype": dtype,
+            "probe_max_logit_diff": err, "stop_text": recipe.generation.stop_text}
