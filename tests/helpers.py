@@ -62,6 +62,20 @@ def caption_samples(root, n_images=8, captions_per_image=1, seed=0):
 TEXTS = [f"a {c} {s} that is on white one ." for c in COLOURS for s in SHAPES] * 5
 
 
+def llava_datasets(root, question="What is shown here?"):
+    """LLaVA's two stages' data over 8 drawn shapes: ``captions`` (instruction empty) and
+    ``instruct`` (``question`` -> the caption), as ``{name: dataset}`` for ``train``."""
+    caps = caption_samples(root, 8, captions_per_image=2)
+    inst = [Sample(index=i, image=s.image, instruction=question, response=s.response, image_id=s.image_id)
+            for i, s in enumerate(caps)]
+    out = {}
+    for name, rows in (("captions", caps), ("instruct", inst)):
+        d = ListDataset(rows)
+        d.files, d.format, d.split = [], "list", "train"
+        out[name] = d
+    return out
+
+
 def tiny_recipe(tiny_dir, name="clipcap", lm="gpt2", overrides=None):
     """A shipped recipe pointed at the tiny models, with small sizes."""
     base = {

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TEXTS, ListDataset, caption_samples, tiny_recipe
+from helpers import TEXTS, llava_datasets, tiny_recipe
 
 from eim.api import train
 from eim.chat import Chat
 from eim.cli import main
-from eim.data.sample import Sample
 from eim.errors import EIMError
 from eim.export import export
 from eim.export.llava_hf import ExportError, check_exportable
@@ -50,26 +49,13 @@ print(json.dumps(out))
 """
 
 
-def _datasets(root):
-    """Captions for stage 1, one-turn LLaVA-style instructions for stage 2, over 8 drawn shapes."""
-    caps = caption_samples(root, 8, captions_per_image=2)
-    inst = [Sample(index=i, image=s.image, instruction=q, response=s.response, image_id=s.image_id)
-            for i, s in enumerate(caps) for q in QUESTIONS[:1]]
-    out = {}
-    for name, rows in (("captions", caps), ("instruct", inst)):
-        d = ListDataset(rows)
-        d.files, d.format, d.split = [], "list", "train"
-        out[name] = d
-    return out
-
-
 @pytest.fixture(scope="module")
 def llava_run(tiny_dir, tmp_path_factory):
     """A tiny ``llava`` run (a LLaMA whose tokenizer adds BOS, so eim's image tokens follow a lead
     token) that has learned to name the colour it sees: answers differ from image to image."""
     root = tmp_path_factory.mktemp("llava")
     lm = make_tiny_lm(root / "llama", make_tokenizer(TEXTS, 300, llama_specials=True), arch="llama")
-    data = _datasets(root / "images")
+    data = llava_datasets(root / "images", QUESTIONS[0])
     over = {"lm.name_or_path": str(lm), "train.lr": 1e-2, "stages.0.lr": 1e-2, "train.max_length": 32,
             "generation.max_new_tokens": 8}
     for i in range(2):

@@ -82,7 +82,9 @@ def resolve_datasets(recipe, data):
     dataset must be given, and every dataset given must be read by some stage.
     """
     datasets = dict(data) if isinstance(data, dict) else {MAIN: data}
-    wanted = {stage_data_name(s): s for s in recipe.stages}
+    wanted = {}
+    for s in recipe.stages:  # name -> the first stage that reads it
+        wanted.setdefault(stage_data_name(s), s)
     missing = [n for n in wanted if n not in datasets]
     if missing:
         given = ", ".join(sorted(datasets)) or "none"
