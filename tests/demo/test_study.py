@@ -28,14 +28,17 @@ sweeps:
 
 
 def test_shipped_specs_load_and_build_their_recipes(tmp_path):
-    from eim.demo.coco import PRESETS, recipe_for
+    from eim.demo.study import SCHEDULES, TASKS
 
-    assert {f"clipcap-t{k}" for k in range(3, 10)} <= set(spec_names())
+    assert {f"clipcap-t{k}" for k in range(3, 10)} | {"llava-eim"} <= set(spec_names())
     for name in spec_names():
         spec = load_spec(name)
         assert spec.select_on != "test" and spec.reference in [v.name for v in spec.variants]
+        task = TASKS[spec.task]
+        schedule = getattr(task, "schedules", SCHEDULES)["test"]
         for v in spec.variants:  # every variant's overrides give a valid recipe
-            recipe_for(v.recipe, PRESETS["test"], tmp_path / "clip", tmp_path / "lm", 0, extra=v.overrides)
+            task.recipe(v.recipe, schedule, tmp_path / "clip", tmp_path / "lm", 0, extra=v.overrides)
+        assert set(spec.metrics) <= set(task.interval_metrics)  # every compared metric has its interval
 
 
 def test_study_end_to_end_then_rerun_reuses_runs(tmp_path, capsys):

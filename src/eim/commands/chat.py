@@ -7,8 +7,8 @@ LLaVA-format training data (docs/design.md §12). Lines starting with ``/``: ``/
 starts a conversation about another image, ``/reset`` forgets the turns, ``/quit`` (or end of
 input) stops.
 
-    eim chat runs/llava --image cat.png
-    eim chat runs/llava --image cat.png --prompt "What is in the image?"
+    eim chat RUN_DIR --image IMAGE
+    eim chat RUN_DIR --image IMAGE --prompt TEXT
 """
 
 import argparse

@@ -1,26 +1,29 @@
-"""``eim demo [--task coco|scienceqa|mme] [--out DIR] [--preset tiny|smol|test] [--seeds N]``: baseline vs
-EIM, end to end, offline.
+"""``eim demo [--task coco|scienceqa|mme|llava] [--out DIR] [--preset tiny|smol|test] [--seeds N]``: baseline
+vs EIM, end to end, offline.
 
-See :mod:`eim.demo.coco` (``coco``: ClipCap) and :mod:`eim.demo.lavin` (``scienceqa``, ``mme``: LaVIN).
+See :mod:`eim.demo.coco` (``coco``: ClipCap), :mod:`eim.demo.lavin` (``scienceqa``, ``mme``: LaVIN) and
+:mod:`eim.demo.llava` (``llava``: LLaVA-1.5, presets tiny and test).
 Writes DIR/report.html and DIR/summary.json; re-running reuses caches.
 """
 
 import argparse
 
-from eim.demo import coco, lavin
+from eim.demo import coco, lavin, llava
 from eim.demo.pipeline import run_comparison
+from eim.errors import ConfigError
 
-TASKS = {"coco": coco.TASK, **lavin.TASKS}
+TASKS = {"coco": coco.TASK, **lavin.TASKS, "llava": llava.TASK}
 
 
 def add_parser(sub):
     p = sub.add_parser("demo", help="run baseline vs EIM end to end, offline (ClipCap, or LaVIN with --task)",
-                       description=coco.__doc__ + "\n" + lavin.__doc__,
+                       description=coco.__doc__ + "\n" + lavin.__doc__ + "\n" + llava.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="coco", choices=tuple(TASKS),
                    help="coco: ClipCap vs ClipCap+EIM captioning (default); scienceqa: LaVIN vs LaVIN+EIM on "
                         "ScienceQA-format problems; mme: LaVIN vs LaVIN+EIM instruction-tuned on LLaVA-format "
-                        "data, scored on MME-format questions")
+                        "data, scored on MME-format questions; llava: LLaVA-1.5 vs LLaVA+EIM (captions, then "
+                        "LLaVA-format instructions), scored on MME-format questions and captions")
     p.add_argument("--out", default=None, help="output folder (default: eim-demo, or eim-demo-<task>)")
     p.add_argument("--preset", default="tiny", choices=sorted(coco.PRESETS),
                    help="tiny: small CLIP + small GPT-2 (a tiny LLaMA for --task scienceqa/mme; minutes); "
@@ -35,15 +38,19 @@ def add_parser(sub):
 
 def run(args):
     task = TASKS[args.task]
+    if args.preset not in task.presets:
+        raise ConfigError(f"--task {args.task} has no {args.preset!r} preset (allowed: {', '.join(task.presets)})")
     out = args.out or ("eim-demo" if args.task == "coco" else f"eim-demo-{args.task}")
     variants = tuple(args.variants.split(",")) if args.variants else None
     s = run_comparison(task, out, preset=args.preset, seeds=args.seeds, quiet=args.quiet, variants=variants)
-    shown = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if args.task == "coco" else s["metric_names"]
+    shown = {"coco": ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr"),
+             "llava": ("perception", "mme_acc", "mme_acc_plus", "Bleu_4", "CIDEr")}.get(args.task, s["metric_names"])
     scale = task.key_scale
-    print(f"\n{'model':<26}" + "".join(f"{m:>11}" for m in shown))
+    widths = [max(11, len(m) + 2) for m in shown]
+    print(f"\n{'model':<26}" + "".join(f"{m:>{w}}" for m, w in zip(shown, widths)))
     for d in s["variants"].values():
-        row = "".join(f"{'n/a' if d['metrics'][m]['mean'] is None else format(d['metrics'][m]['mean'] * scale, '.2f'):>11}"
-                      for m in shown)
+        row = "".join(f"{'n/a' if d['metrics'][m]['mean'] is None else format(d['metrics'][m]['mean'] * scale, '.2f'):>{w}}"
+                      for m, w in zip(shown, widths))
         print(f"{d['label']:<26}{row}")
     if s.get("verdict"):
         print(s["verdict"])

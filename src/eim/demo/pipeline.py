@@ -134,7 +134,11 @@ def eval_fresh(ev, run_dir, settings, n, per_image=True):
 
 def evaluate_run(task, run_dir, dataset, p, split="test", quiet=False, **kwargs):
     """Score a run on ``dataset`` (``run_dir/eval-<task>[-<split>]``), reusing a fresh evaluation
-    (:func:`eval_fresh`); returns (scores, evaluation folder, generation seconds)."""
+    (:func:`eval_fresh`); returns (scores, evaluation folder, generation seconds). A task scored on
+    several benchmarks (LLaVA: MME and captions) has its own ``evaluate``; its folder is then
+    ``{benchmark: folder}`` and ``task.metric_sources`` says which one a metric reads."""
+    if hasattr(task, "evaluate"):
+        return task.evaluate(run_dir, dataset, p, split=split, quiet=quiet, **kwargs)
     eval_kw = {**task.eval_kwargs(p), **kwargs}
     settings = {k: eval_kw[k] for k in GENERATION_KEYS if k in eval_kw}
     ev = Path(run_dir) / (f"eval-{task.name}" if split == "test" else f"eval-{task.name}-{split}")
@@ -145,6 +149,16 @@ def evaluate_run(task, run_dir, dataset, p, split="test", quiet=False, **kwargs)
         scores = evaluate_checkpoint(run_dir, task.name, dataset, ev, quiet=quiet, **eval_kw)
     gen = json.loads((ev / "generation.json").read_text())
     return scores, ev, gen.get("generation_seconds")
+
+
+def size(data):
+    """Samples in a dataset, or in all of ``{name: dataset}``."""
+    return sum(map(len, data.values())) if isinstance(data, dict) else len(data)
+
+
+def eval_dir(task, folder, metric):
+    """The evaluation folder ``metric`` is computed from (a task with several benchmarks keeps one each)."""
+    return folder[task.metric_sources[metric]] if isinstance(folder, dict) else folder
 
 
 def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None, callbacks=()):
@@ -177,17 +191,18 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
     for v, s in runs:
         run_dir = out / "runs" / task.run_name(v, s)
         recipe = task.recipe(v, p, enc["clip"], enc["lm"], s)
-        prog.start(f"train-{v}-{s}", f"3/5 train {v} (seed {s}) on {len(train_ds)} training samples: "
+        prog.start(f"train-{v}-{s}", f"3/5 train {v} (seed {s}) on {size(train_ds)} training samples: "
                    + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps} steps" for st in recipe.stages))
         # resume: reuse a run already there; overwrite: replace one made with another recipe
         stages = train(recipe, train_ds, run_dir, resume=True, overwrite=True, quiet=quiet,
                        banks_dir=out / "banks", callbacks=callbacks)
         prog.finish(f"train-{v}-{s}")
-        prog.start(f"eval-{v}-{s}", f"4/5 evaluate {v} (seed {s}) on {len(test_ds)} {task.test_text}")
+        prog.start(f"eval-{v}-{s}", f"4/5 evaluate {v} (seed {s}) on {size(test_ds)} {task.test_text}")
         scores, ev, gen_seconds = evaluate_run(task, run_dir, test_ds, p, quiet=quiet)
         # the runs' own records, so a re-run that reuses them reports the original cost
         results[(v, s)] = {"stages": stages, "scores": scores, "train_seconds": sum(st["seconds"] for st in stages),
-                           "eval_seconds": gen_seconds, "run_dir": str(run_dir), "eval_dir": str(ev)}
+                           "eval_seconds": gen_seconds, "run_dir": str(run_dir),
+                           "eval_dir": {k: str(x) for k, x in ev.items()} if isinstance(ev, dict) else str(ev)}
         prog.finish(f"eval-{v}-{s}")
 
     prog.start("report", "5/5 report")
@@ -267,8 +282,9 @@ def comparisons(task, results, variants, seeds):
             continue
         for m in task.compared:
             fn, scale = task.interval_metrics[m]
-            c = paired_comparison([results[(v, s)]["eval_dir"] for s in range(seeds)],
-                                  [results[(task.baseline, s)]["eval_dir"] for s in range(seeds)], fn, scale)
+            c = paired_comparison([eval_dir(task, results[(v, s)]["eval_dir"], m) for s in range(seeds)],
+                                  [eval_dir(task, results[(task.baseline, s)]["eval_dir"], m) for s in range(seeds)],
+                                  fn, scale)
             out.append({"variant": v, "reference": task.baseline, "metric": m, "split": "test", **c})
     return out
 

@@ -36,15 +36,15 @@ import yaml
 from eim import __version__
 from eim.api import quiet_transformers, train
 from eim.banks import dataset_fingerprint, file_digest
-from eim.demo import coco
-from eim.demo.pipeline import evaluate_run, mean_std, paired_comparison, say
+from eim.demo import coco, llava
+from eim.demo.pipeline import eval_dir, evaluate_run, mean_std, paired_comparison, say
 from eim.demo.study_report import write_study_report
 from eim.demo.worlds import SCHEDULES, ensure_world, world, world_encoders
 from eim.errors import ConfigError
 from eim.io import write_json
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "studies"
-TASKS = {"coco": coco.TASK}
+TASKS = {"coco": coco.TASK, "llava": llava.TASK}
 SELECTABLE = ("val", "train")  # never "test": it is read once, for the final table
 
 
@@ -142,14 +142,19 @@ def _versions():
 class _Condition:
     """One condition's data, encoders and runs (a helper of :func:`run_study`). What is task
     specific comes from the task object: ``study_datasets(data) -> (train, {"val", "test"})``,
-    ``recipe(name, schedule, clip, lm, seed, extra)``, ``eval_kwargs``, ``interval_metrics``."""
+    ``recipe(name, schedule, clip, lm, seed, extra)``, ``eval_kwargs``, ``interval_metrics``; and,
+    where a task has them, ``schedules`` (its own training schedules), ``study_encoders`` (its own
+    encoder cache) and ``evaluate`` (several benchmarks, :func:`eim.demo.pipeline.evaluate_run`)."""
 
     def __init__(self, spec, cond, preset, p, cache, quiet):
         self.task, self.cond, self.preset, self.p, self.quiet = TASKS[spec.task], cond, preset, p, quiet
         self.world = world(preset, cond)
         self.data = ensure_world(cache, self.world, quiet)
-        self.enc = world_encoders(cache, self.data, self.world, "smol" if preset == "smol" else "tiny",
-                                  p.encoders or None, quiet)
+        if hasattr(self.task, "study_encoders"):
+            self.enc = self.task.study_encoders(Path(cache), self.data, self.world, preset, p, quiet)
+        else:
+            self.enc = world_encoders(cache, self.data, self.world, "smol" if preset == "smol" else "tiny",
+                                      p.encoders or None, quiet)
         self.train_ds, self.splits = self.task.study_datasets(self.data)
         self.runs = Path(cache) / "runs" / self.world.key
         self.banks = Path(cache) / "banks" / self.world.key
@@ -183,7 +188,10 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
     task = TASKS[spec.task]
-    p = SCHEDULES[preset]
+    schedules = getattr(task, "schedules", SCHEDULES)
+    if preset not in schedules:
+        raise ConfigError(f"study {spec.name}: task {spec.task} has no {preset!r} preset (allowed: {', '.join(schedules)})")
+    p = schedules[preset]
     t0 = time.time()
     study = {"spec": spec.name, "title": spec.title, "preset": preset, "seeds": seeds, "select_on": select_on,
              "reference": spec.reference, "metrics": spec.metrics, "table": spec.table, "conditions": {},
@@ -219,7 +227,7 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
             variants[v.name] = _variant_summary(v, overrides, per_seed, spec, task)
         study["conditions"][cond] = {
             "world": asdict(c.world), "encoders": {k: str(x) for k, x in c.enc.items()},
-            "data": {s: dataset_fingerprint(d) for s, d in {"train": c.train_ds, **c.splits}.items()},
+            "data": {s: _fingerprint(d) for s, d in {"train": c.train_ds, **c.splits}.items()},
             "selection": selection, "variants": variants,
             "comparisons": _comparisons(spec, task, evals, cond, n_boot)}
         write_json(study, out / "study.json")  # after each condition: a long study shows progress
@@ -227,6 +235,11 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
     write_json(study, out / "study.json")
     write_study_report(out, study)
     return study
+
+
+def _fingerprint(data):
+    """A dataset's fingerprint, or one per dataset of ``{name: dataset}``."""
+    return {n: dataset_fingerprint(d) for n, d in data.items()} if isinstance(data, dict) else dataset_fingerprint(data)
 
 
 def _variant_summary(v, overrides, per_seed, spec, task):
@@ -255,7 +268,8 @@ def _comparisons(spec, task, evals, cond, n_boot):
     for v, ref in pairs:
         for m in spec.metrics:
             fn, scale = task.interval_metrics[m]
-            c = paired_comparison(evals[v], evals[ref], fn, scale, n_boot=n_boot)
+            c = paired_comparison([eval_dir(task, e, m) for e in evals[v]], [eval_dir(task, e, m) for e in evals[ref]],
+                                  fn, scale, n_boot=n_boot)
             out.append({"condition": cond, "variant": v, "reference": ref, "metric": m, "split": "test", **c})
     return out
 

@@ -6,7 +6,8 @@ A benchmark score is a function of per-item statistics summed (or averaged) over
 - COCO BLEU-n: corpus BLEU of the summed n-gram matches, n-gram counts and lengths of each image
   (pycocoevalcap's own per-image statistics, ``closest`` reference length); CIDEr-D and ROUGE-L:
   the mean of pycocoevalcap's per-image scores (CIDEr's document frequencies from the whole test
-  set, held fixed); ScienceQA accuracy: the mean of per-question correctness.
+  set, held fixed); ScienceQA accuracy: the mean of per-question correctness; MME accuracy and
+  accuracy+: the means of each image's share of right answers and of "both right".
 - So a resample of items is a weight vector ``w`` (how often each item is drawn) and the score
   is ``metric(w @ stats)``: thousands of resamples cost one matrix product.
 
@@ -49,6 +50,8 @@ COCO_METRICS = {**{f"Bleu_{n}": (lambda n: lambda sums, count: bleu_from_stats(s
                    for n in range(1, 5)},
                 "CIDEr": _mean_of(10), "ROUGE_L": _mean_of(11)}
 ACCURACY_METRICS = {"accuracy": _mean_of(0)}
+# MME per image: [questions right / 2, both right] (eim.evaluation.mme.per_image_stats)
+MME_METRICS = {"accuracy": _mean_of(0), "accuracy_plus": _mean_of(1)}
 
 
 def paired_bootstrap(variant, reference, metric, n_boot=2000, seed=0, scale=1.0):

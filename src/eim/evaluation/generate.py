@@ -172,8 +172,8 @@ def write_predictions(task, samples, predictions, out_dir):
 
 
 def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
-    """Score ``out_dir``'s prediction file with the library code behind ``eim score``; COCO and
-    ScienceQA results also carry ``per_image`` statistics (:mod:`eim.evaluation.bootstrap`).
+    """Score ``out_dir``'s prediction file with the library code behind ``eim score``; the results
+    also carry ``per_image`` statistics (:mod:`eim.evaluation.bootstrap`).
 
     Records the dataset skipped as bad (``--skip-bad``) have no prediction: they are left out of
     the scoring and listed in the result's ``"skipped"``."""
@@ -186,7 +186,7 @@ def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
         problems, splits = dataset.files[:2]
         return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits,
                                      skipped=skipped, per_image=True)
-    return score_mme_dir(out_dir / PREDICTION_FILES[task], skipped=skipped)
+    return score_mme_dir(out_dir / PREDICTION_FILES[task], skipped=skipped, per_image=True)
 
 
 def check_task_data(task, dataset):
@@ -211,7 +211,7 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
     checkpoint: run folder, stage folder or model.safetensors (as ``eim caption``). task: coco,
     scienceqa or mme, matching the dataset's format (COCO in eval mode). Decoding arguments as
     :func:`resolve_settings`. spice: None = run SPICE when available, False = skip (meteor: the
-    same for METEOR, COCO only). Also writes ``per_image.json`` (COCO, ScienceQA). device:
+    same for METEOR, COCO only). Also writes ``per_image.json``. device:
     default CUDA when available. Returns the scorer's dict (also written to scores.json).
     """
     check_task_data(task, dataset)

@@ -119,11 +119,26 @@ def read_results_file(path):
     return rows
 
 
-def score_mme_dir(results_dir, skipped=None):
+def per_image_stats(subtasks):
+    """``{"ids": ["subtask/image"], "stats": [[right / 2, both right]], "features"}`` per image, for
+    paired intervals (docs/design.md §11): their means are MME's accuracy and accuracy+ pooled over
+    the subtasks (each subtask's score is 100 times the two over its own images)."""
+    ids, stats = [], []
+    for name in SUBTASKS:
+        rows = subtasks.get(name, [])
+        for i in range(0, len(rows) - 1, 2):
+            right = sum(parse_yes_no(pred) == gt.strip().lower() for _, _, gt, pred in rows[i:i + 2])
+            ids.append(f"{name}/{rows[i][0]}")
+            stats.append([right / 2, float(right == 2)])
+    return {"ids": ids, "stats": stats, "features": ["accuracy", "accuracy_plus"]}
+
+
+def score_mme_dir(results_dir, skipped=None, per_image=False):
     """:func:`score_mme` on a results folder of official ``<subtask>.txt`` files.
 
     skipped: images the loader skipped as bad (``{"subtask/image": reason}``, pairs or ids); they
-    have no result lines, so they are not scored, and are listed in ``"skipped"``."""
+    have no result lines, so they are not scored, and are listed in ``"skipped"``. per_image: add
+    :func:`per_image_stats` as ``"per_image"``."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError("MME results folder not found", file=results_dir)
@@ -137,7 +152,10 @@ def score_mme_dir(results_dir, skipped=None):
         raise DataError("no <subtask>.txt result files", file=results_dir,
                         remedy=f"expected files named after the official subtasks: "
                         f"{', '.join(SUBTASKS)}")
-    result = score_mme({n: read_results_file(p) for n, p in paths.items()}, files=paths)
+    rows = {n: read_results_file(p) for n, p in paths.items()}
+    result = score_mme(rows, files=paths)
+    if per_image:
+        result["per_image"] = per_image_stats(rows)
     if skipped is not None:
         result["skipped"] = skipped_list(skipped)
     return result
@@ -163,4 +181,4 @@ def format_mme(result):
 
 
 __all__ = ["PERCEPTION", "COGNITION", "SUBTASKS", "parse_yes_no", "score_subtask", "score_mme",
-           "read_results_file", "score_mme_dir", "format_mme"]
+           "read_results_file", "score_mme_dir", "format_mme", "per_image_stats"]
