@@ -134,7 +134,7 @@ def test_the_docs_show_commands_of_every_kind():
     kinds = {k: [ln for ln in LINES if kind(ln) == k] for k in ("run", "parse", "launch", "synopsis", "name")}
     assert all(kinds.values()), kinds
     assert any("--train.lr 1e-4" in ln for ln in kinds["run"])  # the README's override example runs
-    assert len(README_PYTHON) == 1 and any(ln.startswith("eim eval runs/") for ln in HELP_LINES)
+    assert len(README_PYTHON) == 2 and any(ln.startswith("eim eval runs/") for ln in HELP_LINES)
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -229,6 +229,12 @@ def sandbox(tiny_dir, tmp_path_factory):
                      "--vision.name_or_path", models["clip"], "--lm.name_or_path", models["gpt2"],
                      "--stages.0.epochs", "none", "--stages.0.steps", "2", "--generation.num_beams", "2",
                      "--generation.max_new_tokens", "8"]) == 0
+    # what the chat and export examples read: a LLaVA run on a LLaMA (LLaVA holds LLaMA-family LLMs)
+    assert main(["train", "llava", "--data", f"captions={world / 'coco'}", "--data",
+                 f"instruct={world / 'llava' / 'instruct.json'}", "--out", str(box / "runs" / "llava"), "--quiet",
+                 "--vision.name_or_path", models["clip"], "--lm.name_or_path", str(tiny_dir / "llama"),
+                 "--stages.0.epochs", "none", "--stages.0.steps", "1", "--stages.1.epochs", "none",
+                 "--stages.1.steps", "1", "--generation.max_new_tokens", "4"]) == 0
     return {"box": box, "models": models, "subs": subs}
 
 
@@ -268,7 +274,7 @@ def test_line_runs(line, sandbox, capsys):
 
 
 def test_readme_python_example_runs(sandbox):
-    code = README_PYTHON[0]
+    code = next(b for b in README_PYTHON if "eim.api" in b)
     subs = {**sandbox["subs"], "DATA/coco": str(sandbox["box"] / "world" / "coco"),
             '"runs/eim"': repr(str(sandbox["box"] / "runs-python" / "eim"))}
     for a, b in subs.items():
@@ -277,3 +283,13 @@ def test_readme_python_example_runs(sandbox):
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["recipe"].name == "clipcap_eim" and namespace["model"] is not None
+
+
+def test_readme_transformers_example_loads_the_export(sandbox, tmp_path):
+    """The export's three lines: transformers alone loads what `eim export` wrote."""
+    code = next(b for b in README_PYTHON if "LlavaForConditionalGeneration" in b)
+    assert main(["export", str(sandbox["box"] / "runs" / "llava"), "--format", "llava-hf", "--out", str(tmp_path / "x")]) == 0
+    namespace = {}
+    exec(compile(code.replace('"llava-exported"', repr(str(tmp_path / "x"))), "README.md", "exec"), namespace)
+    assert type(namespace["model"]).__name__ == "LlavaForConditionalGeneration"
+    assert namespace["processor"].image_token == "<image>"

@@ -116,6 +116,13 @@ def check_exportable(recipe):
         raise ExportError(f"recipe {recipe.name} cannot be exported as llava-hf: " + "; ".join(why))
 
 
+def check_lm(lm):
+    """LLaVA's language model is a LLaMA-family backbone (``embed_tokens``, which its head ties to)."""
+    if not hasattr(lm.base_model, "embed_tokens"):
+        raise ExportError(f"llava-hf holds a LLaMA-family LLM (a backbone with embed_tokens: LLaMA, Vicuna, "
+                          f"Mistral, Qwen2, SmolLM2); this run's LLM is {lm.config.model_type!r}")
+
+
 def merged_state(module):
     """``module``'s state dict with peft's LoRA layers merged into their base weights (peft's own
     ``merge``) and named as the plain module names them."""
@@ -238,6 +245,7 @@ def export_llava_hf(model, tok, proc, recipe, out, dtype="float32"):
     """Write ``model`` (loaded by :func:`eim.api.load_for_inference`) into the folder ``out`` (it
     must be new or empty: the caller moves it into place). Returns a summary dict."""
     check_exportable(recipe)
+    check_lm(model.lm)
     llava, tok2, image_id, added = build_llava(model, tok, recipe)
     processor = build_processor(tok2, proc, model, recipe)
     err = verify(model, tok, proc, recipe, llava, processor, image_id)
