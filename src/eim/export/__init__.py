@@ -17,7 +17,7 @@ from eim.export.llava_hf import ExportError, check_exportable, export_llava_hf
 from eim.io import atomic_dir, write_json
 from eim.train.checkpoint import find_checkpoint
 
-FORMATS = {"llava-hf": export_llava_hf}
+FORMATS = {"llava-hf": (check_exportable, export_llava_hf)}  # format -> (recipe check, writer)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -32,10 +32,11 @@ def export(checkpoint, out, format="llava-hf", dtype="float32", overwrite=False)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise EIMError(f"{out} is not empty: nothing was written; choose a new --out or pass --overwrite")
     recipe, weights = find_checkpoint(checkpoint)
-    check_exportable(recipe)  # before the weights load: a refused run costs nothing
+    check, write = FORMATS[format]
+    check(recipe)  # before the weights load: a refused run costs nothing
     model, tok, proc, recipe = load_for_inference(checkpoint)
     with atomic_dir(out) as tmp:
-        summary = FORMATS[format](model, tok, proc, recipe, tmp, dtype=dtype)
+        summary = write(model, tok, proc, recipe, tmp, dtype=dtype)
         summary["checkpoint"] = str(Path(weights).resolve())
         write_json(summary, tmp / "eim_export.json")
     return summary
