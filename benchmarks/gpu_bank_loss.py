@@ -14,32 +14,17 @@ bytes moved per second), and by the nominal figure where the card's name is know
 """
 
 import argparse
-import statistics
 
 import torch
+from common import cuda_time
 
 NOMINAL_TBS = {"H200": 4.8, "H100 SXM": 3.35, "H100 PCIe": 2.0, "H100": 3.35, "A100-SXM4-80GB": 2.04, "A100": 1.56}
-
-
-def _time(fn, reps=5, warm=2):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(ts)
 
 
 def copy_bandwidth():
     x = torch.empty(2**31, dtype=torch.float16, device="cuda")  # 4 GiB
     y = torch.empty_like(x)
-    t = _time(lambda: y.copy_(x), reps=5)
+    t = cuda_time(lambda: y.copy_(x), reps=5)
     del x, y
     return 2 * 4 * 2**30 / t  # bytes read + written per second
 
@@ -113,7 +98,7 @@ def main():
 
                 for path in ("triton", "torch"):
                     stream_triton.available = real if path == "triton" else (lambda bank: False)
-                    t = _time(step, reps=a.reps)
+                    t = cuda_time(step, reps=a.reps)
                     gbs = n * d * bank.element_size() / t / 1e9
                     nom = f"{gbs / 1e3 / nominal:.0%}" if nominal else "—"
                     print(f"| {n:,} | {d} | {B} | {str(dt)[6:]} | {path} | {t * 1e3:.1f} | {gbs:,.0f} | "

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cuda_time
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -157,23 +159,6 @@ def part_bank(a):
 
 
 # --- part 3: GPU calibration (run on a CUDA machine) ------------------------------------------------
-def _cuda_time(fn, reps=5, warm=2):
-    import torch
-
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(ts)
-
-
 def part_gpu(a):
     """Per-step costs of the COCO / 10M scenarios' parts on one GPU (random weights, bf16):
     the bank loss at real N and d, a LLaMA-7B layer, CLIP ViT-L/14 — the inputs of docs/scaling.md."""
@@ -204,7 +189,7 @@ def part_gpu(a):
                 q.grad = None
                 bank_infonce(q, bank, idx, normalized=True, chunk_size=65536).backward()
 
-            t = _cuda_time(step, reps=3, warm=1)
+            t = cuda_time(step, reps=3, warm=1)
             print(f"| bank loss fwd+bwd | N={n:,} d={d} B={B} | {t * 1e3:.1f} | "
                   f"{2 * n * d / t / 1e9:,.0f} GB/s of bank, {4 * B * n * d / t / 1e12:.1f} TFLOP/s |", flush=True)
         del bank
@@ -223,7 +208,7 @@ def part_gpu(a):
                 if mode == "forward":
                     fn = lambda: m(input_ids=ids).logits  # noqa: E731
                     with torch.no_grad():
-                        t = _cuda_time(fn)
+                        t = cuda_time(fn)
                 else:
                     emb = m.get_input_embeddings()
 
@@ -231,7 +216,7 @@ def part_gpu(a):
                         x = emb(ids).detach().requires_grad_(True)  # frozen: gradient reaches the input only
                         m(inputs_embeds=x, labels=ids).loss.backward()
 
-                    t = _cuda_time(fn)
+                    t = cuda_time(fn)
                     m.zero_grad(set_to_none=True)
                 res[(layers, B, L, mode)] = t
         del m
@@ -253,13 +238,13 @@ def part_gpu(a):
         pix = torch.randn(B, 3, 224, 224, device=dev, dtype=torch.bfloat16)
         vit.requires_grad_(False)
         with torch.no_grad():
-            t_f = _cuda_time(lambda: vit(pixel_values=pix).last_hidden_state)
+            t_f = cuda_time(lambda: vit(pixel_values=pix).last_hidden_state)
 
         def fb():
             x = pix.clone().requires_grad_(True)  # prompt tuning: gradient through the activations
             vit(pixel_values=x).last_hidden_state.float().pow(2).mean().backward()
 
-        t_b = _cuda_time(fb)
+        t_b = cuda_time(fb)
         print(f"| CLIP ViT-L/14 | B={B} 224px | fwd {t_f * 1e3:.1f} / fwd+bwd {t_b * 1e3:.1f} | "
               f"{B / t_f:,.0f} images/s forward |", flush=True)
 
