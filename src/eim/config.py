@@ -22,7 +22,8 @@ from eim.typed import build as _build, coerce
 
 VISION_FEATURES = ("pooled", "full", "cls", "full_projected")
 VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
-PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp", "mlp2x_gelu")
+PROJECTOR_TYPES = ("clipcap_mlp", "clipcap_transformer", "token_ffn", "lavin_mlp", "mlp2x_gelu", "prompt_mlp")
+PROJECTOR_POOL = ("mean", "concat")
 LM_TRAINABLE = ("frozen", "full", "lora", "adapter_prompt", "lavin")
 ADAPTER_TYPES = ("router", "repadapter")  # LaVIN: mixture-of-modality router adapter | plain RepAdapter
 PROJECTOR_INJECT = ("splice", "adapter_prompt")
@@ -79,9 +80,12 @@ class VisionConfig:
 
 @dataclass
 class ProjectorConfig:
-    type: str = "clipcap_mlp"  # clipcap_mlp | clipcap_transformer | token_ffn | lavin_mlp | mlp2x_gelu (LLaVA-1.5)
+    # clipcap_mlp | clipcap_transformer | token_ffn | lavin_mlp | mlp2x_gelu (LLaVA-1.5)
+    # | prompt_mlp (LLaMA-Adapter v1: one image token)
+    type: str = "clipcap_mlp"
     prefix_length: int = 10  # tokens the ST emits for one pooled vector (ClipCap: 10)
-    # None: clipcap_mlp prefix_length*width/2, token_ffn 4*in, lavin_mlp 128, mlp2x_gelu the LLM width
+    # None: clipcap_mlp prefix_length*width/2, token_ffn 4*in, lavin_mlp and prompt_mlp 128,
+    # mlp2x_gelu the LLM width
     hidden_dim: Optional[int] = None
     num_layers: int = 8  # clipcap_transformer depth (ClipCap: 8)
     num_heads: int = 8  # clipcap_transformer heads (ClipCap: 8)
@@ -89,9 +93,13 @@ class ProjectorConfig:
     # splice: ST tokens enter the LLM input after the lead token; adapter_prompt: LLaMA-Adapter's
     # multimodal variant, ST output [B, lm.adapter_len, D] is added to the adaption prompts instead
     inject: str = "splice"
+    # prompt_mlp with several visual tokens: mean (MLP per token, outputs averaged: EIM's full tokens)
+    # | concat (joined along channels first: LLaMA-Adapter's multi-scale global features)
+    pool: str = "mean"
 
     def __post_init__(self):
         _choice("projector.type", self.type, PROJECTOR_TYPES)
+        _choice("projector.pool", self.pool, PROJECTOR_POOL)
         _choice("projector.inject", self.inject, PROJECTOR_INJECT)
 
 
@@ -229,10 +237,10 @@ class Recipe:
             if self.lm.trainable != "adapter_prompt":
                 raise ConfigError("projector.inject 'adapter_prompt' adds the ST output to LLaMA-Adapter's "
                                   f"prompts: it needs lm.trainable 'adapter_prompt' (got {self.lm.trainable!r})")
-            if p.type not in ("clipcap_mlp", "clipcap_transformer"):
+            if p.type not in ("prompt_mlp", "clipcap_mlp", "clipcap_transformer"):
                 raise ConfigError("projector.inject 'adapter_prompt' needs an ST with a fixed number of output "
-                                  f"tokens (allowed: clipcap_mlp, clipcap_transformer), got {p.type!r}")
-            if p.prefix_length != self.lm.adapter_len:
+                                  f"tokens (allowed: prompt_mlp, clipcap_mlp, clipcap_transformer), got {p.type!r}")
+            if p.type != "prompt_mlp" and p.prefix_length != self.lm.adapter_len:  # prompt_mlp: 1, repeated
                 raise ConfigError(f"projector.prefix_length ({p.prefix_length}) must equal lm.adapter_len "
                                   f"({self.lm.adapter_len}) when projector.inject is 'adapter_prompt'")
         for s in self.stages:

@@ -268,12 +268,40 @@ def params(capsys, name):
     return json.loads(capsys.readouterr().out)
 
 
-def test_params_llama_adapter_7b_is_1_2m(capsys):
+def test_params_llama_adapter_7b_is_1_2m_plus_the_0_6m_projection(capsys):
     rep = params(capsys, "llama_adapter_7b")
-    lm = rep["segments"]["lm"]
+    lm, st = rep["segments"]["lm"], rep["segments"]["projector"]
     assert lm["trainable"] == 1_228_800 + 960
     assert lm["parts"] == {"base": 6_738_415_616, "prompts": 1_228_800, "gates": 960}
+    assert st["trainable"] == st["total"] == 768 * 128 + 128 + 128 * 4096 + 4096 == 626_816
     assert rep["segments"]["vision"]["trainable"] == 0
+    assert rep["trainable"] == 1_856_576 < 2_000_000  # the published model tunes under 2M in all
+    assert main(["params", "llama_adapter_7b", "--json", "--projector.type", "clipcap_transformer"]) == 0
+    big = json.loads(capsys.readouterr().out)  # the larger ST stays an option
+    assert big["segments"]["projector"]["trainable"] == 303_214_592
+
+
+def test_prompt_mlp_is_one_image_token_added_to_every_prompt(tiny_dir, tmp_path):
+    from eim.model.projector import PromptMLP
+
+    mlp = PromptMLP(8, 16, hidden_dim=4)
+    x = torch.randn(3, 5, 8)
+    assert mlp(x[:, 0]).shape == (3, 1, 16)
+    torch.testing.assert_close(mlp(x), mlp.mlp(x).mean(1, keepdim=True))  # pool mean: per token, then averaged
+    cat = PromptMLP(8, 16, hidden_dim=4, pool="concat", n_tokens=5)  # multi-scale features joined
+    assert cat.mlp[0].in_features == 40 and cat(x).shape == (3, 1, 16)
+    with pytest.raises(ConfigError, match="needs a fixed number of visual tokens"):
+        PromptMLP(8, 16, pool="concat")
+    # in the model: the one token reaches every prompt vector of every adapted layer
+    model, tok = tiny(tiny_dir, "llama_adapter")
+    batch = batch_of(tiny_dir, tok, mixed_samples(tmp_path))
+    adapter = lm_adapter(model.lm)
+    seen = []
+    orig = adapter.attend
+    adapter.attend = lambda slot, module, q: seen.append(adapter._visual) or orig(slot, module, q)
+    with torch.no_grad():
+        model(batch)
+    assert len(seen) == 2 and all(v.shape == (len(batch["has_image"]), 1, model.lm.config.hidden_size) for v in seen)
 
 
 @pytest.mark.parametrize("name, total, llm, mlp, emb", [
@@ -297,7 +325,9 @@ def test_lavin_features_are_the_cls_of_every_kth_block(tiny_dir):
 
 @pytest.mark.parametrize("override, needle", [
     ({"lm.trainable": "lavin"}, "projector.inject 'adapter_prompt' adds the ST output"),
-    ({"projector.prefix_length": 4}, "projector.prefix_length (4) must equal lm.adapter_len (10)"),
+    ({"projector.type": "clipcap_transformer", "projector.prefix_length": 4},
+     "projector.prefix_length (4) must equal lm.adapter_len (10)"),
+    ({"projector.pool": "max"}, "projector.pool: 'max' is not allowed (allowed: mean, concat)"),
     ({"projector.type": "lavin_mlp"}, "needs an ST with a fixed number of output tokens"),
     ({"lm.adapter_dim": 7}, "lm.adapter_dim must be an even number"),
     ({"vision.cls_every": 4}, "vision.cls_every (LaVIN's per-block [CLS] tokens) needs vision.features 'full'"),

@@ -124,11 +124,12 @@ def build_model(recipe, device=None):
     vision = build_vision(recipe.vision, device=device)
     lm, tok = build_lm(recipe.lm, device=device)
     d_lm = lm.get_input_embeddings().embedding_dim
+    n_tokens = None if recipe.vision.features in ("pooled", "cls") else vision.num_tokens
     if device == "meta":
         with torch.device("meta"):
-            projector = build_projector(recipe.projector, vision.out_dim, d_lm)
+            projector = build_projector(recipe.projector, vision.out_dim, d_lm, n_tokens)
     else:
-        projector = build_projector(recipe.projector, vision.out_dim, d_lm)
+        projector = build_projector(recipe.projector, vision.out_dim, d_lm, n_tokens)
     model = MultimodalLM(vision, projector, lm, padding_side=getattr(tok, "padding_side", "right") or "right",
                          inject=recipe.projector.inject)
     model.lm_cfg = recipe.lm

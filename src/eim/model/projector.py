@@ -98,8 +98,40 @@ class MLP2xGELU(nn.Module):
         return self.linear_2(self.act(self.linear_1(x if x.dim() == 3 else x.unsqueeze(1))))
 
 
-def build_projector(cfg, d_in, d_lm):
-    """ST from a :class:`eim.config.ProjectorConfig`; ``d_in`` = vision feature width."""
+class PromptMLP(nn.Module):
+    """LLaMA-Adapter v1's projection network (Zhang et al. 2023, §3.3; docs/design.md §4): the global
+    image feature through a small MLP, D_in -> hidden (SiLU) -> D_lm, gives **one** image token
+    [B, 1, D_lm] that the adaption prompts of every adapted layer add (repeated over their K vectors).
+
+    Several input tokens [B, M, D_in] are reduced first: ``pool: concat`` joins them along the channel
+    axis (the paper's multi-scale global features, e.g. the [CLS] of every k-th block: ``n_tokens``
+    must be M), ``pool: mean`` runs the MLP on each token and averages the outputs (EIM's full CLIP
+    tokens, whose ST keeps the input width of one token). ViT-L/14's 768-d image embedding into
+    LLaMA-7B: 768 -> 128 -> 4096, 626,816 parameters (the paper's "0.6M projection network").
+    """
+
+    def __init__(self, d_in, d_lm, hidden_dim=None, pool="mean", n_tokens=None):
+        super().__init__()
+        if pool not in ("mean", "concat"):
+            raise ConfigError(f"projector.pool: {pool!r} is not allowed (allowed: mean, concat)")
+        if pool == "concat" and not n_tokens:
+            raise ConfigError("projector.pool 'concat' needs a fixed number of visual tokens")
+        self.pool = pool
+        width = d_in * n_tokens if pool == "concat" else d_in
+        hidden = hidden_dim or 128
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, d_lm))
+
+    def forward(self, x):  # [B, D_in] or [B, M, D_in] -> [B, 1, D_lm]
+        if x.dim() == 2:
+            return self.mlp(x).unsqueeze(1)
+        if self.pool == "concat":
+            return self.mlp(x.flatten(1)).unsqueeze(1)
+        return self.mlp(x).mean(1, keepdim=True)
+
+
+def build_projector(cfg, d_in, d_lm, n_tokens=None):
+    """ST from a :class:`eim.config.ProjectorConfig`; ``d_in`` = vision feature width, ``n_tokens`` =
+    visual tokens per image (None for a pooled vector; ``prompt_mlp`` with ``pool: concat`` needs it)."""
     t = cfg.type
     if t == "clipcap_mlp":
         return ClipCapMLP(d_in, d_lm, cfg.prefix_length, cfg.hidden_dim)
@@ -111,5 +143,7 @@ def build_projector(cfg, d_in, d_lm):
         return LaVINMLP(d_in, d_lm, cfg.hidden_dim)
     if t == "mlp2x_gelu":
         return MLP2xGELU(d_in, d_lm, cfg.hidden_dim)
+    if t == "prompt_mlp":
+        return PromptMLP(d_in, d_lm, cfg.hidden_dim, cfg.pool, n_tokens)
     raise ConfigError(f"projector.type: unknown projector {t!r} "
-                      "(allowed: clipcap_mlp, clipcap_transformer, token_ffn, lavin_mlp, mlp2x_gelu)")
+                      "(allowed: clipcap_mlp, clipcap_transformer, token_ffn, lavin_mlp, mlp2x_gelu, prompt_mlp)")
