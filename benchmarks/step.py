@@ -82,7 +82,7 @@ def eim_side(root, tok, texts, steps, unfused=False):
     (the ablation row; the splice stays vectorised)."""
     import eim.model.lm as lm_mod
     import eim.train.trainer as trainer_mod
-    from eim.config import load_recipe
+    from eim.recipe import load_recipe
     from eim.data.sample import Sample
     from eim.model.multimodal import build_model
     from eim.model.vision import load_image_processor
