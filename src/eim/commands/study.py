@@ -18,6 +18,7 @@ import sys
 
 from eim.demo.study import load_spec, run_study, spec_names
 from eim.demo.worlds import WORLDS
+from eim.evaluation.bootstrap import half_width
 
 
 def add_parser(sub):
@@ -54,6 +55,6 @@ def run(args):
         for cmp in c["comparisons"]:
             lo, hi = cmp["ci95"]
             print(f"  {cmp['variant'] + ' - ' + cmp['reference']:<32}{cmp['metric']:>8} {cmp['diff']:+7.2f}  "
-                  f"[{lo:+.2f}, {hi:+.2f}]  (half-width {(hi - lo) / 2:.2f})")
+                  f"[{lo:+.2f}, {hi:+.2f}]  (half-width {half_width(cmp['ci95']):.2f})")
     print(f"study: {args.out}/study.json  report: {args.out}/report.html  ({study['seconds'] / 60:.1f} min)")
     return 0

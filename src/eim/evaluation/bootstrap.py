@@ -21,8 +21,6 @@ the whole test set. With 3 seeds the seed level has few distinct draws: the inte
 training noise, coarsely, which an image-only bootstrap would leave out.
 """
 
-import math
-
 import numpy as np
 
 SMALL, TINY = 1e-9, 1e-15  # pycocoevalcap BleuScorer's smoothing constants
@@ -43,9 +41,8 @@ def _mean_of(col):
     return lambda sums, count: sums[..., col] / count
 
 
-# metric -> (feature columns it needs, f(summed features, item count) -> score)
-COCO_FEATURES = ("correct1", "correct2", "correct3", "correct4", "guess1", "guess2", "guess3", "guess4",
-                 "testlen", "reflen", "CIDEr", "ROUGE_L")
+# metric -> f(summed per-image features, item count) -> score; COCO columns: correct1..4, guess1..4,
+# test length, closest reference length (BLEU), CIDEr, ROUGE_L
 COCO_METRICS = {**{f"Bleu_{n}": (lambda n: lambda sums, count: bleu_from_stats(sums[..., :10], n))(n)
                    for n in range(1, 5)},
                 "CIDEr": _mean_of(10), "ROUGE_L": _mean_of(11)}
@@ -83,12 +80,3 @@ def paired_bootstrap(variant, reference, metric, n_boot=2000, seed=0, scale=1.0)
 def half_width(ci):
     return (ci[1] - ci[0]) / 2
 
-
-def fmt_diff(c, digits=2):
-    """'+0.85 [-0.12, +1.80]' for a comparison dict."""
-    d = digits
-    return f"{c['diff']:+.{d}f} [{c['ci95'][0]:+.{d}f}, {c['ci95'][1]:+.{d}f}]"
-
-
-def is_finite(x):
-    return x is not None and math.isfinite(x)
