@@ -11,7 +11,7 @@ from eim.banks import BankProvider, bank_dir
 from eim.recipe import load_recipe, parse_overrides
 from eim.data import add_data_args
 from eim.data.loader import datasets_from_args
-from eim.losses import BANK_NAMES, LOSS_BANK
+from eim.losses import BANK_NAMES, stage_banks
 from eim.train.stage import resolve_datasets, stage_data_name
 
 
@@ -35,7 +35,7 @@ def run(args):
     datasets = resolve_datasets(recipe, datasets_from_args(args, mode="train"))
     wanted = {}  # dataset name -> the banks its stages read
     for s in recipe.stages:
-        wanted.setdefault(stage_data_name(s), set()).update(LOSS_BANK[n] for n in s.losses if n in LOSS_BANK)
+        wanted.setdefault(stage_data_name(s), set()).update(stage_banks(s))
     if args.bank:
         wanted = {d: set(args.bank) for d in wanted}
     if not any(wanted.values()):

@@ -31,9 +31,9 @@ def build_losses(stage, recipe, banks=None, model=None):
     return {name: (LOSSES[name](recipe, banks, model), weight) for name, weight in stage.losses.items()}
 
 
-def stage_banks(recipe):
-    """The bank names a recipe's stages use, sorted."""
-    return sorted({LOSS_BANK[n] for s in recipe.stages for n in s.losses if n in LOSS_BANK})
+def stage_banks(stage):
+    """The bank names one stage's losses read, sorted."""
+    return sorted({LOSS_BANK[n] for n in stage.losses if n in LOSS_BANK})
 
 
 __all__ = ["BANK_NAMES", "LOSSES", "LOSS_BANK", "BankInfoNCE", "BankLoss", "BaseLoss", "IELoss", "LMLoss",

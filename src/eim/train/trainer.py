@@ -43,7 +43,7 @@ from eim.config import SEGMENTS
 from eim.distributed import all_reduce_sum, average_grads, broadcast_object
 from eim.errors import WriteError
 from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
-from eim.losses import LOSS_BANK, build_losses
+from eim.losses import build_losses, stage_banks
 from eim.model.splice import TextEncoder
 from eim.train.accelerator import make_accelerator
 from eim.train.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
@@ -379,7 +379,7 @@ class Trainer:
         if banks is None:
             return
         cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        for name in sorted({LOSS_BANK[n] for n in stage.losses if n in LOSS_BANK}):
+        for name in stage_banks(stage):
             with torch.random.fork_rng(devices=cuda):
                 banks.get(name)
 
