@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass, field
 
 from eim.data import load_dataset
+from eim.demo.coco import STRUCTURE_KEYS
 from eim.demo.lavin import TINY_LLAMA, _TEST_ENCODERS
 from eim.demo.encoders import cached_encoders
 from eim.demo.llava_report import write_llava_report
@@ -46,7 +47,6 @@ METRICS = ("perception",) + MME_SUBTASKS + ("mme_acc", "mme_acc_plus") + CAPTION
 # metric -> (the evaluation it comes from, its key in that evaluation's per-item statistics)
 SOURCES = {"mme_acc": ("mme", "accuracy"), "mme_acc_plus": ("mme", "accuracy_plus"),
            **{m: ("coco", m) for m in COCO_METRICS}}
-STRUCTURE_KEYS = ("stages", "stages.drop")  # a study's overrides that change the stage list itself
 
 
 @dataclass
@@ -190,9 +190,6 @@ class LLaVATask:
 
     def run_name(self, variant, seed):
         return f"{variant}-seed{seed}"
-
-    def eval_kwargs(self, p):
-        return {k: f(p) for k, f in (("mme", EVALS["mme"].eval_kwargs), ("coco", EVALS["coco"].eval_kwargs))}
 
     def evaluate(self, run_dir, datasets, p, split="test", quiet=False, meteor=True):
         """Each benchmark of ``datasets`` -> (merged scores, {benchmark: folder}, generation seconds)."""

@@ -142,9 +142,10 @@ def _versions():
 class _Condition:
     """One condition's data, encoders and runs (a helper of :func:`run_study`). What is task
     specific comes from the task object: ``study_datasets(data) -> (train, {"val", "test"})``,
-    ``recipe(name, schedule, clip, lm, seed, extra)``, ``eval_kwargs``, ``interval_metrics``; and,
-    where a task has them, ``schedules`` (its own training schedules), ``study_encoders`` (its own
-    encoder cache) and ``evaluate`` (several benchmarks, :func:`eim.demo.pipeline.evaluate_run`)."""
+    ``recipe(name, schedule, clip, lm, seed, extra)``, ``interval_metrics``, and ``eval_kwargs`` or,
+    for a task scored on several benchmarks, ``evaluate`` (:func:`eim.demo.pipeline.evaluate_run`);
+    and, where a task has them, ``schedules`` (its own training schedules) and ``study_encoders``
+    (its own encoder cache)."""
 
     def __init__(self, spec, cond, preset, p, cache, quiet):
         self.task, self.cond, self.preset, self.p, self.quiet = TASKS[spec.task], cond, preset, p, quiet
