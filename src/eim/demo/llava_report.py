@@ -5,32 +5,11 @@ import json
 from pathlib import Path
 
 from eim.demo.report import (_examples, _example_key, _label, _page, _predictions, _wallclock, comparisons_html, esc,
-                             img_uri, loss_curves_html)
+                             img_uri, loss_curves_html, metric_table_html)
 
 GROUPS = (("MME (score: 100·acc + 100·acc+, max 200 per subtask; accuracy and accuracy+ in %)",
            ("perception", "existence", "count", "position", "color", "mme_acc", "mme_acc_plus")),
           ("Captions on the test images (COCO metrics x100)", ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")))
-
-
-def _table(summary, title, metrics, extra=None):
-    seeds, base = summary["seeds"], summary.get("baseline")
-    h = [f"<h2>{esc(title)}</h2><table><tr><th>model</th>" + "".join(f"<th>{esc(m)}</th>" for m in metrics)
-         + (f"<th>{esc(extra)}</th>" if extra else "") + "</tr>"]
-    for v, d in summary["variants"].items():
-        cells = []
-        for m in metrics:
-            mm = d["metrics"][m]
-            txt = "n/a" if mm["mean"] is None else f"{mm['mean']:.2f}"
-            if seeds > 1 and mm["std"] is not None:
-                txt += f" ± {mm['std']:.2f}"
-            delta = d.get("delta_vs_baseline", {}).get(m)
-            if v != base and delta is not None:
-                txt += f"<br><span class='{'pos' if delta > 0 else 'neg' if delta < 0 else ''}'>{delta:+.2f}</span>"
-            cells.append(f"<td>{txt}</td>")
-        tail = f"<td>{' / '.join(map(str, d['extra']['other']))}</td>" if extra else ""
-        h.append(f"<tr><td>{esc(d['label'])}</td>{''.join(cells)}{tail}</tr>")
-    h.append("</table>")
-    return h
 
 
 def write_llava_report(out, summary, results, test_ds):
@@ -53,7 +32,7 @@ def write_llava_report(out, summary, results, test_ds):
     if summary.get("verdict"):
         h.append(f"<p><b>Result:</b> {esc(summary['verdict'])}.</p>")
     for i, (title, metrics) in enumerate(GROUPS):
-        h += _table(summary, title, metrics, extra="answers not yes/no" if i == 0 else None)
+        h += metric_table_html(summary, title, metrics, extra="answers not yes/no" if i == 0 else None)
     h += comparisons_html(summary)
     h += _wallclock(summary)
     h.append("<h2>Parameters per segment</h2><table><tr><th>model</th><th>CLIP tower</th><th>CLIP prompts</th>"

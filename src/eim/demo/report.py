@@ -181,6 +181,32 @@ def write_coco_report(out, summary, results, test_ds):
     (out / "report.html").write_text("\n".join(h))
 
 
+def metric_table_html(summary, title, metrics, fmt=lambda x: "n/a" if x is None else f"{x:.2f}", extra=None):
+    """A table of one row per variant: each metric's mean (± std over several seeds) and its delta to
+    the baseline; ``extra``: the header of a last column listing the variant's ``extra`` counts
+    (``unparsed`` answers, or ``other`` ones)."""
+    seeds, base = summary["seeds"], summary.get("baseline")
+    h = [f"<h2>{esc(title)}</h2><table><tr><th>model</th>" + "".join(f"<th>{esc(m)}</th>" for m in metrics)
+         + (f"<th>{esc(extra)}</th>" if extra else "") + "</tr>"]
+    for v, d in summary["variants"].items():
+        cells = []
+        for m in metrics:
+            mm = d["metrics"][m]
+            txt = fmt(mm["mean"])
+            if seeds > 1 and mm["std"] is not None:
+                txt += f" ± {fmt(mm['std'])}"
+            delta = d.get("delta_vs_baseline", {}).get(m)
+            if v != base and delta is not None:
+                txt += f"<br><span class='{'pos' if delta > 0 else 'neg' if delta < 0 else ''}'>{delta:+.2f}</span>"
+            cells.append(f"<td>{txt}</td>")
+        tail = ""
+        if extra:
+            tail = f"<td>{' / '.join(map(str, d['extra'].get('unparsed', d['extra'].get('other'))))}</td>"
+        h.append(f"<tr><td>{esc(d['label'])}</td>{''.join(cells)}{tail}</tr>")
+    h.append("</table>")
+    return h
+
+
 def _fmt(task, x):
     return "n/a" if x is None else f"{x:.2f}" if task == "scienceqa" else f"{x:.1f}"
 
@@ -259,23 +285,8 @@ def write_lavin_report(out, summary, results, test_ds):
 
     unit = "accuracy, %" if task == "scienceqa" else "score: 100·acc + 100·acc+, max 200 per subtask"
     extra_col = "unparsed" if task == "scienceqa" else "other answers"
-    h.append(f"<h2>{'ScienceQA' if task == 'scienceqa' else 'MME'} ({unit})</h2><table><tr><th>model</th>"
-             + "".join(f"<th>{esc(m)}</th>" for m in metric_names) + f"<th>{extra_col}</th></tr>")
-    for v in variants:
-        d = summary["variants"][v]
-        cells = []
-        for m in metric_names:
-            mm = d["metrics"][m]
-            txt = _fmt(task, mm["mean"])
-            if seeds > 1 and mm["std"] is not None:
-                txt += f" ± {_fmt(task, mm['std'])}"
-            delta = d.get("delta_vs_baseline", {}).get(m)
-            if v != summary.get("baseline") and delta is not None:
-                txt += f"<br><span class='{'pos' if delta > 0 else 'neg' if delta < 0 else ''}'>{delta:+.2f}</span>"
-            cells.append(f"<td>{txt}</td>")
-        ex = d["extra"].get("unparsed", d["extra"].get("other"))
-        h.append(f"<tr><td>{esc(d['label'])}</td>{''.join(cells)}<td>{' / '.join(map(str, ex))}</td></tr>")
-    h.append("</table>")
+    h += metric_table_html(summary, f"{'ScienceQA' if task == 'scienceqa' else 'MME'} ({unit})", metric_names,
+                           fmt=lambda x: _fmt(task, x), extra=extra_col)
     h += comparisons_html(summary)
 
     h += _wallclock(summary)
