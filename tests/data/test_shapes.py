@@ -176,3 +176,17 @@ def test_position_choices_never_name_the_reference():
     for p in _image_problems("Relative directions"):
         ref = p["question"].split(" of ", 1)[1].rstrip("?")
         assert ref not in p["choices"]
+
+
+def test_quiz_drills_are_reproducible_and_answered():
+    import re
+
+    from eim.data.shapes.quizzes import quiz_texts
+
+    texts = quiz_texts(60)
+    assert texts == quiz_texts(60) and texts != quiz_texts(60, seed="other")
+    described = 0
+    for t in texts:
+        assert re.search(r"\nResponse: " + ANSWER_PATTERN + "$", t)
+        described += not t.startswith("Question: ")  # scene drills open with the scene in words
+    assert 0 < described < len(texts)
