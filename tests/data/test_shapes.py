@@ -139,3 +139,54 @@ def test_bad_arguments():
     with pytest.raises(DataError, match="--size must be at least 16"):
         from eim.data.shapes.writer import write_shapes
         write_shapes("/nonexistent/never", size=4)
+
+
+def _image_problems(kind, n=400):
+    import random
+
+    from eim.data.shapes.problems import image_problem
+    from eim.data.shapes.scene import sample_scene
+
+    out = []
+    for i in range(n):
+        rng = random.Random(i)
+        p = image_problem(rng, sample_scene(rng))
+        if p["lecture"].startswith(kind):
+            out.append(p)
+    assert out
+    return out
+
+
+def test_describe_choices_differ_only_in_one_colour():
+    # The true sentence used synonyms ("disc", "violet") the fakes never did, so the text alone
+    # gave the answer away; now every choice has the same words but one colour, at one place.
+    from eim.data.shapes.scene import COLOURS
+
+    colours = set(COLOURS) | {"violet"}
+    for p in _image_problems("A good description"):
+        words = [c.rstrip(".").split() for c in p["choices"]]
+        assert len({len(w) for w in words}) == 1
+        differ = {j for j in range(len(words[0])) if len({w[j] for w in words}) > 1}
+        j = max(differ)  # the colour word; its article ("a"/"an") may change with it
+        assert differ <= {j - 1, j} and {w[j] for w in words} <= colours
+
+
+def test_position_choices_never_name_the_reference():
+    # The question names the reference object; offering it as a choice let the text rule it out.
+    for p in _image_problems("Relative directions"):
+        ref = p["question"].split(" of ", 1)[1].rstrip("?")
+        assert ref not in p["choices"]
+
+
+def test_quiz_drills_are_reproducible_and_answered():
+    import re
+
+    from eim.data.shapes.quizzes import quiz_texts
+
+    texts = quiz_texts(60)
+    assert texts == quiz_texts(60) and texts != quiz_texts(60, seed="other")
+    described = 0
+    for t in texts:
+        assert re.search(r"\nResponse: " + ANSWER_PATTERN + "$", t)
+        described += not t.startswith("Question: ")  # scene drills open with the scene in words
+    assert 0 < described < len(texts)

@@ -1,7 +1,7 @@
 """``eim demo --task scienceqa|mme``: LaVIN vs LaVIN + EIM on the embedded data, end to end (docs/design.md §10).
 
     eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; 36 min measured on 2 idle CPU cores
-    eim demo --task scienceqa                  # tiny preset: a tiny pretrained LLaMA (27 min measured, cores shared)
+    eim demo --task scienceqa                  # tiny preset: a tiny pretrained LLaMA (2 min on 2 idle cores; at chance, design §10)
     eim demo --task mme --preset smol          # instruction tuning on LLaVA-format data, MME scores
 
 ``scienceqa``: train ``lavin`` (baseline) and ``lavin_eim`` on the shapes world's ScienceQA

@@ -7,7 +7,7 @@ hints are spread so every scoring bucket of docs/design.md §6 (NAT/SOC/LAN, TXT
 populated. Field names and value styles follow the published ``problems.json``.
 """
 
-from eim.data.shapes.captions import NUMBERS, article, join, noun_phrase, where
+from eim.data.shapes.captions import NUMBERS, SHAPE_WORDS, article, colour_word, join, noun_phrase, where
 from eim.data.shapes.scene import COLOURS, SHAPES
 
 NAT, SOC, LAN = "natural science", "social science", "language science"
@@ -67,6 +67,12 @@ def _make(kind, question, choices, answer, grade, subject, topic, category, skil
             "solution": solution, "split": None}
 
 
+def _listing(words):
+    """'There are a red circle and a blue block.' from [(colour word, shape word)]."""
+    return "There " + ("is " if len(words) == 1 else "are ") + join(
+        [f"{article(c)} {c} {shape}" for c, shape in words]) + "."
+
+
 def image_problem(rng, s):
     """A problem about scene `s` (the writer attaches its image)."""
     kinds = ["count", "colour", "describe"]
@@ -109,8 +115,9 @@ def image_problem(rng, s):
         else:
             q, ans, ref, side = f"Which shape is to the right of the {a.name}?", b, a, "right"
         test = (lambda o: o.col < ref.col) if side == "left" else (lambda o: o.col > ref.col)
-        # Distractors: scene objects on the wrong side (incl. the reference), absent shapes.
-        wrong = [o.name for o in objs if not test(o)]
+        # Distractors: scene objects on the wrong side, absent shapes. Not the reference: the
+        # question names it, so it would be ruled out without looking at the picture.
+        wrong = [o.name for o in objs if not test(o) and o != ref]
         names = {o.name for o in objs}
         absent = [f"{c} {x}" for c in COLOURS for x in SHAPES if f"{c} {x}" not in names]
         ch, idx = _choices(rng, f"the {ans.name}",
@@ -120,16 +127,16 @@ def image_problem(rng, s):
         return _make(kind, q, ch, idx, _grade(rng, 3, 8), SOC, "geography",
                      "Relative directions", "Use relative directions in a picture", sol,
                      rng.choice(("", "Left and right are as you look at the picture.")))
-    # describe: the true listing against listings of altered scenes (one colour swapped)
-    true = "There " + ("is " if len(objs) == 1 else "are ") + join(
-        [noun_phrase(rng, o, 0) for o in objs]) + "."
-    fakes = []
-    for _ in range(6):
-        k = rng.randrange(len(objs))
-        c = rng.choice([c for c in COLOURS if c != objs[k].colour])
-        words = [f"{article(c)} {c} {o.shape}" if i == k else f"{article(o.colour)} {o.name}"
-                 for i, o in enumerate(objs)]
-        fakes.append("There " + ("is " if len(objs) == 1 else "are ") + join(words) + ".")
+    # describe: the true listing against listings of the scene with one object's colour changed.
+    # All choices share the true sentence's words (synonyms included) and differ only in the
+    # colour of the same object, to a colour no other object of that shape has: no choice can be
+    # told from the others by its wording, or as the one closest to all the others.
+    words = [(colour_word(rng, o.colour), rng.choice(SHAPE_WORDS[o.shape])) for o in objs]
+    k = rng.randrange(len(objs))
+    taken = {(o.colour, o.shape) for o in objs}
+    true = _listing(words)
+    fakes = [_listing([(colour_word(rng, c), w[1]) if i == k else w for i, w in enumerate(words)])
+             for c in COLOURS if (c, objs[k].shape) not in taken]
     ch, ans = _choices(rng, true, fakes, rng.randint(2, 3))
     sol = f"The picture shows {join([noun_phrase(rng, o, 0) for o in objs])}. Only one " \
           "sentence names all of them with the right colors."

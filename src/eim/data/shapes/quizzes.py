@@ -1,0 +1,54 @@
+"""Multiple-choice drills in ScienceQA's QCM-ALE text format, for pretraining the demo's tiny LLM.
+
+A real LLM (LLaMA) arrives at ScienceQA able to read "Options: (A) x (B) y" and answer with the
+letter of the right one; LaVIN and LLaMA-Adapter only teach it to use the image. The demo's tiny
+LLM learns everything it knows from the shapes text, where the answer letter is one token in a
+hundred, and does not have that skill (docs/design.md §10 has the measurements). These drills
+are multiple-choice reading practice for it, drawn from their own seeds (never a dataset
+split's), so no benchmark problem is seen. Not wired into the demo yet: measured, plain
+language-model pretraining on them does not teach the skill either (the letter is still a small
+share of the loss); a supervised pass with the loss on the answer sentence only starts to.
+
+- text problems (:func:`eim.data.shapes.problems.text_problem`), as in the benchmark's text-only part;
+- scene problems (:func:`eim.data.shapes.problems.image_problem`) whose scene is *described in
+  words* on the line before the question, where LaVIN puts the image tokens: the LLM learns to
+  answer from a description, and the image model later has to supply what the words did.
+
+Each drill is ``instruction + " " + "The answer is X."`` (the response's answer sentence).
+
+    from eim.data.shapes.quizzes import quiz_texts
+    texts = quiz_texts(5000)
+"""
+
+import random
+
+from eim.data.formats.scienceqa import build_prompt
+from eim.data.shapes.captions import join, noun_phrase, where
+from eim.data.shapes.problems import image_problem, text_problem
+from eim.data.shapes.scene import sample_scene
+from eim.model.splice import TextEncoder
+
+SCENE_FRACTION = 0.75  # as in the benchmark (writer.TEXT_ONLY_FRACTION = 0.25 text-only)
+
+
+def describe(rng, scene):
+    """Every object with its size, colour, shape and place: 'A large red circle in the top left corner ...'."""
+    parts = [f"{noun_phrase(rng, o, 1.0)} {where(o)}" for o in scene.objects]
+    text = join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
+def quiz_texts(n, seed="quiz"):
+    """``n`` drills (see the module docstring), reproducible from ``seed``."""
+    out = []
+    for i in range(n):
+        rng = random.Random(f"{seed}:{i}")
+        if rng.random() < SCENE_FRACTION:
+            scene = sample_scene(rng)
+            lead = describe(rng, scene) + "\n"
+            problem = image_problem(rng, scene)
+        else:
+            lead, problem = "", text_problem(rng)
+        instruction, response = build_prompt(problem)
+        out.append(lead + instruction + TextEncoder.join(instruction, response.split(" BECAUSE:")[0]))
+    return out
