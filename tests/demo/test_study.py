@@ -1,6 +1,7 @@
 """``eim study``: specs, selection on validation only, paired intervals, resumable runs (eim.demo.study)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -30,7 +31,7 @@ sweeps:
 def test_shipped_specs_load_and_build_their_recipes(tmp_path):
     from eim.demo.study import SCHEDULES, TASKS
 
-    assert {f"clipcap-t{k}" for k in range(3, 10)} | {"llava-eim"} <= set(spec_names())
+    assert {f"clipcap-t{k}" for k in range(3, 10)} | {"llava-eim", "clipcap-eim"} <= set(spec_names())
     for name in spec_names():
         spec = load_spec(name)
         assert spec.select_on != "test" and spec.reference in [v.name for v in spec.variants]
@@ -39,6 +40,13 @@ def test_shipped_specs_load_and_build_their_recipes(tmp_path):
         for v in spec.variants:  # every variant's overrides give a valid recipe
             task.recipe(v.recipe, schedule, tmp_path / "clip", tmp_path / "lm", 0, extra=v.overrides)
         assert set(spec.metrics) <= set(task.interval_metrics)  # every compared metric has its interval
+
+
+def test_headline_spec_shares_clipcap_t4s_runs():
+    """clipcap-eim's variants and sweep are clipcap-t4's first and last, so one cache serves both."""
+    head, t4 = load_spec("clipcap-eim"), load_spec("clipcap-t4")
+    assert head.variants == [t4.variants[0], replace(t4.variants[-1], label=head.variants[1].label)]
+    assert head.sweeps == t4.sweeps and head.seeds == 10 and head.conditions == t4.conditions
 
 
 def test_study_end_to_end_then_rerun_reuses_runs(tmp_path, capsys):
