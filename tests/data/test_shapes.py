@@ -190,3 +190,23 @@ def test_quiz_drills_are_reproducible_and_answered():
         assert re.search(r"\nResponse: " + ANSWER_PATTERN + "$", t)
         described += not t.startswith("Question: ")  # scene drills open with the scene in words
     assert 0 < described < len(texts)
+
+
+def test_a_world_from_an_older_generator_is_made_again(tmp_path):
+    """The studies' and demos' cached worlds are reused only when this generator version wrote them."""
+    from eim.demo.worlds import ensure_world, world
+    from eim.data.shapes.writer import GENERATOR_VERSION
+
+    w = world("test", "indomain")
+    data = ensure_world(tmp_path, w, quiet=True)
+    cfg = data / "shapes_config.json"
+    assert json.loads(cfg.read_text())["version"] == GENERATOR_VERSION
+    marker = data / "coco" / "stale"
+    marker.write_text("x")
+    ensure_world(tmp_path, w, quiet=True)
+    assert marker.exists()  # same generator and settings: reused
+    old = json.loads(cfg.read_text())
+    del old["version"]  # as the generator before version 2 wrote it
+    cfg.write_text(json.dumps(old))
+    ensure_world(tmp_path, w, quiet=True)
+    assert not marker.exists() and json.loads(cfg.read_text())["version"] == GENERATOR_VERSION

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from eim.api import param_report, quiet_transformers, train
-from eim.data.shapes.writer import write_shapes
+from eim.data.shapes.writer import holds_shapes, shapes_config, write_shapes
 from eim.evaluation.bootstrap import paired_bootstrap
 from eim.evaluation.generate import evaluate_checkpoint
 from eim.io import write_json
@@ -108,12 +108,10 @@ def ensure_shapes(data, train, test, size, quiet=False):
     these settings; returns ``data``. The validation split is as large as the test split: it is
     where stage learning rates and other choices are made (docs/design.md §3), never on the test split."""
     data = Path(data)
-    want = {"generator": "eim data shapes", "seed": 0, "size": size, "train": train, "val": test, "test": test}
-    cfg = data / "shapes_config.json"
-    if cfg.exists() and json.loads(cfg.read_text()) == want:
-        say(quiet, f"      reusing {data} (same generator settings)")
+    if holds_shapes(data, shapes_config(0, size, train, test, test)):
+        say(quiet, f"      reusing {data} (same generator and settings)")
     else:
-        write_shapes(data, train=train, val=want["val"], test=test, seed=0, size=size, overwrite=True)
+        write_shapes(data, train=train, val=test, test=test, seed=0, size=size, overwrite=True)
     return data
 
 

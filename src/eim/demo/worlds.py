@@ -11,11 +11,10 @@ Both use large validation and test splits (every choice is made on validation; t
 for the final table). Sizes were fixed before any EIM variant was scored on them.
 """
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from eim.data.shapes.writer import write_shapes
+from eim.data.shapes.writer import holds_shapes, shapes_config, write_shapes
 from eim.demo.coco import PRESETS
 from eim.demo.encoders import cached_encoders
 from eim.errors import EIMError
@@ -75,10 +74,7 @@ def world(preset, name):
 def ensure_world(root, w, quiet=False):
     """The world's data under ``root/data/<key>``, generated once (seed 0); returns the folder."""
     data = Path(root) / "data" / w.key
-    want = {"generator": "eim data shapes", "seed": 0, "size": w.size, "train": w.train, "val": w.val,
-            "test": w.test, **({"web": w.web} if w.web else {})}
-    cfg = data / "shapes_config.json"
-    if not (cfg.exists() and json.loads(cfg.read_text()) == want):
+    if not holds_shapes(data, shapes_config(0, w.size, w.train, w.val, w.test, w.web)):
         if not quiet:
             print(f"generating the {w.name} world: {asdict(w)}", flush=True)
         write_shapes(data, train=w.train, val=w.val, test=w.test, seed=0, size=w.size, overwrite=True, web=w.web)

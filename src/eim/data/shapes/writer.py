@@ -39,6 +39,24 @@ SIDE_BY_SIDE = ("existence", "count")  # the other MME subtasks use images/ + qu
 RESTVAL_FRACTION = 0.1  # last 10% of train images are marked restval (the loader joins them)
 TEXT_ONLY_FRACTION = 0.25  # ScienceQA problems with no image (real ScienceQA: about half)
 LLAVA_TEXT_FRACTION = 0.1  # text-only LLaVA entries, one after roughly every tenth image
+# Bumped whenever the same arguments would write a different world, so a cached world from an
+# older generator is made again: 2 = ScienceQA choices no longer give the answer away.
+GENERATOR_VERSION = 2
+
+
+def shapes_config(seed=0, size=64, train=2000, val=200, test=200, web=0):
+    """What ``shapes_config.json`` holds for these arguments (the generator and its version too)."""
+    return {"generator": "eim data shapes", "version": GENERATOR_VERSION, "seed": seed, "size": size,
+            "train": train, "val": val, "test": test, **({"web": web} if web else {})}
+
+
+def holds_shapes(out, config):
+    """True when ``out`` holds a world this generator wrote with exactly ``config``."""
+    try:
+        with open(os.path.join(out, "shapes_config.json")) as f:
+            return json.load(f) == config
+    except (OSError, ValueError):
+        return False
 
 
 class _JsonStream:
@@ -88,8 +106,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
         shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     for d in SUBDIRS:
         os.makedirs(os.path.join(out, d), exist_ok=True)
-    config = {"generator": "eim data shapes", "seed": seed, "size": size, "train": train,
-              "val": val, "test": test, **({"web": web} if web else {})}
+    config = shapes_config(seed, size, train, val, test, web)
     _write(os.path.join(out, "shapes_config.json"), (json.dumps(config, indent=1) + "\n").encode())
 
     coco = _JsonStream(os.path.join(out, "coco", "dataset_coco.json"), '{"images": [',
