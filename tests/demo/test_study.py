@@ -90,6 +90,8 @@ def test_selecting_on_the_test_split_is_refused(tmp_path, capsys):
     assert main(["study", "clipcap-t4", "--out", str(tmp_path / "o"), "--select-on", "test"]) == 2
     assert "test split is refused" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cache").exists()  # refused before any work
+    assert main(["study", "clipcap-t4", "--out", str(tmp_path / "o"), "--select-on", "train"]) == 2
+    assert "allowed val" in capsys.readouterr().err  # a split the studies do not score
 
 
 def test_list_and_bad_specs(tmp_path, capsys):

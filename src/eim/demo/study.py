@@ -45,7 +45,7 @@ from eim.io import write_json
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "studies"
 TASKS = {"coco": coco.TASK, "llava": llava.TASK}
-SELECTABLE = ("val", "train")  # never "test": it is read once, for the final table
+SELECTABLE = ("val",)  # never "test": it is read once, for the final table; the studies score no other split
 
 
 @dataclass
