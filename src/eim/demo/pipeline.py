@@ -213,6 +213,18 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
     return summary
 
 
+def seed_stats(values):
+    """``{"mean", "std", "per_seed"}`` of one metric's per-seed values (None where unavailable)."""
+    mean, sd = mean_std(values)
+    return {"mean": mean, "std": sd, "per_seed": values}
+
+
+def stage_costs(per_seed, keys):
+    """Each stage's ``keys`` (from the first seed), its mean seconds over seeds and its final losses."""
+    return [{**{k: st[k] for k in keys}, "seconds_mean": mean_std([r["stages"][i]["seconds"] for r in per_seed])[0],
+             "final": st.get("final", {})} for i, st in enumerate(per_seed[0]["stages"])]
+
+
 def build_summary(task, results, variants, seeds, preset, name, enc, timings, train_ds, test_ds):
     """``summary.json``: per variant each metric's per-seed values, mean and std, the stages and
     their cost, parameters; differences to the task's baseline, ``comparisons`` (paired bootstrap
@@ -223,21 +235,14 @@ def build_summary(task, results, variants, seeds, preset, name, enc, timings, tr
     for v in variants:
         per_seed = [results[(v, s)] for s in range(seeds)]
         vals = [task.metric_values(r["scores"]) for r in per_seed]
-        metrics = {}
-        for m in task.metrics:
-            mean, sd = mean_std([x[m] for x in vals])
-            metrics[m] = {"mean": mean, "std": sd, "per_seed": [x[m] for x in vals]}
         stages = per_seed[0]["stages"]
         out["variants"][v] = {
             "label": task.labels.get(v, v),
-            "metrics": metrics,
+            "metrics": {m: seed_stats([x[m] for x in vals]) for m in task.metrics},
             **task.extra_summary([r["scores"] for r in per_seed]),
             "loss_base_steps": sum(st["steps"] for st in stages if "base" in st["losses"]),
             "extra_stage_steps": sum(st["steps"] for st in stages if "base" not in st["losses"]),
-            "stages": [{"name": st["name"], "losses": st["losses"], "trainable": st["trainable"], "steps": st["steps"],
-                        "seconds_mean": mean_std([r["stages"][i]["seconds"] for r in per_seed])[0],
-                        "final": st.get("final", {})}
-                       for i, st in enumerate(stages)],
+            "stages": stage_costs(per_seed, ("name", "losses", "trainable", "steps")),
             "train_seconds_mean": mean_std([r["train_seconds"] for r in per_seed])[0],
             "eval_seconds_mean": mean_std([r["eval_seconds"] for r in per_seed])[0],
             "params": param_report(task.recipe(v, preset, enc["clip"], enc["lm"], seed=0)),
@@ -270,21 +275,26 @@ def paired_comparison(variant_evals, reference_evals, metric_fn, scale=1.0, n_bo
     return c
 
 
+def compare_pairs(task, pairs, metrics, evals, n_boot=2000, **extra):
+    """``comparisons`` entries: for each (variant, reference) pair and metric, the paired difference
+    on the test split with its interval (:func:`paired_comparison`); ``evals[v]`` lists v's
+    evaluation folders, one per seed; ``extra`` keys lead each entry."""
+    out = []
+    for v, ref in pairs:
+        for m in metrics:
+            fn, scale = task.interval_metrics[m]
+            c = paired_comparison([eval_dir(task, e, m) for e in evals[v]], [eval_dir(task, e, m) for e in evals[ref]],
+                                  fn, scale, n_boot=n_boot)
+            out.append({**extra, "variant": v, "reference": ref, "metric": m, "split": "test", **c})
+    return out
+
+
 def comparisons(task, results, variants, seeds):
     """Every variant against the task's baseline on each metric the task has intervals for."""
-    out = []
     if task.baseline not in variants:
-        return out
-    for v in variants:
-        if v == task.baseline:
-            continue
-        for m in task.compared:
-            fn, scale = task.interval_metrics[m]
-            c = paired_comparison([eval_dir(task, results[(v, s)]["eval_dir"], m) for s in range(seeds)],
-                                  [eval_dir(task, results[(task.baseline, s)]["eval_dir"], m) for s in range(seeds)],
-                                  fn, scale)
-            out.append({"variant": v, "reference": task.baseline, "metric": m, "split": "test", **c})
-    return out
+        return []
+    evals = {v: [results[(v, s)]["eval_dir"] for s in range(seeds)] for v in variants}
+    return compare_pairs(task, [(v, task.baseline) for v in variants if v != task.baseline], task.compared, evals)
 
 
 def verdict(task, base, eim, comps):

@@ -37,7 +37,7 @@ from eim import __version__
 from eim.api import quiet_transformers, train
 from eim.banks import dataset_fingerprint, file_digest
 from eim.demo import coco, llava
-from eim.demo.pipeline import eval_dir, evaluate_run, mean_std, paired_comparison, say
+from eim.demo.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs
 from eim.demo.study_report import write_study_report
 from eim.demo.worlds import SCHEDULES, ensure_world, world, world_encoders
 from eim.errors import ConfigError
@@ -245,15 +245,9 @@ def _fingerprint(data):
 
 def _variant_summary(v, overrides, per_seed, spec, task):
     scale = task.key_scale
-    metrics = {}
-    for m in dict.fromkeys(spec.table + spec.metrics):
-        vals = [None if r["scores"].get(m) is None else r["scores"][m] * scale for r in per_seed]
-        mean, sd = mean_std(vals)
-        metrics[m] = {"per_seed": vals, "mean": mean, "std": sd}
-    stages = [{"name": st["name"], "losses": st["losses"], "steps": st["steps"],
-               "seconds_mean": mean_std([r["stages"][i]["seconds"] for r in per_seed])[0],
-               "final": per_seed[0]["stages"][i].get("final", {})}
-              for i, st in enumerate(per_seed[0]["stages"])]
+    metrics = {m: seed_stats([None if r["scores"].get(m) is None else r["scores"][m] * scale for r in per_seed])
+               for m in dict.fromkeys(spec.table + spec.metrics)}
+    stages = stage_costs(per_seed, ("name", "losses", "steps"))
     return {"label": v.label or v.name, "recipe": v.recipe, "overrides": overrides, "metrics": metrics,
             "stages": stages, "train_seconds_mean": sum(st["seconds_mean"] for st in stages),
             "eval_seconds_mean": mean_std([r["eval_seconds"] for r in per_seed])[0],
@@ -265,14 +259,7 @@ def _comparisons(spec, task, evals, cond, n_boot):
     pairs = [(v, spec.reference) for v in names if v != spec.reference]
     if spec.compare == "previous":
         pairs += [(b, a) for a, b in zip(names, names[1:]) if a != spec.reference]
-    out = []
-    for v, ref in pairs:
-        for m in spec.metrics:
-            fn, scale = task.interval_metrics[m]
-            c = paired_comparison([eval_dir(task, e, m) for e in evals[v]], [eval_dir(task, e, m) for e in evals[ref]],
-                                  fn, scale, n_boot=n_boot)
-            out.append({"condition": cond, "variant": v, "reference": ref, "metric": m, "split": "test", **c})
-    return out
+    return compare_pairs(task, pairs, spec.metrics, evals, n_boot, condition=cond)
 
 
 __all__ = ["Spec", "Sweep", "Variant", "check_selection_split", "load_spec", "run_study", "spec_names"]
