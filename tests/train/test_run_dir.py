@@ -105,3 +105,28 @@ def test_resume_reuses_a_finished_run(world, capsys):
     run, before = copy_of_finished(world, "f4")
     assert train(world, "f4", "--resume") == 0
     assert snapshot(run) == before
+
+
+def test_other_weights_at_the_base_models_path_are_another_run(world, capsys):
+    """Encoders pretrained again in place (new data, a newer generator) must not resume old runs."""
+    from safetensors.torch import load_file, save_file
+
+    lm = world["root"] / "lm-again"
+    shutil.copytree(world["tiny"] / "gpt2", lm)
+    assert train(world, "f5", "--lm.name_or_path", str(lm)) == 0
+    run = world["root"] / "f5"
+    assert json.loads((run / "run.json").read_text())["models"]["lm"] != "id:" + str(lm)
+    assert train(world, "f5", "--resume", "--lm.name_or_path", str(lm)) == 0  # same weights: reused
+    capsys.readouterr()
+    weights = lm / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    before = snapshot(run)
+    assert train(world, "f5", "--resume", "--lm.name_or_path", str(lm)) == 2
+    assert "holds a different run (stage-0-base; it differs in lm model: the weights at its path differ)" \
+        in capsys.readouterr().err
+    assert snapshot(run) == before
+    assert train(world, "f5", "--overwrite", "--lm.name_or_path", str(lm)) == 0
+    assert snapshot(run)["stage-0-base/model.safetensors"] != before["stage-0-base/model.safetensors"]

@@ -35,7 +35,7 @@ import yaml
 
 from eim import __version__
 from eim.api import quiet_transformers, train
-from eim.banks import dataset_fingerprint, file_digest
+from eim.banks import dataset_fingerprint, file_digest, folder_digest
 from eim.demo import coco, llava
 from eim.demo.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs
 from eim.demo.study_report import write_study_report
@@ -156,6 +156,9 @@ class _Condition:
         else:
             self.enc = world_encoders(cache, self.data, self.world, "smol" if preset == "smol" else "tiny",
                                       p.encoders or None, quiet)
+        # runs are reused only with the very weights they were trained on: encoders pretrained
+        # again at the same path (new data, a newer generator) give new run folders
+        self.weights = {k: folder_digest(self.enc[k]) for k in ("clip", "lm")}
         self.train_ds, self.splits = self.task.study_datasets(self.data)
         self.runs = Path(cache) / "runs" / self.world.key
         self.banks = Path(cache) / "banks" / self.world.key
@@ -166,7 +169,7 @@ class _Condition:
         # the folder is named by what decides the run: the recipe as built, its seed aside
         built = recipe.to_dict()
         built["train"] = {k: x for k, x in built["train"].items() if k != "seed"}
-        run_dir = self.runs / f"{v.name}-{_key(built, self.p.max_new_tokens, self.p.beams)}" / f"seed{seed}"
+        run_dir = self.runs / f"{v.name}-{_key(built, self.p.max_new_tokens, self.p.beams, self.weights)}" / f"seed{seed}"
         say(self.quiet, f"[{self.cond}] {v.name} seed {seed}: "
             + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps}" for st in recipe.stages))
         stages = train(recipe, self.train_ds, run_dir, resume=True, quiet=True, banks_dir=self.banks)

@@ -3,7 +3,8 @@
 ::
 
     RUN/recipe.json                   the recipe (eim eval / caption rebuild the model from it)
-    RUN/run.json                      the run's identity: its recipe and its data's fingerprint
+    RUN/run.json                      the run's identity: its recipe, its data's fingerprint and
+                                      the digests of the base models it starts from
     RUN/banks/                        feature banks (caches, reused when their fingerprint matches)
     RUN/stage-<k>-<name>.partial/     the running stage: metrics.jsonl, checkpoint/, run.json
     RUN/stage-<k>-<name>/             a finished stage: model.safetensors, stage.json, metrics.jsonl,
@@ -13,7 +14,8 @@ A stage runs in its ``.partial`` folder, renamed into place when it finishes, so
 stage's files are replaced only by a finished stage. Before anything is written, the folder's
 contents decide (:meth:`RunFolder.check`):
 
-- it holds a **different run** (another recipe, other data): refused, unless ``overwrite``;
+- it holds a **different run** (another recipe, other data, other weights at the base models'
+  paths, e.g. encoders pretrained again): refused, unless ``overwrite``;
 - it holds this run's output (a finished stage or a checkpoint) and ``resume`` is not given:
   refused, unless ``overwrite`` (``resume`` reuses it; nothing is retrained by accident);
 - ``overwrite``: the old run's files stay until the new run's first stage has finished, then
@@ -28,7 +30,7 @@ import json
 import shutil
 from pathlib import Path
 
-from eim.banks import dataset_fingerprint
+from eim.banks import dataset_fingerprint, folder_digest
 from eim.errors import CheckpointError
 from eim.io import read_json, recover_dir, replace_dir, write_json
 from eim.data.loader import MAIN
@@ -43,15 +45,22 @@ class RunFolderError(CheckpointError):
     only ``--resume`` or ``--overwrite`` may use)."""
 
 
-def identity(recipe, data):
-    """``{"recipe": recipe as JSON, "data": dataset fingerprint}``: what makes two runs the same.
+def identity(recipe, data, models=True):
+    """``{"recipe": recipe as JSON, "data": dataset fingerprint, "models": digests}``: what makes
+    two runs the same.
 
     ``data``: a dataset, or ``{name: dataset}`` (stages that name their data); a run on the main
-    dataset alone keeps the one-dataset form, ``{"datasets": {name: fingerprint}}`` otherwise."""
+    dataset alone keeps the one-dataset form, ``{"datasets": {name: fingerprint}}`` otherwise.
+    ``models``: digest the base models' weight, config and tokenizer files
+    (:func:`eim.banks.folder_digest`; a hub id stands for itself), so the same path holding other
+    weights is another run; only the rank that checks the folder needs them."""
     datasets = data if isinstance(data, dict) else {MAIN: data}
     fp = (dataset_fingerprint(datasets[MAIN]) if set(datasets) == {MAIN}
           else {"datasets": {n: dataset_fingerprint(d) for n, d in sorted(datasets.items())}})
-    return {"recipe": json.loads(json.dumps(recipe.to_dict())), "data": fp}
+    out = {"recipe": json.loads(json.dumps(recipe.to_dict())), "data": fp}
+    if models:
+        out["models"] = {"vision": folder_digest(recipe.vision.name_or_path), "lm": folder_digest(recipe.lm.name_or_path)}
+    return out
 
 
 def _moved(data):
@@ -71,7 +80,7 @@ def _comparable(ident):
     data = ident.get("data")  # a moved dataset is the same data
     if isinstance(data, dict) and isinstance(data.get("datasets"), dict):
         data = {"datasets": {n: _moved(d) for n, d in data["datasets"].items()}}
-    return {"recipe": recipe, "data": _moved(data)}
+    return {"recipe": recipe, "data": _moved(data), "models": ident.get("models")}
 
 
 def differences(old, new):
@@ -87,6 +96,8 @@ def differences(old, new):
             out.append(f"{key}: {json.dumps(x)} -> {json.dumps(y)}")
 
     walk(a["recipe"], b["recipe"], "")
+    if None not in (a["models"], b["models"]):
+        out += [f"{k} model: the weights at its path differ" for k in a["models"] if a["models"][k] != b["models"].get(k)]
     if a["data"] is not None and a["data"] != b["data"]:
         named = lambda d: d.get("datasets") if isinstance(d.get("datasets"), dict) else {MAIN: d}  # noqa: E731
         old, new = named(a["data"]), named(b["data"])
@@ -102,9 +113,10 @@ def differences(old, new):
 
 def same(old, new):
     """Two identities name the same run (an identity without data, from before run.json, matches
-    on its recipe)."""
+    on its recipe; one without model digests, from before they were recorded, on recipe and data)."""
     a, b = _comparable(old), _comparable(new)
-    return a["recipe"] == b["recipe"] and (a["data"] is None or a["data"] == b["data"])
+    return (a["recipe"] == b["recipe"] and (a["data"] is None or a["data"] == b["data"])
+            and (None in (a["models"], b["models"]) or a["models"] == b["models"]))
 
 
 class RunFolder:

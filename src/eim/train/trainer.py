@@ -127,7 +127,8 @@ class Trainer:
         unless ``overwrite``); each stage runs in its ``.partial`` folder, moved into place when
         it finishes."""
         acc = self.acc
-        self.folder = RunFolder(self.run_dir, identity(self.recipe, self.datasets), main=acc.is_main_process)
+        self.folder = RunFolder(self.run_dir, identity(self.recipe, self.datasets, models=acc.is_main_process),
+                                main=acc.is_main_process)
         self.folder.accept(broadcast_object(self.folder.check(resume, overwrite) if acc.is_main_process else None))
         acc.wait_for_everyone()
         self.model.to(acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
