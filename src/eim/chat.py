@@ -16,7 +16,7 @@ recipe's (greedy unless it says otherwise), cut at its ``stop_text``.
 from pathlib import Path
 
 from eim.api import load_for_inference
-from eim.data.formats.llava import HISTORY_TEMPLATE
+from eim.data.formats.llava import instruction_after
 from eim.data.sample import Sample
 from eim.errors import DataError
 from eim.model.splice import TextEncoder
@@ -43,8 +43,7 @@ class Chat:
 
     def instruction(self, question):
         """The prompt's text for ``question`` after this conversation's turns (the LLaVA loader's rendering)."""
-        history = "".join(HISTORY_TEMPLATE.format(question=q, answer=a) for q, a in self.turns)
-        return history + question.strip()
+        return instruction_after(self.turns, question.strip())
 
     def ask(self, question, image=None, streamer=None):
         """The answer to ``question`` (about ``image`` when given: a new image starts a new

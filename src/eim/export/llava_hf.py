@@ -41,7 +41,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from PIL import Image
 from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-from eim.data.formats.llava import HISTORY_TEMPLATE
+from eim.data.formats.llava import HISTORY_TEMPLATE, instruction_after
 from eim.data.sample import Sample
 from eim.errors import EIMError
 from eim.model.splice import TextEncoder
@@ -212,7 +212,7 @@ def verify(model, tok, proc, recipe, llava, processor, image_id):
     P = model.vision.num_tokens
     image = Image.new("RGB", (37, 29), (200, 60, 30))
     for question, history in PROBES:
-        instruction = "".join(HISTORY_TEMPLATE.format(question=q, answer=a) for q, a in history or ()) + question.strip()
+        instruction = instruction_after(history or (), question.strip())
         messages = [m for q, a in history or () for m in ({"role": "user", "content": q},
                                                             {"role": "assistant", "content": a})]
         messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]})

@@ -19,6 +19,13 @@ from eim.data.sample import Sample
 from eim.errors import DataError
 
 HISTORY_TEMPLATE = "Human: {question}\nAssistant: {answer}\n"
+
+
+def instruction_after(turns, question):
+    """The instruction for ``question`` after the earlier ``turns`` ``[(question, answer)]``: each
+    turn rendered with :data:`HISTORY_TEMPLATE`, then the question, bare. What the loader trains on,
+    ``eim chat`` asks with and the llava-hf export's chat template reproduces."""
+    return "".join(HISTORY_TEMPLATE.format(question=q, answer=a) for q, a in turns) + question
 IMAGE_TOKEN = "<image>"
 # The token and the newline LLaVA puts after (or before) it: "<image>\nWhat is ..." -> "What is"
 _IMAGE_RE = re.compile(r"\s*<image>\s*")
@@ -65,10 +72,8 @@ class LLaVAInstruct(RecordDataset):
             except BadRecord as b:
                 self._reject(rid, str(b), path)
                 continue
-            history = ""
             for t, (q, a) in enumerate(pairs):
-                self._rows.append((rid, img, history + q, a, t))
-                history += HISTORY_TEMPLATE.format(question=q, answer=a)
+                self._rows.append((rid, img, instruction_after(pairs[:t], q), a, t))
         self._finish(check)
 
     @staticmethod
