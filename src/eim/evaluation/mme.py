@@ -44,37 +44,42 @@ def parse_yes_no(prediction):
     return "other"
 
 
-def score_subtask(rows, *, name="subtask", file=None):
-    """acc, acc_plus, score for one subtask; rows: [(image, question, gt, prediction), ...].
-
-    Rows pair up in order (official ``divide_chunks``): rows 2i and 2i+1 are one image's two
-    questions. Returns {"acc", "acc_plus" (0-1), "score" (0-200), "images", "other"}.
-    """
+def image_pairs(rows, *, name="subtask", file=None):
+    """``[(image, right answers 0-2, unparsed answers)]``, one per image; rows: [(image, question,
+    gt, prediction), ...] pairing up in order (official ``divide_chunks``: rows 2i and 2i+1 are one
+    image's two questions). Bad rows raise :class:`DataError` naming the line."""
     if not rows:
         raise DataError(f"{name}: no results", file=file)
     if len(rows) % 2:
         raise DataError(f"{name}: {len(rows)} result lines, expected two per image", file=file,
                         remedy="write both questions of every image on consecutive lines")
-    right = other = both_right = 0
+    out = []
     for i in range(0, len(rows), 2):
         pair = rows[i:i + 2]
         if pair[0][0] != pair[1][0]:
             raise DataError(f"lines {i + 1} and {i + 2} are about different images "
                             f"({pair[0][0]!r}, {pair[1][0]!r})", file=file,
                             remedy="write both questions of every image on consecutive lines")
-        image_right = 0
-        for j, (image, _question, gt, pred) in enumerate(pair):
+        right = other = 0
+        for j, (_image, _question, gt, pred) in enumerate(pair):
             gt = gt.strip().lower()
             if gt not in ("yes", "no"):
                 raise DataError(f"line {i + j + 1}: ground truth {gt!r} is not Yes/No", file=file)
             label = parse_yes_no(pred)
             other += label == "other"
-            image_right += label == gt
-        right += image_right
-        both_right += image_right == 2
-    acc, acc_plus = right / len(rows), both_right / (len(rows) // 2)
+            right += label == gt
+        out.append((pair[0][0], right, other))
+    return out
+
+
+def score_subtask(rows, *, name="subtask", file=None):
+    """acc, acc_plus, score for one subtask; rows as for :func:`image_pairs`.
+    Returns {"acc", "acc_plus" (0-1), "score" (0-200), "images", "other"}."""
+    pairs = image_pairs(rows, name=name, file=file)
+    acc = sum(r for _, r, _ in pairs) / len(rows)
+    acc_plus = sum(r == 2 for _, r, _ in pairs) / len(pairs)
     return {"acc": acc, "acc_plus": acc_plus, "score": 100 * acc + 100 * acc_plus,
-            "images": len(rows) // 2, "other": other}
+            "images": len(pairs), "other": sum(o for _, _, o in pairs)}
 
 
 def score_mme(subtasks, *, files=None):
@@ -125,10 +130,8 @@ def per_image_stats(subtasks):
     the subtasks (each subtask's score is 100 times the two over its own images)."""
     ids, stats = [], []
     for name in SUBTASKS:
-        rows = subtasks.get(name, [])
-        for i in range(0, len(rows) - 1, 2):
-            right = sum(parse_yes_no(pred) == gt.strip().lower() for _, _, gt, pred in rows[i:i + 2])
-            ids.append(f"{name}/{rows[i][0]}")
+        for image, right, _ in (image_pairs(subtasks[name], name=name) if subtasks.get(name) else ()):
+            ids.append(f"{name}/{image}")
             stats.append([right / 2, float(right == 2)])
     return {"ids": ids, "stats": stats, "features": ["accuracy", "accuracy_plus"]}
 
