@@ -210,3 +210,24 @@ def test_a_world_from_an_older_generator_is_made_again(tmp_path):
     cfg.write_text(json.dumps(old))
     ensure_world(tmp_path, w, quiet=True)
     assert not marker.exists() and json.loads(cfg.read_text())["version"] == GENERATOR_VERSION
+
+
+def test_an_interrupted_generation_is_never_reused(tmp_path, monkeypatch):
+    """shapes_config.json is written last: a world cut short is made again, not taken as whole."""
+    from eim.data.shapes import writer
+    from eim.demo.worlds import ensure_world, world
+
+    w = world("test", "indomain")
+
+    def broken(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_write_mme", broken)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_world(tmp_path, w, quiet=True)
+    data = tmp_path / "data" / w.key
+    assert (data / "coco" / "dataset_coco.json").exists() and not (data / "shapes_config.json").exists()
+    monkeypatch.undo()
+    ensure_world(tmp_path, w, quiet=True)
+    assert writer.holds_shapes(data, writer.shapes_config(0, w.size, w.train, w.val, w.test, w.web))
+    assert (data / "mme").is_dir()

@@ -106,8 +106,6 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
         shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     for d in SUBDIRS:
         os.makedirs(os.path.join(out, d), exist_ok=True)
-    config = shapes_config(seed, size, train, val, test, web)
-    _write(os.path.join(out, "shapes_config.json"), (json.dumps(config, indent=1) + "\n").encode())
 
     coco = _JsonStream(os.path.join(out, "coco", "dataset_coco.json"), '{"images": [',
                        '], "dataset": "coco"}\n')
@@ -176,6 +174,9 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
     counts["mme_images"] = _write_mme(os.path.join(out, "mme"), test, seed, size)
     if web:
         counts["web_images"] = _write_web(os.path.join(out, WEB_DIR), web, seed, size)
+    # last: a generation that fails or is interrupted leaves no config, so no cache reuses it
+    config = shapes_config(seed, size, train, val, test, web)
+    _write(os.path.join(out, "shapes_config.json"), (json.dumps(config, indent=1) + "\n").encode())
     return counts
 
 
