@@ -80,6 +80,7 @@ def test_study_end_to_end_then_rerun_reuses_runs(tmp_path, capsys):
     assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert json.loads((out / "study.json").read_text())["conditions"]["transfer"]["comparisons"] == c["comparisons"]
+    assert "note: 2 seed(s)" in capsys.readouterr().out  # few seeds: the intervals come with a warning
 
 
 def test_selecting_on_the_test_split_is_refused(tmp_path, capsys):

@@ -39,6 +39,9 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
+FEW_SEEDS = 5  # below this the printed intervals come with a warning (docs/evidence.md §4)
+
+
 def run(args):
     if args.list or not args.spec:
         for name in spec_names():
@@ -56,5 +59,8 @@ def run(args):
             lo, hi = cmp["ci95"]
             print(f"  {cmp['variant'] + ' - ' + cmp['reference']:<32}{cmp['metric']:>8} {cmp['diff']:+7.2f}  "
                   f"[{lo:+.2f}, {hi:+.2f}]  (half-width {half_width(cmp['ci95']):.2f})")
+    if study["seeds"] < FEW_SEEDS:
+        print(f"note: {study['seeds']} seed(s). The intervals resample the seeds there are: with three, 3 of 12 "
+              "intervals claimed effects that ten seeds did not show (docs/evidence.md §4); read them as leads.")
     print(f"study: {args.out}/study.json  report: {args.out}/report.html  ({study['seconds'] / 60:.1f} min)")
     return 0
