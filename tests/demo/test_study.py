@@ -80,7 +80,20 @@ def test_study_end_to_end_then_rerun_reuses_runs(tmp_path, capsys):
     assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert json.loads((out / "study.json").read_text())["conditions"]["transfer"]["comparisons"] == c["comparisons"]
-    assert "note: 2 seed(s)" in capsys.readouterr().out  # few seeds: the intervals come with a warning
+    printed = capsys.readouterr().out
+    assert "se seeds" in printed and "comparisons" in printed.splitlines()[-2]  # what would narrow them
+    for x in c["comparisons"]:  # the interval is diff ± t·se, its error split in two
+        assert x["se"] == pytest.approx((x["se_seeds"] ** 2 + x["se_items"] ** 2) ** 0.5)
+        assert x["ci95"][1] - x["diff"] == pytest.approx(x["diff"] - x["ci95"][0])
+
+
+def test_the_note_says_what_would_narrow_the_intervals():
+    from eim.commands.study import interval_note
+
+    seedy = [{"se_seeds": 0.4, "se_items": 0.1}, {"se_seeds": 0.1, "se_items": 0.2}]
+    assert "seeds are most of the error in 1 of 2" in interval_note(seedy, 3)
+    assert "more test images would narrow" in interval_note([{"se_seeds": 0.1, "se_items": 0.2}], 3)
+    assert "one seed" in interval_note([{"se_seeds": 0.0, "se_items": 0.2}], 1)
 
 
 def test_selecting_on_the_test_split_is_refused(tmp_path, capsys):

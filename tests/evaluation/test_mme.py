@@ -109,7 +109,7 @@ def test_cli_missing_folder_exits_2(tmp_path, capsys):
 def test_per_image_stats_give_back_accuracy_and_accuracy_plus(tmp_path):
     """What paired MME intervals resample: one row per image; within a subtask their means are the
     scorer's acc and acc+ (hand values above), pooled over all images they are the totals."""
-    from eim.evaluation.bootstrap import MME_METRICS, paired_bootstrap
+    from eim.evaluation.intervals import MME_METRICS, paired_interval
 
     write_results(tmp_path, RESULTS)
     res = score_mme_dir(tmp_path, per_image=True)
@@ -119,5 +119,5 @@ def test_per_image_stats_give_back_accuracy_and_accuracy_plus(tmp_path):
     assert sum(r[0] for r in ex) / 3 == pytest.approx(4 / 6) and sum(r[1] for r in ex) / 3 == pytest.approx(1 / 3)
     assert len(per["stats"]) == 6  # 3 + 2 + 1 images
     assert sum(r[0] for r in per["stats"]) / 6 == pytest.approx((4 + 3 + 1) / 12)
-    same = paired_bootstrap([per["stats"]], [per["stats"]], MME_METRICS["accuracy_plus"], n_boot=50)
+    same = paired_interval([per["stats"]], [per["stats"]], MME_METRICS["accuracy_plus"], n_boot=50)
     assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0]

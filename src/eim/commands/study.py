@@ -18,7 +18,7 @@ import sys
 
 from eim.demo.study import load_spec, run_study, spec_names
 from eim.demo.worlds import WORLDS
-from eim.evaluation.bootstrap import half_width
+from eim.evaluation.intervals import half_width
 
 
 def add_parser(sub):
@@ -39,7 +39,15 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-FEW_SEEDS = 5  # below this the printed intervals come with a warning (docs/evidence.md §4)
+def interval_note(comparisons, seeds):
+    """What would narrow the printed intervals, from their two standard errors (docs/design.md §11)."""
+    if seeds == 1:
+        return "note: one seed: the intervals count test images only, not training noise; use --seeds 3 or more."
+    by_seeds = sum(c["se_seeds"] > c["se_items"] for c in comparisons)
+    if not by_seeds:
+        return f"note: the test images are most of the error in all {len(comparisons)} comparisons: more test images would narrow them."
+    return (f"note: the seeds are most of the error in {by_seeds} of {len(comparisons)} comparisons: more seeds "
+            "(--seeds), not more test images, would narrow those.")
 
 
 def run(args):
@@ -58,9 +66,10 @@ def run(args):
         for cmp in c["comparisons"]:
             lo, hi = cmp["ci95"]
             print(f"  {cmp['variant'] + ' - ' + cmp['reference']:<32}{cmp['metric']:>8} {cmp['diff']:+7.2f}  "
-                  f"[{lo:+.2f}, {hi:+.2f}]  (half-width {half_width(cmp['ci95']):.2f})")
-    if study["seeds"] < FEW_SEEDS:
-        print(f"note: {study['seeds']} seed(s). The intervals resample the seeds there are: with three, 3 of 12 "
-              "intervals claimed effects that ten seeds did not show (docs/evidence.md §4); read them as leads.")
+                  f"[{lo:+.2f}, {hi:+.2f}]  (half-width {half_width(cmp['ci95']):.2f}; "
+                  f"se seeds {cmp['se_seeds']:.2f}, items {cmp['se_items']:.2f})")
+    comps = [x for c in study["conditions"].values() for x in c["comparisons"]]
+    if comps:
+        print(interval_note(comps, study["seeds"]))
     print(f"study: {args.out}/study.json  report: {args.out}/report.html  ({study['seconds'] / 60:.1f} min)")
     return 0

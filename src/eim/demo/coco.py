@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from eim.recipe import load_recipe
 from eim.data import load_dataset
-from eim.evaluation.bootstrap import COCO_METRICS
+from eim.evaluation.intervals import COCO_METRICS
 from eim.demo.encoders import cached_encoders
 from eim.demo.report import write_coco_report
 

@@ -39,7 +39,7 @@ from transformers import AutoTokenizer
 
 from eim.recipe import load_recipe
 from eim.data import load_dataset
-from eim.evaluation.bootstrap import ACCURACY_METRICS
+from eim.evaluation.intervals import ACCURACY_METRICS
 from eim.demo.encoders import cached_encoders
 from eim.demo.pipeline import say
 from eim.demo.report import write_lavin_report

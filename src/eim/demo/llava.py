@@ -36,7 +36,7 @@ from eim.demo.lavin import TINY_LLAMA, _TEST_ENCODERS
 from eim.demo.encoders import cached_encoders
 from eim.demo.llava_report import write_llava_report
 from eim.demo.pipeline import evaluate_run
-from eim.evaluation.bootstrap import COCO_METRICS, MME_METRICS
+from eim.evaluation.intervals import COCO_METRICS, MME_METRICS
 from eim.recipe import load_recipe
 
 VARIANTS = ("llava", "llava_eim")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from eim.api import param_report, quiet_transformers, train
 from eim.data.shapes.writer import holds_shapes, shapes_config, write_shapes
-from eim.evaluation.bootstrap import paired_bootstrap
+from eim.evaluation.intervals import paired_interval
 from eim.evaluation.generate import evaluate_checkpoint
 from eim.io import write_json
 
@@ -227,8 +227,8 @@ def stage_costs(per_seed, keys):
 
 def build_summary(task, results, variants, seeds, preset, name, enc, timings, train_ds, test_ds):
     """``summary.json``: per variant each metric's per-seed values, mean and std, the stages and
-    their cost, parameters; differences to the task's baseline, ``comparisons`` (paired bootstrap
-    95% intervals over seeds and test items, :func:`comparisons`) and a verdict."""
+    their cost, parameters; differences to the task's baseline, ``comparisons`` (paired 95%
+    intervals over seeds and test items, :func:`comparisons`) and a verdict."""
     out = {"task": task.name, "preset": name, "seeds": seeds, "schedule": asdict(preset), "timings": timings,
            "encoders": {k: (v if isinstance(v, bool) else str(v)) for k, v in enc.items()},
            "data": task.data_summary(train_ds, test_ds), "metric_names": list(task.metrics), "baseline": task.baseline, "variants": {}}
@@ -260,16 +260,17 @@ def build_summary(task, results, variants, seeds, preset, name, enc, timings, tr
 
 
 def paired_comparison(variant_evals, reference_evals, metric_fn, scale=1.0, n_boot=2000):
-    """Paired bootstrap difference (:func:`eim.evaluation.bootstrap.paired_bootstrap`) between two
-    lists of evaluation folders (one per seed, paired by position) that hold ``per_image.json``;
-    items are matched by id. Returns ``{"diff", "ci95", "n_seeds", "n_images", "n_boot"}``."""
+    """Paired difference with its 95% interval (:func:`eim.evaluation.intervals.paired_interval`)
+    between two lists of evaluation folders (one per seed, paired by position) that hold
+    ``per_image.json``; items are matched by id. Returns ``{"diff", "ci95", "se", "se_seeds",
+    "se_items", "df", "n_seeds", "n_images", "n_boot"}``."""
     def load(folder):
         per = json.loads((Path(folder) / "per_image.json").read_text())
         return dict(zip(map(str, per["ids"]), per["stats"]))
 
     a, b = [load(f) for f in variant_evals], [load(f) for f in reference_evals]
     ids = [i for i in a[0] if all(i in x for x in a + b)]
-    c = paired_bootstrap([[x[i] for i in ids] for x in a], [[x[i] for i in ids] for x in b], metric_fn,
+    c = paired_interval([[x[i] for i in ids] for x in a], [[x[i] for i in ids] for x in b], metric_fn,
                          n_boot=n_boot, scale=scale)
     c["n_images"] = c.pop("n_items")
     return c

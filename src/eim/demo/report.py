@@ -47,8 +47,9 @@ def comparisons_html(summary):
         h.append(f"<tr><td>{esc(_label(summary, c['variant']))} − {esc(_label(summary, c['reference']))}</td>"
                  f"<td>{esc(c['metric'])}</td><td class='{cls}'>{c['diff']:+.2f}</td><td>[{lo:+.2f}, {hi:+.2f}]</td>"
                  f"<td>{c['n_seeds']}</td><td>{c['n_images']}</td></tr>")
-    h.append("</table><p class='small'>Paired bootstrap over seeds and test items (the same items for both "
-             f"models, {comps[0]['n_boot']} resamples; docs/design.md §11). COCO metrics in points (x100).</p>")
+    h.append("</table><p class='small'>Paired over seeds and test items: difference ± t · standard error, "
+             f"the error from the seeds' spread and a bootstrap of the items ({comps[0]['n_boot']} resamples; "
+             "docs/design.md §11). COCO metrics in points (x100).</p>")
     return h
 
 

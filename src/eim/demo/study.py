@@ -11,9 +11,9 @@ condition the runner
    (``val``); the best point joins the variant's overrides. The test split is never read here;
 3. trains every variant x seed (resumable: finished stages and evaluations are reused) and scores
    it once on the test split, keeping per-item statistics;
-4. compares: paired differences over the same seeds and test items with 95% bootstrap intervals
-   (docs/design.md §11), each variant against the reference (and, with ``compare: previous``,
-   against the variant listed before it).
+4. compares: paired differences over the same seeds and test items with 95% intervals (t over
+   seeds, bootstrap over items; docs/design.md §11), each variant against the reference (and,
+   with ``compare: previous``, against the variant listed before it).
 
 ``DIR/study.json`` holds per condition and variant each metric's per-seed values, mean and std,
 each stage's cost, the selection record and the ``comparisons``; plus what reproduces it

@@ -46,7 +46,8 @@ def write_study_report(out, study):
          f"<style>{CSS}</style></head><body><h1>{esc(study['title'])}</h1>",
          f"<p>Study <code>{esc(study['spec'])}</code>, preset <b>{esc(study['preset'])}</b>, {study['seeds']} seeds; "
          f"hyper-parameters chosen on <b>{esc(study['select_on'])}</b>, the test split read once. Differences are "
-         "paired over seeds and test items with 95% bootstrap intervals (docs/design.md §11); COCO metrics in "
+         "paired over seeds and test items with 95% intervals (t over seeds, bootstrap over items; "
+         "docs/design.md §11); COCO metrics in "
          f"points. Wall-clock {study.get('seconds', 0) / 60:.1f} min.</p>"]
     for cond, c in study["conditions"].items():
         w = c["world"]

@@ -124,7 +124,7 @@ def _run_spice(gts_tok, res_tok):
 
 
 def image_statistics(gts_tok, res_tok, cider, rouge):
-    """Per-image statistics the corpus scores are functions of (:mod:`eim.evaluation.bootstrap`):
+    """Per-image statistics the corpus scores are functions of (:mod:`eim.evaluation.intervals`):
     ``[n, 12]`` rows in ``gts_tok`` order = BLEU's n-gram matches and counts (n = 1..4), test
     length and closest reference length, as pycocoevalcap's BleuScorer cooks them, then the
     image's CIDEr-D and ROUGE-L (pycocoevalcap's per-image scores)."""

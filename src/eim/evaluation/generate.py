@@ -173,7 +173,7 @@ def write_predictions(task, samples, predictions, out_dir):
 
 def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
     """Score ``out_dir``'s prediction file with the library code behind ``eim score``; the results
-    also carry ``per_image`` statistics (:mod:`eim.evaluation.bootstrap`).
+    also carry ``per_image`` statistics (:mod:`eim.evaluation.intervals`).
 
     Records the dataset skipped as bad (``--skip-bad``) have no prediction: they are left out of
     the scoring and listed in the result's ``"skipped"``."""
@@ -259,7 +259,7 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
         scores = score_predictions(task, dataset, stage, spice=spice, meteor=meteor)
         per_image = scores.pop("per_image", None)
         names = [PREDICTION_FILES[task], "generation.json", "scores.json"]
-        if per_image is not None:  # what paired bootstrap intervals are computed from
+        if per_image is not None:  # what paired intervals are computed from
             (stage / "per_image.json").write_text(json.dumps(per_image) + "\n", encoding="utf-8")
             names.append("per_image.json")
         (stage / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

@@ -77,7 +77,7 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, skipped=None
     Returns {"NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg": percent or None
     for an empty category, "n": problems scored, "unparsed": texts without a usable letter}.
     per_image: also return ``"per_image": {"ids": qids, "stats": [[1.0 | 0.0], ...]}``, each
-    problem's correctness (for :mod:`eim.evaluation.bootstrap`).
+    problem's correctness (for :mod:`eim.evaluation.intervals`).
     """
     qids = [str(q) for q in qids]
     predictions = {str(k): v for k, v in predictions.items()}
