@@ -181,15 +181,17 @@ def test_position_choices_never_name_the_reference():
 def test_quiz_drills_are_reproducible_and_answered():
     import re
 
-    from eim.data.shapes.quizzes import quiz_texts
+    from eim.data.shapes.quizzes import quiz_pairs
 
-    texts = quiz_texts(60)
-    assert texts == quiz_texts(60) and texts != quiz_texts(60, seed="other")
+    pairs = quiz_pairs(60)
+    assert pairs == quiz_pairs(60) and pairs != quiz_pairs(60, seed="other")
     described = 0
-    for t in texts:
-        assert re.search(r"\nResponse: " + ANSWER_PATTERN + "$", t)
-        described += not t.startswith("Question: ")  # scene drills open with the scene in words
-    assert 0 < described < len(texts)
+    for instruction, response in pairs:
+        assert re.match(ANSWER_PATTERN, response) and " BECAUSE: " in response  # the whole QCM-ALE response
+        assert "\nOptions: (A) " in instruction
+        described += not instruction.startswith("Question: ")  # scene drills open with the scene in words
+    assert 0 < described < len(pairs)
+    assert all(i.startswith("Question: ") for i, _ in quiz_pairs(30, scene_fraction=0.0))
 
 
 def test_a_world_from_an_older_generator_is_made_again(tmp_path):

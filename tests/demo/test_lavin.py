@@ -52,6 +52,8 @@ def test_scienceqa_demo_end_to_end(tmp_path, capsys):
         assert any(not problems[q].get("image") for q in preds)
     html = _refs_exist(out)
     assert "text only" in html and "NAT" in html
+    lm = json.loads((out / "encoders-llama" / "tiny" / "lm" / "pretrain.json").read_text())
+    assert lm["drills"]["problems"] == 16  # the tiny LLaMA is drilled before LaVIN (design §10)
     assert "LaVIN + EIM" in capsys.readouterr().out
     assert main(["demo", "--task", "scienceqa", "--preset", "test", "--out", str(out)]) == 0  # re-run: caches
     again = capsys.readouterr().out

@@ -72,3 +72,32 @@ def test_pretrain_lm_loss_falls(shapes, clip_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model).__name__ == "GPT2LMHeadModel" and model.config.eos_token_id == tok.eos_token_id
     assert AutoTokenizer.from_pretrained(out).eos_token == "<|endoftext|>"
+
+
+def test_drills_teach_the_letter_and_supervise_only_the_response(shapes, tmp_path):
+    """drill_lm fine-tunes in place on (instruction, response) pairs: the response loss falls and
+    the instruction is never a target (a prompt-only change leaves the loss unchanged)."""
+    from transformers import AutoModelForCausalLM
+
+    from eim.data.shapes.quizzes import quiz_pairs
+    from eim.demo.pretrain import drill_lm
+    from eim.model.splice import IGNORE, TextEncoder
+
+    texts, _ = training_texts(shapes)
+    pairs = quiz_pairs(64, scene_fraction=0.0)
+    tok = train_bpe_tokenizer(texts + [i + " " + r for i, r in pairs], vocab_size=400)
+    out = pretrain_lm(texts, tok, tmp_path / "lm", arch="llama", steps=5, quiet=True,
+                      **{**LM, "context": 64, "max_positions": 160})
+    before = (out / "model.safetensors").read_bytes()
+    drill_lm(out, pairs, steps=40, batch_size=8, lr=3e-3, quiet=True)
+    rep = json.loads((out / "pretrain.json").read_text())
+    assert rep["kind"] == "lm" and rep["drills"]["problems"] == 64  # the pretraining record is kept
+    assert rep["drills"]["loss_last"] < rep["drills"]["loss_first"] - 0.5, rep["drills"]
+    assert (out / "model.safetensors").read_bytes() != before
+    ids, labels, _ = TextEncoder(tok, max_length=512).encode(*pairs[0])  # what drill_lm trains on, untruncated
+    n_prompt = next(k for k, x in enumerate(labels) if x != IGNORE)
+    assert n_prompt == len(TextEncoder(tok).lead + tok(pairs[0][0], add_special_tokens=False).input_ids)
+    assert IGNORE not in labels[n_prompt:] and labels[-1] == tok.eos_token_id
+    with pytest.raises(Exception, match="at least one"):
+        drill_lm(out, [], steps=1, quiet=True)
+    assert type(AutoModelForCausalLM.from_pretrained(out)).__name__ == "LlamaForCausalLM"

@@ -118,3 +118,34 @@ def test_list_and_bad_specs(tmp_path, capsys):
     bad.write_text(SPEC + "\nfoo: 1\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_spec(bad)
+
+
+def test_lavin_scienceqa_study_runs_with_intervals(tmp_path):
+    """lavin-sqa's task through eim study: the tiny LLaMA drilled first, text lengths fitted to the
+    data, accuracy by category per seed, Avg and IMG compared with intervals."""
+    spec = tmp_path / "lavin.yaml"
+    spec.write_text(load_spec_text("lavin-sqa").replace("seeds: 3", "seeds: 2"))
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
+    c = json.loads((out / "study.json").read_text())["conditions"]["indomain"]
+    assert set(c["variants"]) == {"lavin", "lavin_eim", "lavin_eim_keep"}
+    assert {(x["variant"], x["metric"]) for x in c["comparisons"]} == {
+        (v, m) for v in ("lavin_eim", "lavin_eim_keep") for m in ("Avg", "IMG")}
+    for v in c["variants"].values():
+        assert len(v["metrics"]["Avg"]["per_seed"]) == 2 and v["metrics"]["IMG"]["mean"] is not None
+    keep = c["variants"]["lavin_eim_keep"]["stages"]
+    assert [st["name"] for st in keep] == ["st", "lm", "adapter", "base_ie"]
+    from eim.demo.study import TASKS
+
+    v = load_spec("lavin-sqa").variants[2]
+    task = TASKS["scienceqa"]
+    built = task.recipe(v.recipe, task.schedules["test"], tmp_path / "c", tmp_path / "l", 0, extra=v.overrides)
+    assert list(built.stages[3].trainable) == ["vision", "projector"]  # the LLM adapters stay as the Adapter stage left them
+    lm = next((out / "cache" / "encoders-scienceqa").glob("*/tiny/lm/pretrain.json"))  # the study's own encoders
+    assert json.loads(lm.read_text())["drills"]["problems"] == 16
+
+
+def load_spec_text(name):
+    from eim.demo.study import SPEC_DIR
+
+    return (SPEC_DIR / f"{name}.yaml").read_text()

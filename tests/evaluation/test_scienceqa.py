@@ -74,6 +74,19 @@ def test_scores_match_hand_computed():
                             "unparsed"]
 
 
+def test_per_problem_stats_give_back_avg_and_img():
+    """What paired intervals resample: one row per problem, its sums give the scorer's Avg and IMG."""
+    import numpy as np
+
+    from eim.evaluation.intervals import SCIENCEQA_METRICS
+
+    result = score_scienceqa(PROBLEMS, PREDICTIONS, SPLITS["test"], per_image=True)
+    stats = np.array(result["per_image"]["stats"])
+    assert result["per_image"]["ids"] == SPLITS["test"] and stats.shape == (7, 3)
+    for m in ("Avg", "IMG"):
+        assert 100 * SCIENCEQA_METRICS[m](stats.sum(0), len(stats)) == pytest.approx(EXPECTED[m])
+
+
 def test_empty_category_is_none_not_zero():
     result = score_scienceqa(PROBLEMS, PREDICTIONS, SPLITS["minitest"])
     assert result["SOC"] is None and result["TXT"] is None and result["G7-12"] is None

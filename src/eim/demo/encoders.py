@@ -12,7 +12,8 @@ from pathlib import Path
 
 from eim.banks import file_digest
 from eim.data import detect_format, load_dataset
-from eim.demo.pretrain import PRETRAIN_VERSION, pretrain_clip, pretrain_lm
+from eim.data.shapes.quizzes import quiz_pairs
+from eim.demo.pretrain import PRETRAIN_VERSION, drill_lm, pretrain_clip, pretrain_lm
 from eim.demo.smol import smol_lm
 from eim.errors import EIMError
 from eim.io import atomic_dir
@@ -47,6 +48,11 @@ PRESETS = {
     # SmolLM2-135M-Instruct is the LLM (eim.demo.smol); the CLIP is the tiny one with its own tokenizer.
     "smol": {"vocab_size": 1024, "clip": TINY_CLIP, "lm": None},
 }
+# Settings a preset may be given on top (part of the fingerprint only when given, so caches made
+# without them stay valid). "drills": after pretraining, instruction-tune the tiny LM on
+# multiple-choice drills (eim.demo.pretrain.drill_lm; keys problems, scene_fraction, steps,
+# batch_size, lr, max_length, seed), the skill a real LLaMA brings to ScienceQA (docs/design.md §10).
+OPTIONAL = ("drills",)
 
 
 def _say(quiet, msg):
@@ -114,9 +120,9 @@ def preset_settings(preset, overrides=None):
         raise EIMError(f"unknown encoder preset {preset!r}; choose one of {', '.join(PRESETS)}")
     settings = json.loads(json.dumps(PRESETS[preset]))
     for k, v in (overrides or {}).items():
-        if k not in settings:
-            raise EIMError(f"unknown encoder setting {k!r}; known: {', '.join(settings)}")
-        if isinstance(v, dict) and isinstance(settings[k], dict):
+        if k not in settings and k not in OPTIONAL:
+            raise EIMError(f"unknown encoder setting {k!r}; known: {', '.join([*settings, *OPTIONAL])}")
+        if isinstance(v, dict) and isinstance(settings.get(k), dict):
             settings[k].update(v)
         else:
             settings[k] = v
@@ -174,6 +180,10 @@ def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=N
         if not smol:
             tok = train_bpe_tokenizer(texts, vocab_size=settings["vocab_size"])
             pretrain_lm(texts, tok, tmp / "lm", val_texts=heldout, quiet=quiet, **settings["lm"])
+            if settings.get("drills"):
+                d = dict(settings["drills"])
+                pairs = quiz_pairs(d.pop("problems"), scene_fraction=d.pop("scene_fraction"))
+                drill_lm(tmp / "lm", pairs, quiet=quiet, **d)
         (tmp / "fingerprint.json").write_text(json.dumps(fp, indent=1) + "\n")
     _say(quiet, f"pretrained encoders saved in {final} in {time.perf_counter() - t0:.0f}s")
     return {**result, "reused": False}

@@ -14,8 +14,11 @@ Face folders that the rest of ``eim`` loads with ``from_pretrained`` exactly as 
 
 Each folder carries a ``pretrain.json`` with what was measured: CLIP image->text and
 text->image R@1 on the held-out val split (and chance level), LM train/val loss and perplexity.
+:func:`drill_lm` then optionally instruction-tunes the LM on multiple-choice drills, the skill a
+real LLaMA brings to ScienceQA (docs/design.md §10).
 """
 
+import json
 import math
 import os
 import time
@@ -27,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPModel, get_cos
 from eim.data import load_dataset, load_image
 from eim.errors import EIMError
 from eim.io import write_json
-from eim.model.splice import pad_ids
+from eim.model.splice import IGNORE, TextEncoder, pad_ids
 from eim.model.tiny import make_tiny_clip, make_tiny_lm
 from eim.model.tokenizer import train_clip_tokenizer
 from eim.model.vision import features_of, load_image_processor
@@ -302,3 +305,50 @@ def pretrain_lm(texts, tokenizer, out_dir, *, arch="gpt2", width=128, layers=2, 
                 f" (perplexity {report['ppl_last']:.1f})"
                 + ("" if val is None else f", held-out loss {val:.2f} (perplexity {math.exp(val):.1f})"))
     return out_dir
+
+
+def drill_lm(lm_dir, pairs, *, steps=1500, batch_size=32, lr=1e-3, max_length=128, seed=0, quiet=False):
+    """Fine-tune the LM in ``lm_dir`` in place on ``(instruction, response)`` pairs, the loss on
+    the response only (instruction tuning; the demo's multiple-choice drills,
+    :func:`eim.data.shapes.quizzes.quiz_pairs`). Sequences are encoded as the trainer encodes
+    them (:class:`eim.model.splice.TextEncoder`); linear warm-up over 50 steps, then linear decay.
+    Adds ``drills`` (settings, first/last loss, seconds) to ``lm_dir/pretrain.json``."""
+    t0 = time.perf_counter()
+    lm_dir = Path(lm_dir)
+    if not pairs:
+        raise EIMError("drilling the LM needs at least one (instruction, response) pair")
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+    enc = TextEncoder(tokenizer, max_length=max_length)
+    rows = [enc.encode(ins, resp)[:2] for ins, resp in pairs]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    _say(quiet, f"drilling the LM on {len(rows)} multiple-choice problems, {steps} steps of {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warm = min(50, max(1, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / steps))
+    history = []
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(rows), (batch_size,), generator=gen).tolist()
+        ids, lengths = pad_ids([rows[i][0] for i in idx], pad)
+        labels, _ = pad_ids([rows[i][1] for i in idx], IGNORE)
+        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        history.append(loss.item())
+        if not quiet and (step + 1) % max(1, steps // 5) == 0:
+            print(f"  drill step {step + 1}/{steps}: loss {sum(history[-10:]) / len(history[-10:]):.3f}", flush=True)
+    model.save_pretrained(lm_dir)
+    report = json.loads((lm_dir / "pretrain.json").read_text()) if (lm_dir / "pretrain.json").exists() else {}
+    report["drills"] = {"problems": len(rows), "settings": dict(steps=steps, batch_size=batch_size, lr=lr,
+                                                                  max_length=max_length, seed=seed),
+                        **_loss_curve(history), "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(report, lm_dir / "pretrain.json")
+    _say(quiet, f"LM drilled in {report['drills']['seconds']:.0f}s: response loss "
+                f"{report['drills']['loss_first']:.2f} -> {report['drills']['loss_last']:.2f}")
+    return lm_dir

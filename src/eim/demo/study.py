@@ -36,7 +36,7 @@ import yaml
 from eim import __version__
 from eim.api import quiet_transformers, train
 from eim.banks import dataset_fingerprint, file_digest, folder_digest
-from eim.demo import coco, llava
+from eim.demo import coco, lavin, llava
 from eim.demo.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs
 from eim.demo.study_report import write_study_report
 from eim.demo.worlds import SCHEDULES, ensure_world, world, world_encoders
@@ -44,7 +44,7 @@ from eim.errors import ConfigError
 from eim.io import write_json
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "studies"
-TASKS = {"coco": coco.TASK, "llava": llava.TASK}
+TASKS = {"coco": coco.TASK, "llava": llava.TASK, "scienceqa": lavin.TASKS["scienceqa"]}
 SELECTABLE = ("val",)  # never "test": it is read once, for the final table; the studies score no other split
 
 
@@ -160,6 +160,8 @@ class _Condition:
         # again at the same path (new data, a newer generator) give new run folders
         self.weights = {k: folder_digest(self.enc[k]) for k in ("clip", "lm")}
         self.train_ds, self.splits = self.task.study_datasets(self.data)
+        if hasattr(self.task, "study_preset"):  # a schedule fitted to the data (LaVIN: text lengths)
+            self.p = self.task.study_preset(self.p, self.enc, self.train_ds, self.splits)
         self.runs = Path(cache) / "runs" / self.world.key
         self.banks = Path(cache) / "banks" / self.world.key
 
@@ -176,7 +178,8 @@ class _Condition:
         return run_dir, stages
 
     def evaluate(self, run_dir, split, meteor):
-        return evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True, meteor=meteor)
+        kw = {"meteor": meteor} if getattr(self.task, "scores_meteor", True) else {}
+        return evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True, **kw)
 
 
 def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=None, cache=None, quiet=False,

@@ -50,6 +50,9 @@ COCO_METRICS = {**{f"Bleu_{n}": (lambda n: lambda sums, count: bleu_from_stats(s
                    for n in range(1, 5)},
                 "CIDEr": _mean_of(10), "ROUGE_L": _mean_of(11)}
 ACCURACY_METRICS = {"accuracy": _mean_of(0)}
+# ScienceQA per problem: [right, right and has an image, has an image] (eim.evaluation.scienceqa)
+SCIENCEQA_METRICS = {"Avg": _mean_of(0),  # a resample without image problems scores IMG 0
+                     "IMG": lambda sums, count: sums[..., 1] / np.maximum(sums[..., 2], 1e-12)}
 # MME per image: [questions right / 2, both right] (eim.evaluation.mme.per_image_stats)
 MME_METRICS = {"accuracy": _mean_of(0), "accuracy_plus": _mean_of(1)}
 

@@ -76,8 +76,8 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, skipped=None
     scored, and listed in ``"skipped"`` (those among ``qids``).
     Returns {"NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg": percent or None
     for an empty category, "n": problems scored, "unparsed": texts without a usable letter}.
-    per_image: also return ``"per_image": {"ids": qids, "stats": [[1.0 | 0.0], ...]}``, each
-    problem's correctness (for :mod:`eim.evaluation.intervals`).
+    per_image: also return ``"per_image": {"ids": qids, "stats": [[right, right and IMG, IMG], ...]}``
+    (1.0 / 0.0 each) per problem, what Avg and IMG are sums of (:mod:`eim.evaluation.intervals`).
     """
     qids = [str(q) for q in qids]
     predictions = {str(k): v for k, v in predictions.items()}
@@ -117,7 +117,8 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, skipped=None
             right = False
         else:
             right = OPTIONS.index(letter) == problem["answer"]
-        rights.append([float(right)])
+        img = "IMG" in problem_categories(problem)
+        rights.append([float(right), float(right and img), float(img)])
         for cat in problem_categories(problem) + ["Avg"]:
             total[cat] += 1
             correct[cat] += right

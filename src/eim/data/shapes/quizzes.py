@@ -1,23 +1,23 @@
-"""Multiple-choice drills in ScienceQA's QCM-ALE text format, for pretraining the demo's tiny LLM.
+"""Multiple-choice drills in ScienceQA's QCM-ALE format, for the demo's tiny LLM (docs/design.md §10).
 
 A real LLM (LLaMA) arrives at ScienceQA able to read "Options: (A) x (B) y" and answer with the
 letter of the right one; LaVIN and LLaMA-Adapter only teach it to use the image. The demo's tiny
 LLM learns everything it knows from the shapes text, where the answer letter is one token in a
-hundred, and does not have that skill (docs/design.md §10 has the measurements). These drills
-are multiple-choice reading practice for it, drawn from their own seeds (never a dataset
-split's), so no benchmark problem is seen. Not wired into the demo yet: measured, plain
-language-model pretraining on them does not teach the skill either (the letter is still a small
-share of the loss); a supervised pass with the loss on the answer sentence only starts to.
+hundred, and does not have that skill (docs/design.md §10 has the measurements). These drills are
+its multiple-choice practice, drawn from their own seeds (never a dataset split's), so no
+benchmark problem is seen: :func:`eim.demo.pretrain.drill_lm` fine-tunes the pretrained LLM on
+them with the loss on the response, as instruction tuning does, before any LaVIN run.
 
 - text problems (:func:`eim.data.shapes.problems.text_problem`), as in the benchmark's text-only part;
 - scene problems (:func:`eim.data.shapes.problems.image_problem`) whose scene is *described in
   words* on the line before the question, where LaVIN puts the image tokens: the LLM learns to
   answer from a description, and the image model later has to supply what the words did.
 
-Each drill is ``instruction + " " + "The answer is X."`` (the response's answer sentence).
+Each drill is ``(instruction, response)``: the instruction with the scene line (if any) before
+it, and the whole QCM-ALE response ("The answer is X. BECAUSE: lecture solution").
 
-    from eim.data.shapes.quizzes import quiz_texts
-    texts = quiz_texts(5000)
+    from eim.data.shapes.quizzes import quiz_pairs
+    pairs = quiz_pairs(5000, scene_fraction=0.0)   # text problems only
 """
 
 import random
@@ -26,7 +26,6 @@ from eim.data.formats.scienceqa import build_prompt
 from eim.data.shapes.captions import join, noun_phrase, where
 from eim.data.shapes.problems import image_problem, text_problem
 from eim.data.shapes.scene import sample_scene
-from eim.model.splice import TextEncoder
 
 SCENE_FRACTION = 0.75  # as in the benchmark (writer.TEXT_ONLY_FRACTION = 0.25 text-only)
 
@@ -38,17 +37,18 @@ def describe(rng, scene):
     return text[0].upper() + text[1:]
 
 
-def quiz_texts(n, seed="quiz"):
-    """``n`` drills (see the module docstring), reproducible from ``seed``."""
+def quiz_pairs(n, seed="quiz", scene_fraction=SCENE_FRACTION):
+    """``n`` drills ``(instruction, response)`` (see the module docstring), reproducible from
+    ``seed``; a share ``scene_fraction`` of them are scene problems with the scene in words."""
     out = []
     for i in range(n):
         rng = random.Random(f"{seed}:{i}")
-        if rng.random() < SCENE_FRACTION:
+        if rng.random() < scene_fraction:
             scene = sample_scene(rng)
             lead = describe(rng, scene) + "\n"
             problem = image_problem(rng, scene)
         else:
             lead, problem = "", text_problem(rng)
         instruction, response = build_prompt(problem)
-        out.append(lead + instruction + TextEncoder.join(instruction, response.split(" BECAUSE:")[0]))
+        out.append((lead + instruction, response))
     return out
