@@ -25,7 +25,6 @@ it. ``shard=True``: each rank keeps only its contiguous row range
     eim banks build clipcap_eim --data DATA/coco --out runs/eim
 """
 
-import hashlib
 import json
 import math
 import shutil
@@ -41,6 +40,7 @@ from transformers import AutoTokenizer, CLIPModel
 
 from eim import distributed as D
 from eim.data.loader import MAIN
+from eim.digests import file_digest, folder_digest
 from eim.errors import EIMError
 from eim.io import atomic_write, load_tensors, save_tensors, write_json
 from eim.losses import BANK_NAMES
@@ -50,31 +50,6 @@ from eim.model.vision import features_of
 
 BANK_VERSION = 2  # bump when the way a bank is computed changes (2: CLIP's own text encoding and pooling)
 PART_ROWS = 4096  # rows per part file (one block of an interrupted or multi-process build)
-_DIGESTS = {}
-
-
-def file_digest(path):
-    """sha256 of a file (memoised by path, size and mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
-def folder_digest(name_or_path, patterns=("*.safetensors", "*.bin", "*.gguf", "config.json",
-                                          "tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model")):
-    """Digest of the weight, config and tokenizer files of a model folder (or the id itself)."""
-    p = Path(name_or_path)
-    if not p.is_dir():
-        return f"id:{name_or_path}"
-    files = sorted({f for pat in patterns for f in p.glob(pat)})
-    return hashlib.sha256("".join(f"{f.name}:{file_digest(f)}" for f in files).encode()).hexdigest()
 
 
 def bank_dir(run_dir, banks_dir=None, name=MAIN):

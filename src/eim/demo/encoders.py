@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from eim.banks import file_digest
+from eim.digests import file_digest
 from eim.data import detect_format, load_dataset
 from eim.data.shapes.quizzes import quiz_pairs
 from eim.demo.pretrain import PRETRAIN_VERSION, drill_lm, pretrain_clip, pretrain_lm

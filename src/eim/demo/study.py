@@ -35,7 +35,8 @@ import yaml
 
 from eim import __version__
 from eim.api import quiet_transformers, train
-from eim.banks import dataset_fingerprint, file_digest, folder_digest
+from eim.banks import dataset_fingerprint
+from eim.digests import file_digest, folder_digest
 from eim.demo import coco, lavin, llava
 from eim.demo.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs
 from eim.demo.study_report import write_study_report

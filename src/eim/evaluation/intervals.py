@@ -6,8 +6,9 @@ A benchmark score is a function of per-item statistics summed (or averaged) over
 - COCO BLEU-n: corpus BLEU of the summed n-gram matches, n-gram counts and lengths of each image
   (pycocoevalcap's own per-image statistics, ``closest`` reference length); CIDEr-D and ROUGE-L:
   the mean of pycocoevalcap's per-image scores (CIDEr's document frequencies from the whole test
-  set, held fixed); ScienceQA accuracy: the mean of per-question correctness; MME accuracy and
-  accuracy+: the means of each image's share of right answers and of "both right".
+  set, held fixed); ScienceQA Avg and IMG: from the sums of each problem's [right, right with an
+  image, has an image]; MME accuracy and accuracy+: the means of each image's share of right
+  answers and of "both right".
 - So a resample of items is a weight vector ``w`` (how often each item is drawn) and the score
   is ``metric(w @ stats)``: thousands of resamples cost one matrix product.
 

@@ -30,7 +30,8 @@ import json
 import shutil
 from pathlib import Path
 
-from eim.banks import dataset_fingerprint, folder_digest
+from eim.banks import dataset_fingerprint
+from eim.digests import folder_digest
 from eim.errors import CheckpointError
 from eim.io import read_json, recover_dir, replace_dir, write_json
 from eim.data.loader import MAIN
