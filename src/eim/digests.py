@@ -37,11 +37,8 @@ def _load(path):
         return {}
 
 
-def _remember(key, digest):
-    path = cache_file()
-    if path is None:
-        return
-    known = _load(path)
+def _remember(path, key, digest):
+    known = _load(path)  # read again: another process may have added digests since
     known[key] = digest
     try:
         atomic_write(path, lambda f: f.write(json.dumps(known, indent=0, sort_keys=True).encode()))
@@ -56,16 +53,16 @@ def file_digest(path):
     key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     if key in _DIGESTS:
         return _DIGESTS[key]
-    persist = st.st_size >= PERSIST_BYTES and cache_file() is not None
-    digest = _load(cache_file()).get(key) if persist else None
+    disk = cache_file() if st.st_size >= PERSIST_BYTES else None
+    digest = _load(disk).get(key) if disk else None
     if digest is None:
         h = hashlib.sha256()
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
         digest = h.hexdigest()
-        if persist:
-            _remember(key, digest)
+        if disk:
+            _remember(disk, key, digest)
     _DIGESTS[key] = digest
     return digest
 

@@ -159,15 +159,16 @@ def recipe_for(variant, preset, clip_dir, lm_dir, seed, extra=None):
         "train.seed": seed, "train.save_every": 10_000, "train.log_every": 5,
         "generation.num_beams": p.beams, "generation.max_new_tokens": p.max_new_tokens,
     }
+    shipped = load_recipe(variant)
     config = Path(lm_dir) / "config.json"
     if variant.startswith("llama_adapter") and config.exists():  # LLaMA-Adapter adapts the top 30 of
         layers = json.loads(config.read_text())["num_hidden_layers"]  # LLaMA-7B's 32 layers; a tiny LLM: all
-        over["lm.adapter_layer"] = min(load_recipe(variant).lm.adapter_layer, layers)
+        over["lm.adapter_layer"] = min(shipped.lm.adapter_layer, layers)
     if p.max_length is not None:  # None until fit_lengths has seen the data: the recipe's own value
         over["train.max_length"] = p.max_length
     # EIM for adapter models: st -> lm -> adapter -> base+ie, adapter + base+ie = the baseline's steps
     # (without base+ie, as llama_adapter_eim_noie: the adapter stage has them all)
-    names = [st.name for st in load_recipe(variant).stages]
+    names = [st.name for st in shipped.stages]
     base = ({"adapter": p.steps - p.steps // 2, "base_ie": p.steps // 2} if "base_ie" in names
             else {"adapter": p.steps, "base": p.steps})
     lengths = [{"st": p.st_steps, "lm": p.lm_steps, **base}[n] for n in names]
@@ -179,12 +180,18 @@ def recipe_for(variant, preset, clip_dir, lm_dir, seed, extra=None):
     return load_recipe(variant, over)
 
 
-def _encoders(out, data, p, quiet, folder="encoders-llama"):
-    if p.lm == "smol":  # same cache folder as the ClipCap demo's smol preset: shared when --out is
-        return cached_encoders(data, out / "encoders", preset="smol", quiet=quiet, overrides=p.encoders or None)
+def llama_encoders(data, cache_dir, p, quiet):
+    """The small CLIP and the tiny LLaMA (:data:`TINY_LLAMA`, drilled when ``p.encoders`` says so)
+    in ``cache_dir``: the LaVIN and LLaVA demos' and studies' encoders."""
     over = json.loads(json.dumps(p.encoders or {}))
     over["lm"] = {**TINY_LLAMA, **over.get("lm", {})}
-    return cached_encoders(data, out / folder if folder else out, preset="tiny", quiet=quiet, overrides=over)
+    return cached_encoders(data, cache_dir, preset="tiny", quiet=quiet, overrides=over)
+
+
+def _encoders(out, data, p, quiet):
+    if p.lm == "smol":  # same cache folder as the ClipCap demo's smol preset: shared when --out is
+        return cached_encoders(data, out / "encoders", preset="smol", quiet=quiet, overrides=p.encoders or None)
+    return llama_encoders(data, out / "encoders-llama", p, quiet)
 
 
 def _datasets(task, data, p):
@@ -258,14 +265,15 @@ class LaVINTask:
     def datasets(self, data, p, enc, quiet):
         """The task's splits, and the preset with its text lengths fitted to them (:func:`fit_lengths`)."""
         train_ds, test_ds = _datasets(self.name, data, p)
-        return self.datasets_fit(p, enc, train_ds, test_ds, quiet)
+        return train_ds, test_ds, self.fit_preset(p, enc, train_ds, test_ds, quiet)
 
-    def datasets_fit(self, p, enc, train_ds, test_ds, quiet):
+    def fit_preset(self, p, enc, train_ds, test_ds, quiet):
+        """``p`` with the text lengths it leaves open fitted to the data (:func:`fit_lengths`)."""
         if p.max_length is None or p.max_prompt_tokens is None:
             fit = fit_lengths(AutoTokenizer.from_pretrained(enc["lm"]), self.name, train_ds, test_ds)
             p = replace(p, max_length=p.max_length or fit[0], max_prompt_tokens=p.max_prompt_tokens or fit[1])
             say(quiet, f"      {p.max_length} text tokens per training sample, prompts up to {p.max_prompt_tokens} tokens")
-        return train_ds, test_ds, p
+        return p
 
     def recipe(self, variant, p, clip_dir, lm_dir, seed, extra=None):
         return recipe_for(variant, p, clip_dir, lm_dir, seed, extra=extra)
@@ -279,7 +287,7 @@ class LaVINTask:
 
     def study_encoders(self, cache, data, w, preset, p, quiet):
         """A study's encoders (the tiny LLaMA, drilled as the preset says) in a folder of the task's own."""
-        return _encoders(cache / f"encoders-{self.name}" / w.key, data, p, quiet, folder="")
+        return llama_encoders(data, cache / f"encoders-{self.name}" / w.key, p, quiet)
 
     def study_datasets(self, data):
         if self.name != "scienceqa":
@@ -289,8 +297,7 @@ class LaVINTask:
 
     def study_preset(self, p, enc, train_ds, splits):
         """The schedule with its text lengths fitted to the study's data (as :meth:`datasets` does)."""
-        _, _, p = self.datasets_fit(p, enc, train_ds, splits["test"], quiet=True)
-        return p
+        return self.fit_preset(p, enc, train_ds, splits["test"], quiet=True)
 
     def run_name(self, variant, seed):
         return f"{self.name}-{variant}-seed{seed}"

@@ -27,13 +27,11 @@ Decisions, each visible in the report:
   ``loss_LM`` stage at the recipe's 0.03 × ``lr``. Not chosen on validation.
 """
 
-import json
 from dataclasses import dataclass, field
 
 from eim.data import load_dataset
 from eim.demo.coco import STRUCTURE_KEYS
-from eim.demo.lavin import TINY_LLAMA, _TEST_ENCODERS
-from eim.demo.encoders import cached_encoders
+from eim.demo.lavin import _TEST_ENCODERS, llama_encoders
 from eim.demo.llava_report import write_llava_report
 from eim.demo.pipeline import evaluate_run
 from eim.evaluation.intervals import COCO_METRICS, MME_METRICS
@@ -213,13 +211,6 @@ class LLaVATask:
 
     def report(self, out, summary, results, test_ds):
         write_llava_report(out, summary, results, test_ds)
-
-
-def llama_encoders(data, cache_dir, p, quiet):
-    """The small CLIP and the tiny LLaMA of the LaVIN demo (:data:`eim.demo.lavin.TINY_LLAMA`)."""
-    over = json.loads(json.dumps(p.encoders or {}))
-    over["lm"] = {**TINY_LLAMA, **over.get("lm", {})}
-    return cached_encoders(data, cache_dir, preset="tiny", quiet=quiet, overrides=over)
 
 
 TASK = LLaVATask()

@@ -130,6 +130,19 @@ def _loss_curve(history):
             "loss_curve": [[i, round(v, 4)] for i, v in enumerate(history) if i % every == 0 or i == len(history) - 1]}
 
 
+def _update(model, opt, sched, loss, history, step, steps, what, quiet):
+    """One optimiser step on ``loss`` (gradients clipped to norm 1), its value kept in ``history``;
+    the mean of the last ten printed at every fifth of ``steps``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    history.append(loss.item())
+    if not quiet and (step + 1) % max(1, steps // 5) == 0:
+        print(f"  {what} step {step + 1}/{steps}: loss {sum(history[-10:]) / len(history[-10:]):.3f}", flush=True)
+
+
 def pretrain_clip(dataset, out_dir, *, image_size=64, patch_size=16, width=64, layers=2, heads=4,
                   text_width=None, text_layers=None, projection_dim=64, steps=500, batch_size=128,
                   lr=3e-3, seed=0, texts=None, tokenizer=None, vocab_size=1024, eval_dataset="val",
@@ -182,16 +195,9 @@ def pretrain_clip(dataset, out_dir, *, image_size=64, patch_size=16, width=64, l
         pick = torch.randint(0, 1 << 30, (bs,), generator=gen).tolist()
         input_ids, mask = _text_batch([ids[by_image[k][r % len(by_image[k])]] for k, r in zip(imgs, pick)], pad)
         loss = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels[imgs], return_loss=True).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        _update(model, opt, sched, loss, history, step, steps, "CLIP", quiet)
         with torch.no_grad():  # CLIP clamps the temperature at 100
             model.logit_scale.clamp_(0, math.log(100))
-        history.append(loss.item())
-        if not quiet and (step + 1) % max(1, steps // 5) == 0:
-            print(f"  CLIP step {step + 1}/{steps}: loss {sum(history[-10:]) / len(history[-10:]):.3f}", flush=True)
     train_s = time.perf_counter() - t1
 
     if isinstance(eval_dataset, str):
@@ -279,14 +285,7 @@ def pretrain_lm(texts, tokenizer, out_dir, *, arch="gpt2", width=128, layers=2, 
         starts = torch.randint(0, len(stream) - context, (batch_size,), generator=gen)
         x = stream[starts[:, None] + window]  # [B, context]
         loss = model(input_ids=x, labels=x).loss  # the model shifts labels itself
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-        if not quiet and (step + 1) % max(1, steps // 5) == 0:
-            print(f"  LM step {step + 1}/{steps}: loss {sum(history[-10:]) / len(history[-10:]):.3f}", flush=True)
+        _update(model, opt, sched, loss, history, step, steps, "LM", quiet)
     train_s = time.perf_counter() - t0
     val = _stream_loss(model, _stream(tokenizer, val_texts), context) if val_texts else None
     model.save_pretrained(out_dir)
@@ -335,14 +334,7 @@ def drill_lm(lm_dir, pairs, *, steps=1500, batch_size=32, lr=1e-3, max_length=12
         labels, _ = pad_ids([rows[i][1] for i in idx], IGNORE)
         mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-        if not quiet and (step + 1) % max(1, steps // 5) == 0:
-            print(f"  drill step {step + 1}/{steps}: loss {sum(history[-10:]) / len(history[-10:]):.3f}", flush=True)
+        _update(model, opt, sched, loss, history, step, steps, "drill", quiet)
     model.save_pretrained(lm_dir)
     report = json.loads((lm_dir / "pretrain.json").read_text()) if (lm_dir / "pretrain.json").exists() else {}
     report["drills"] = {"problems": len(rows), "settings": dict(steps=steps, batch_size=batch_size, lr=lr,
