@@ -133,3 +133,37 @@ def test_text_bank_rows_are_clip_text_features_on_a_published_layout(tmp_path, l
             ref = features_of(clip.get_text_features(**enc))[0]
         cos = torch.nn.functional.cosine_similarity(bank[i], ref, dim=0)
         assert cos >= 0.999, (i, c, float(cos))
+
+
+def test_text_bank_encodes_scienceqa_captions_where_given(tiny_dir, tmp_path):
+    """loss_IE's keys are captions (docs/design.md §2): on ScienceQA with captions.json the text row
+    of an image problem is CLIP's text feature of its caption, not of its QCM-ALE response; a
+    text-only problem (never a loss_IE query) keeps its response; the caption file is in the
+    fingerprint, so adding it rebuilds the bank."""
+    import json
+
+    from format_files import write_sqa
+    from transformers import AutoTokenizer, CLIPModel
+
+    from eim.data import load_dataset
+    from eim.model.vision import features_of
+
+    root = write_sqa(tmp_path / "sqa")
+    recipe = tiny_recipe(tiny_dir, "clipcap_eim")
+    before = BankProvider(recipe, load_dataset(root, split="train"), tmp_path / "run", quiet=True).get("text")
+    (root / "captions.json").write_text(json.dumps({"captions": {"1": "a red circle on white ."}}))
+    ds = load_dataset(root, split="train")
+    bank = BankProvider(recipe, ds, tmp_path / "run", quiet=True).get("text")
+    clip = CLIPModel.from_pretrained(recipe.vision.name_or_path).eval()
+    tok = AutoTokenizer.from_pretrained(recipe.vision.name_or_path)
+    n = clip.config.text_config.max_position_embeddings
+
+    def feature(text):
+        with torch.no_grad():
+            return features_of(clip.get_text_features(**tok([text], truncation=True, max_length=n, return_tensors="pt")))[0]
+
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(bank[0].float(), feature("a red circle on white ."), dim=0) > 0.999
+    assert cos(before[0].float(), feature(ds[0].response), dim=0) > 0.999
+    assert cos(bank[0].float(), before[0].float(), dim=0) < 0.99  # the caption, not the response
+    torch.testing.assert_close(bank[1], before[1])  # text-only problem: its response, as before

@@ -1,8 +1,9 @@
 """Feature banks: one frozen key per training sample, built once, cached, fingerprinted (docs/design.md §2).
 
-- ``text``  (Kt, ``loss_IE``): ``CLIPModel.get_text_features`` of each caption (the sample's
-  response) on the CLIP tokenizer's own encoding — CLIP's text feature at its EOT, projected; the
-  un-projected pooled output when ``eim.ie_head`` is ``linear``.
+- ``text``  (Kt, ``loss_IE``): ``CLIPModel.get_text_features`` of each caption
+  (``Sample.ie_text``: the data's caption, e.g. ScienceQA's ``captions.json``, else the sample's
+  response) on the CLIP tokenizer's own encoding — CLIP's text feature at its EOT, projected;
+  the un-projected pooled output when ``eim.ie_head`` is ``linear``.
 - ``embed`` (Ke, ``loss_ST``): mean of the LLM's input-embedding vectors over the sample's
   instruction + response tokens (padding and BOS excluded).
 - ``lm``    (Kb, ``loss_LM``): the *original* (freshly loaded, never trained) LLM's final hidden
@@ -248,7 +249,7 @@ class BankProvider:
                 # the tokenizer's own encoding (<|startoftext|> ... <|endoftext|>, cut at the text
                 # model's length) and CLIP's own pooling: the row is what CLIPModel defines as the
                 # caption's text feature (get_text_features; its pooled output for a linear head)
-                enc = ctok([s.response for s in samples], padding=True, truncation=True, max_length=max_len,
+                enc = ctok([s.ie_text for s in samples], padding=True, truncation=True, max_length=max_len,
                            return_tensors="pt").to(self.device)
                 if r.eim.ie_head == "clip_projection":
                     return features_of(clip.get_text_features(input_ids=enc.input_ids, attention_mask=enc.attention_mask))

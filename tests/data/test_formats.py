@@ -13,6 +13,7 @@ from format_files import CAPTIONS, coco_record, image, write_coco, write_mme, wr
 from eim.data import load_dataset, load_image
 from eim.data.formats.alpaca import PROMPT_INPUT, PROMPT_NO_INPUT
 from eim.data.formats.scienceqa import ANSWER_PATTERN
+from eim.errors import DataError
 
 
 @pytest.fixture
@@ -90,6 +91,45 @@ def test_scienceqa_qcm_ale_prompt(tmp_path):
     assert t.meta["categories"] == ["NAT", "TXT", "G7-12"]
     mini = load_dataset(root / "problems.json", split="minitest")
     assert len(mini) == 1 and mini[0].meta["categories"] == ["LAN", "NO", "G1-6"]
+
+
+def test_scienceqa_captions_file_gives_image_problems_their_caption(tmp_path):
+    """captions.json beside problems.json ({"captions": {qid: text}}, ScienceQA's/LaVIN's layout)
+    gives image problems ``Sample.caption``: loss_IE's text key; the prompt is unchanged."""
+    root = write_sqa(tmp_path / "sqa")
+    plain = load_dataset(root, split="train")
+    (root / "captions.json").write_text(json.dumps({"captions": {"1": " A map of the United States. ",
+                                                                 "2": "unused: problem 2 has no image"}}))
+    ds = load_dataset(root, split="train")
+    assert ds.files == [str(root / "problems.json"), str(root / "pid_splits.json"), str(root / "captions.json")]
+    s, t = ds[0], ds[1]
+    assert s.caption == s.ie_text == "A map of the United States."
+    assert (s.instruction, s.response) == (plain[0].instruction, plain[0].response)
+    assert t.image is None and t.caption is None and t.ie_text == t.response  # text-only: no image to caption
+    assert plain[0].caption is None and plain[0].ie_text == plain[0].response  # no file: the response
+
+
+@pytest.mark.parametrize("content", ['{"1": "a map"}', '{"captions": ["a map"]}', '{"captions": {"1": 3}}'])
+def test_scienceqa_bad_captions_file_is_named(tmp_path, content):
+    root = write_sqa(tmp_path / "sqa")
+    (root / "captions.json").write_text(content)
+    with pytest.raises(DataError, match="captions.json"):
+        load_dataset(root, split="train")
+
+
+def test_scienceqa_missing_captions_path_is_named(tmp_path):
+    from eim.data.formats import ScienceQA
+
+    root = write_sqa(tmp_path / "sqa")
+    with pytest.raises(DataError, match="no such captions file"):
+        ScienceQA(root, captions=tmp_path / "elsewhere.json")
+    ds = ScienceQA(root, captions=_captions(tmp_path / "elsewhere.json", {"1": "a map"}))
+    assert ds[0].caption == "a map"
+
+
+def _captions(path, caps):
+    path.write_text(json.dumps({"captions": caps}))
+    return path
 
 
 def test_llava_turn_pairs_with_history(tmp_path):

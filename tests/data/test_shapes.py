@@ -86,6 +86,27 @@ def test_scienceqa_splits_and_buckets(world):
     assert len(load_dataset(world / "scienceqa", split="minitest")) == 1
 
 
+def test_scienceqa_captions_are_the_scenes_coco_captions(world):
+    """captions.json holds one caption per image problem: the first COCO caption of the same
+    scene (same split, same index, the same PNG bytes), loss_IE's text key."""
+    first = {}  # COCO test image file name -> its first caption (train mode: one sample per caption)
+    for c in load_dataset(world / "coco", split="test", mode="train"):
+        first.setdefault(os.path.basename(c.image), c.response)
+    ds = load_dataset(world / "scienceqa", split="test")
+    assert str(world / "scienceqa" / "captions.json") in ds.files
+    with_image = 0
+    for i, s in enumerate(ds):  # the i-th problem of a split sits on the i-th COCO scene of that split
+        if not s.image:
+            assert s.caption is None
+            continue
+        name = f"shapes_test_{i:06d}.png"
+        with open(s.image, "rb") as a, open(world / "coco" / "images" / "test" / name, "rb") as b:
+            assert a.read() == b.read()
+        assert s.caption == first[name]
+        with_image += 1
+    assert with_image
+
+
 def test_scienceqa_populates_every_bucket(tmp_path):
     from eim.data.stats import dataset_stats
 

@@ -17,3 +17,11 @@ class Sample:
     response: str  # target text; the LM loss covers exactly these tokens
     image_id: Any = None  # cocoid / imgid, ScienceQA qid, MME image name, LLaVA id
     meta: dict = field(default_factory=dict)  # fields the evaluations need (answer, subject, ...)
+    caption: Optional[str] = None  # the image's caption where the data gives one apart from the response
+
+    @property
+    def ie_text(self):
+        """The text whose CLIP feature is this sample's ``loss_IE`` key (docs/design.md §2): the
+        caption where the data has one (ScienceQA's ``captions.json``), else the response (which
+        *is* the caption in captioning data)."""
+        return self.caption if self.caption else self.response

@@ -4,6 +4,12 @@ A folder holding ``problems.json`` (qid -> problem), ``pid_splits.json`` (split 
 ``images/<split>/<qid>/image.png`` (``image`` is ``"image.png"`` or null for text-only
 problems). ``image_root`` overrides the ``images`` folder.
 
+Image captions, where the folder has them: ``captions.json`` beside ``problems.json`` (LaVIN's
+and LLaMA-Adapter's layout; ScienceQA's own ``data/captions.json``), ``{"captions": {qid:
+caption}}``, or a path given as ``captions``. A problem's caption becomes ``Sample.caption``:
+the text ``loss_IE``'s bank encodes for its image (docs/design.md §2); the prompt does not change
+(QCM-ALE uses no caption). Without the file the bank encodes the responses.
+
 The prompt is LaVIN's / LLaMA-Adapter's "QCM-ALE" training format (LaVIN
 ``util/base_prompt.py``, ``create_training_example``): see :data:`PROMPT_TEMPLATE` and
 :data:`RESPONSE_TEMPLATE`. Evaluation reads the letter back with :data:`ANSWER_PATTERN`.
@@ -29,6 +35,7 @@ LETTERS = string.ascii_uppercase
 # Requested split -> the split folder its images live in (mini* are subsets of the full ones).
 # Used only when a problem lacks its own "split" field.
 IMAGE_SPLIT = {"minitrain": "train", "minival": "val", "minitest": "test"}
+CAPTIONS_FILE = "captions.json"
 SUBJECT_TAG = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 
 
@@ -65,7 +72,7 @@ class ScienceQA(RecordDataset):
     format = "scienceqa"
 
     def __init__(self, path, split="train", mode="train", image_root=None, skip_bad=False,
-                 check_images=True):
+                 check_images=True, captions=None):
         super().__init__(split, mode, skip_bad)
         if os.path.basename(path) in ("problems.json", "pid_splits.json"):
             path = os.path.dirname(path)
@@ -87,6 +94,7 @@ class ScienceQA(RecordDataset):
         if split not in splits:
             raise DataError(f"unknown split {split!r} (this file has: {', '.join(splits)})",
                             file=splits_file, remedy="pass --split with one of them")
+        self.captions = self._captions(captions or os.path.join(root, CAPTIONS_FILE), explicit=bool(captions))
         dups = set(dups)
         check = self._checker(check_images)
         seen = set()
@@ -121,6 +129,21 @@ class ScienceQA(RecordDataset):
             self._rows.append((qid, p, img))
         self._finish(check)
 
+    def _captions(self, path, explicit):
+        """{qid: caption} from a captions file ({} when there is none and none was asked for)."""
+        if not os.path.exists(path):
+            if explicit:
+                raise DataError("no such captions file", file=path,
+                                remedy="pass the path of ScienceQA's captions.json, or none")
+            return {}
+        data = read_json(path)
+        caps = data.get("captions") if isinstance(data, dict) else None
+        if not isinstance(caps, dict) or not all(isinstance(c, str) for c in caps.values()):
+            raise DataError('expected {"captions": {qid: caption text}}', file=path,
+                            remedy="use ScienceQA's captions.json layout, or remove the file")
+        self.files.append(path)
+        return {str(q): c.strip() for q, c in caps.items()}
+
     def _sample(self, i, row):
         qid, p, img = row
         instruction, response = build_prompt(p)
@@ -134,4 +157,4 @@ class ScienceQA(RecordDataset):
             "categories": categories(p),
         }
         return Sample(index=i, image=img, instruction=instruction, response=response,
-                      image_id=qid, meta=meta)
+                      image_id=qid, meta=meta, caption=self.captions.get(qid) if img else None)

@@ -6,6 +6,7 @@ Layout under ``out``::
     coco/dataset_coco.json              Karpathy format; 5 captions per image
     coco/images/{train,val,test}/shapes_<split>_<i>.png
     scienceqa/problems.json, pid_splits.json
+    scienceqa/captions.json             {"captions": {qid: caption}} for image problems (LaVIN's layout)
     scienceqa/images/{train,val,test}/<qid>/image.png
     mme/existence/<i>.png + <i>.txt             (side-by-side layout)
     mme/count/<i>.png + <i>.txt
@@ -40,8 +41,9 @@ RESTVAL_FRACTION = 0.1  # last 10% of train images are marked restval (the loade
 TEXT_ONLY_FRACTION = 0.25  # ScienceQA problems with no image (real ScienceQA: about half)
 LLAVA_TEXT_FRACTION = 0.1  # text-only LLaVA entries, one after roughly every tenth image
 # Bumped whenever the same arguments would write a different world, so a cached world from an
-# older generator is made again: 2 = ScienceQA choices no longer give the answer away.
-GENERATOR_VERSION = 2
+# older generator is made again: 2 = ScienceQA choices no longer give the answer away; 3 = ScienceQA
+# captions.json (the scene's first COCO caption; problems, images and every other file unchanged).
+GENERATOR_VERSION = 3
 
 
 def shapes_config(seed=0, size=64, train=2000, val=200, test=200, web=0):
@@ -111,6 +113,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
                        '], "dataset": "coco"}\n')
     sqa = _JsonStream(os.path.join(out, "scienceqa", "problems.json"), "{", "}\n")
     llava = _JsonStream(os.path.join(out, "llava", "instruct.json"), "[", "]\n")
+    sqa_captions = _JsonStream(os.path.join(out, "scienceqa", "captions.json"), '{"captions": {', "}}\n")
     pids = {"train": [], "val": [], "test": []}
     counts = {"images": 0, "captions": 0, "restval": 0, "problems": 0,
               "problems_with_image": 0, "llava_entries": 0}
@@ -147,6 +150,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
                 problem = image_problem(prng, scene)
                 problem["image"] = "image.png"
                 _write(os.path.join(out, "scienceqa", "images", split, qid, "image.png"), png)
+                sqa_captions.add(caps[0], key=qid)  # as ScienceQA's captions.json: one per image
                 counts["problems_with_image"] += 1
             problem["split"] = split
             sqa.add(problem, key=qid)
@@ -163,7 +167,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
                     llava.add({"id": f"text_{i:06d}",
                                "conversations": llava_text_conversation(lrng)})
                     counts["llava_entries"] += 1
-    for s in (coco, sqa, llava):
+    for s in (coco, sqa, sqa_captions, llava):
         s.close()
     # pid_splits.json: the three splits, trainval, and the mini* subsets (first tenth).
     splits = dict(pids)
