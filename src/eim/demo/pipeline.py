@@ -17,9 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from eim.api import param_report, quiet_transformers, train
-from eim.data.shapes.writer import holds_shapes, shapes_config, write_shapes
-from eim.evaluation.intervals import paired_interval
+from eim.data.shapes.writer import ensure_shapes as generate_shapes
 from eim.evaluation.generate import evaluate_checkpoint
+from eim.evaluation.intervals import paired_interval
 from eim.io import write_json
 
 
@@ -108,10 +108,8 @@ def ensure_shapes(data, train, test, size, quiet=False):
     these settings; returns ``data``. The validation split is as large as the test split: it is
     where stage learning rates and other choices are made (docs/design.md §3), never on the test split."""
     data = Path(data)
-    if holds_shapes(data, shapes_config(0, size, train, test, test)):
+    if not generate_shapes(data, train, test, test, size):
         say(quiet, f"      reusing {data} (same generator and settings)")
-    else:
-        write_shapes(data, train=train, val=test, test=test, seed=0, size=size, overwrite=True)
     return data
 
 

@@ -49,7 +49,7 @@ def comparisons_html(summary):
                  f"<td>{c['n_seeds']}</td><td>{c['n_images']}</td></tr>")
     h.append("</table><p class='small'>Paired over seeds and test items: difference ± t · standard error, "
              f"the error from the seeds' spread and a bootstrap of the items ({comps[0]['n_boot']} resamples; "
-             "docs/design.md §11). COCO metrics in points (x100).</p>")
+             "docs/design.md §11). Scores in points: COCO metrics x100, accuracies in percent.</p>")
     return h
 
 

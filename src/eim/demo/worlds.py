@@ -14,7 +14,7 @@ for the final table). Sizes were fixed before any EIM variant was scored on them
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from eim.data.shapes.writer import holds_shapes, shapes_config, write_shapes
+from eim.data.shapes.writer import ensure_shapes
 from eim.demo.coco import PRESETS
 from eim.demo.encoders import cached_encoders
 from eim.errors import EIMError
@@ -74,10 +74,8 @@ def world(preset, name):
 def ensure_world(root, w, quiet=False):
     """The world's data under ``root/data/<key>``, generated once (seed 0); returns the folder."""
     data = Path(root) / "data" / w.key
-    if not holds_shapes(data, shapes_config(0, w.size, w.train, w.val, w.test, w.web)):
-        if not quiet:
-            print(f"generating the {w.name} world: {asdict(w)}", flush=True)
-        write_shapes(data, train=w.train, val=w.val, test=w.test, seed=0, size=w.size, overwrite=True, web=w.web)
+    if ensure_shapes(data, w.train, w.val, w.test, size=w.size, web=w.web) and not quiet:
+        print(f"generated the {w.name} world: {asdict(w)}", flush=True)
     return data
 
 

@@ -61,6 +61,15 @@ def holds_shapes(out, config):
         return False
 
 
+def ensure_shapes(out, train, val, test, size=64, web=0, seed=0):
+    """Generate the world under ``out`` unless it holds one this generator wrote with exactly these
+    arguments (:func:`holds_shapes`); True when it was generated."""
+    if holds_shapes(out, shapes_config(seed, size, train, val, test, web)):
+        return False
+    write_shapes(out, train=train, val=val, test=test, seed=seed, size=size, overwrite=True, web=web)
+    return True
+
+
 class _JsonStream:
     """Write a JSON list or object one item at a time (`head`, items joined by ',', `tail`)."""
 
