@@ -279,8 +279,6 @@ class LaVINTask:
         return recipe_for(variant, p, clip_dir, lm_dir, seed, extra=extra)
 
     # eim study (eim.demo.study): the world comes from eim.demo.worlds, the schedule from here
-    scores_meteor = False  # accuracy only: no caption metric to ask METEOR of
-
     @property
     def schedules(self):
         return {k: v for k, v in self.presets.items() if v.lm != "smol"}

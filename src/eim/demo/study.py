@@ -179,8 +179,7 @@ class _Condition:
         return run_dir, stages
 
     def evaluate(self, run_dir, split, meteor):
-        kw = {"meteor": meteor} if getattr(self.task, "scores_meteor", True) else {}
-        return evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True, **kw)
+        return evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True, meteor=meteor)
 
 
 def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=None, cache=None, quiet=False,

@@ -117,9 +117,10 @@ def score_scienceqa(problems, predictions, qids, *, pred_file=None, skipped=None
             right = False
         else:
             right = OPTIONS.index(letter) == problem["answer"]
-        img = "IMG" in problem_categories(problem)
+        cats = problem_categories(problem)
+        img = "IMG" in cats
         rights.append([float(right), float(right and img), float(img)])
-        for cat in problem_categories(problem) + ["Avg"]:
+        for cat in cats + ["Avg"]:
             total[cat] += 1
             correct[cat] += right
     out = {c: (100.0 * correct[c] / total[c] if total[c] else None) for c in correct}
