@@ -61,9 +61,14 @@ def bank_dir(run_dir, banks_dir=None, name=MAIN):
 
 
 def dataset_fingerprint(dataset):
-    return {"format": getattr(dataset, "format", None), "split": getattr(dataset, "split", None),
-            "records": len(dataset),
-            "files": {str(f): file_digest(f) for f in getattr(dataset, "files", [])}}
+    """What identifies a dataset's rows: format, split, size and index-file digests; a
+    :class:`eim.data.mixture.Mixture` adds its parts' own, in order (the order sets the rows)."""
+    fp = {"format": getattr(dataset, "format", None), "split": getattr(dataset, "split", None),
+          "records": len(dataset),
+          "files": {str(f): file_digest(f) for f in getattr(dataset, "files", [])}}
+    if getattr(dataset, "parts", None) is not None:
+        fp["parts"] = [dataset_fingerprint(part) for part in dataset.parts]
+    return fp
 
 
 def _write_bank(path, part_files, n, dtype, metadata):

@@ -128,6 +128,10 @@ def test_mme_both_layouts_yes_then_no(world):
     assert sorted({ds[i].meta["subtask"] for i in range(len(ds))}) == [
         "color", "count", "existence", "position"]
     assert all(ds[i].instruction.endswith("Please answer yes or no.") for i in range(len(ds)))
+    val = load_dataset(world / "mme_val")  # validation questions (version 4): val//4 other scenes per subtask
+    assert val.format == "mme" and len(val) == 4 * 1 * 2
+    test_pngs = {(world / "mme" / p).read_bytes() for p in ("existence/0000.png", "count/0000.png")}
+    assert (world / "mme_val" / "existence" / "0000.png").read_bytes() not in test_pngs
 
 
 def test_llava_reads_coco_images(world):
@@ -138,6 +142,40 @@ def test_llava_reads_coco_images(world):
     assert os.path.normpath(str(world / "coco" / "images" / "train")) in with_img[0].image
     assert "<image>" not in with_img[0].instruction
     assert len(load_dataset(world / "llava")) == len(ds)  # the folder holding one JSON
+
+
+def test_chat_mixture_files(world):
+    """Version 4: MME-style pairs on the train images (LLaVA format) and scenes in words with a
+    yes/no question (Alpaca format); neither touches an MME test scene."""
+    vqa = load_dataset(world / "vqa" / "llava_vqa.json")
+    assert vqa.format == "llava" and len(vqa) == 2 * 20  # both questions of a pair per train image
+    assert all(os.path.isfile(s.image) and "train" in s.image for s in vqa)
+    assert [vqa[i].response for i in range(4)] == ["Yes", "No", "Yes", "No"]
+    assert all(s.instruction.endswith("Please answer yes or no.") and "<image>" not in s.instruction for s in vqa)
+    assert vqa[0].image == vqa[1].image != vqa[2].image
+    coco_train = {os.path.basename(s.image) for s in load_dataset(world / "coco", split="train")}
+    assert {os.path.basename(s.image) for s in vqa} <= coco_train
+    alpaca = load_dataset(world / "alpaca" / "alpaca_data.json")
+    assert alpaca.format == "alpaca" and len(alpaca) == 20 and all(s.image is None for s in alpaca)
+    assert {s.response for s in alpaca} == {"Yes", "No"}
+    assert all("### Input:\nThe image shows " in s.instruction for s in alpaca)
+
+
+def test_chat_answers_are_balanced_and_cover_every_subtask():
+    import random
+
+    from eim.data.shapes.questions import alpaca_record, vqa_turns
+    from eim.data.shapes.scene import sample_scene
+    records = [alpaca_record(random.Random(f"t:{i}")) for i in range(400)]
+    assert {sub for _, sub in records} == {"existence", "count", "position", "color"}
+    assert 160 < sum(r["output"] == "Yes" for r, _ in records) < 240
+    subs = set()
+    for i in range(200):
+        rng = random.Random(f"v:{i}")
+        sub, convs = vqa_turns(rng, sample_scene(rng))
+        subs.add(sub)
+        assert [c[1]["value"] for c in convs] == ["Yes", "No"]
+    assert subs == {"existence", "count", "position", "color"}
 
 
 def test_stats_cli(world, capsys):

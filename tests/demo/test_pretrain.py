@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +102,27 @@ def test_drills_teach_the_letter_and_supervise_only_the_response(shapes, tmp_pat
     with pytest.raises(Exception, match="at least one"):
         drill_lm(out, [], steps=1, quiet=True)
     assert type(AutoModelForCausalLM.from_pretrained(out)).__name__ == "LlamaForCausalLM"
+
+
+def test_default_corpus_leaves_the_chat_mixture_out(shapes):
+    """The chatbot mixture's files (generator version 4) reach the tiny LLM only when asked for,
+    so the other tasks' encoders are those of a version-3 world."""
+    from eim.data import load_dataset
+    from eim.demo.encoders import CORPUS_FORMATS, _index_files
+
+    base, _ = training_texts(shapes)
+    assert not any("### Input:" in t for t in base)
+    chat, _ = training_texts(shapes, CORPUS_FORMATS + ("alpaca",))
+    assert len(chat) == len(base) + len(load_dataset(shapes / "alpaca"))
+    files = [Path(f).relative_to(shapes).as_posix() for f in _index_files(shapes, CORPUS_FORMATS)]
+    assert "llava/instruct.json" in files and not any(f.startswith(("vqa/", "alpaca/")) for f in files)
+
+
+def test_yesno_drills_pose_every_subtask_in_words():
+    from eim.data.shapes.quizzes import yesno_pairs
+
+    pairs = yesno_pairs(200)
+    assert pairs == yesno_pairs(200) and pairs != yesno_pairs(200, seed="other")
+    assert {a for _, a in pairs} == {"Yes", "No"} and 70 < sum(a == "Yes" for _, a in pairs) < 130
+    lead, question = pairs[0][0].split("\n")
+    assert lead.endswith(".") and question.endswith("Please answer yes or no.")

@@ -149,3 +149,24 @@ def load_spec_text(name):
     from eim.demo.study import SPEC_DIR
 
     return (SPEC_DIR / f"{name}.yaml").read_text()
+
+
+def test_lavin_mme_study_runs_on_the_chat_mixture(tmp_path):
+    """lavin-mme: LaVIN and LaVIN + EIM trained on the chat mixture (LLaVA + yes/no questions +
+    Alpaca), lambda_IE chosen on the validation questions, scored on MME with accuracy / accuracy+ intervals."""
+    spec = tmp_path / "mme.yaml"
+    spec.write_text(load_spec_text("lavin-mme").replace("seeds: 3", "seeds: 2"))
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
+    c = json.loads((out / "study.json").read_text())["conditions"]["indomain"]
+    assert {(x["variant"], x["metric"]) for x in c["comparisons"]} == {
+        ("lavin_eim", "mme_acc"), ("lavin_eim", "mme_acc_plus")}
+    for v in c["variants"].values():
+        assert len(v["metrics"]["mme_acc"]["per_seed"]) == 2
+        assert all(0 <= x <= 100 for x in v["metrics"]["count_acc"]["per_seed"])
+    train = c["data"]["train"]
+    assert train["format"] == "mixture" and [p["format"] for p in train["parts"]] == ["llava", "llava", "alpaca"]
+    lm = next((out / "cache" / "encoders-mme").glob("*/tiny/lm/pretrain.json"))
+    assert json.loads(lm.read_text())["drills"]["problems"] == 16  # the yes/no drills
+    sel = c["selection"]
+    assert [(x["variant"], x["split"], len(x["tried"])) for x in sel] == [("lavin_eim", "val", 3)]

@@ -23,6 +23,7 @@ import re
 
 from eim.data.formats import FORMATS
 from eim.data.formats.mme import is_mme_root
+from eim.data.mixture import Mixture
 from eim.errors import DataError
 
 MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
@@ -156,7 +157,9 @@ def add_data_args(parser, required=True, split="train", named=False):
         g.add_argument("--data", required=required, metavar="[NAME=]PATH", action="append",
                        help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA or Alpaca "
                        "JSON, MME folder); NAME=PATH (repeatable) gives the dataset of the stages whose "
-                       "data is NAME, e.g. --data captions=D/coco --data instruct=D/llava/instruct.json")
+                       "data is NAME, e.g. --data captions=D/coco --data instruct=D/llava/instruct.json; "
+                       "a name (or plain PATH) given twice trains on the mixture of both files, e.g. "
+                       "--data llava_instruct_150k.json --data alpaca_data.json (LaVIN's chatbot)")
     else:
         g.add_argument("--data", required=required, metavar="PATH",
                        help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA "
@@ -185,21 +188,19 @@ def split_named(value):
 def datasets_from_args(args, mode="train"):
     """The datasets of a ``named`` ``--data`` (:func:`add_data_args`): one dataset for a plain
     ``--data PATH``, else ``{name: dataset}`` (a plain path among names is the main dataset, the
-    one of stages that name none)."""
+    one of stages that name none). A name given more than once (plain paths too) is the
+    :class:`eim.data.mixture.Mixture` of its paths, in the order given (LaVIN's LLaVA + Alpaca)."""
     values = args.data if isinstance(args.data, list) else [args.data]
     pairs = [split_named(v) for v in values if v]
     if not pairs:
         raise DataError("no dataset given", remedy="pass --data PATH (or --data NAME=PATH per stage dataset)")
-    names = [n or MAIN for n, _ in pairs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DataError(f"--data names {', '.join(map(repr, dup))} more than once",
-                        remedy="give each dataset once (NAME=PATH; a plain PATH is the main dataset)")
+    paths = {}
+    for name, path in pairs:
+        paths.setdefault(name or MAIN, []).append(path)
     load = lambda path: load_dataset(path, data_format=args.data_format, split=args.split, mode=mode,  # noqa: E731
                                      image_root=args.image_root, skip_bad=args.skip_bad)
-    if pairs == [(None, pairs[0][1])]:
-        return load(pairs[0][1])
-    return {n: load(p) for n, (_, p) in zip(names, pairs)}
+    data = {n: load(ps[0]) if len(ps) == 1 else Mixture([load(x) for x in ps]) for n, ps in paths.items()}
+    return data[MAIN] if set(data) == {MAIN} and pairs[0][0] is None else data
 
 
 def dataset_from_args(args, mode="train", split=None, skip_bad=None, check_images=True):

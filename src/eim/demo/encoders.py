@@ -12,7 +12,7 @@ from pathlib import Path
 
 from eim.digests import file_digest
 from eim.data import detect_format, load_dataset
-from eim.data.shapes.quizzes import quiz_pairs
+from eim.data.shapes.quizzes import DRILLS
 from eim.demo.pretrain import PRETRAIN_VERSION, drill_lm, pretrain_clip, pretrain_lm
 from eim.demo.smol import smol_lm
 from eim.errors import EIMError
@@ -52,7 +52,10 @@ PRESETS = {
 # without them stay valid). "drills": after pretraining, instruction-tune the tiny LM on
 # multiple-choice drills (eim.demo.pretrain.drill_lm; keys problems, scene_fraction, steps,
 # batch_size, lr, max_length, seed), the skill a real LLaMA brings to ScienceQA (docs/design.md §10).
-OPTIONAL = ("drills",)
+OPTIONAL = ("drills", "corpus")  # corpus: the formats training_texts reads (default CORPUS_FORMATS)
+# what the tiny LLM is pretrained on (training_texts); a folder scan takes the first folder of each
+# format in name order, so a world's llava/ comes before its vqa/
+CORPUS_FORMATS = ("coco", "scienceqa", "llava")
 
 
 def _say(quiet, msg):
@@ -81,16 +84,20 @@ def _datasets(data_dir):
     return found
 
 
-def training_texts(data_dir):
-    """The LM's training text from every dataset in ``data_dir``: (train texts, held-out texts).
+def training_texts(data_dir, corpus=CORPUS_FORMATS):
+    """The LM's training text from the datasets of ``data_dir``: (train texts, held-out texts).
 
-    COCO captions; ScienceQA and LLaVA/Alpaca instruction + response, joined as the trainer
-    joins them (:meth:`eim.model.splice.TextEncoder.join`). MME is evaluation data: never read.
-    Held-out texts come from the ``val`` splits of COCO and ScienceQA.
+    COCO captions; ScienceQA and LLaVA instruction + response, joined as the trainer joins them
+    (:meth:`eim.model.splice.TextEncoder.join`); only the formats in ``corpus``. MME is evaluation
+    data, never read. By default (:data:`CORPUS_FORMATS`) the chatbot mixture's files (``alpaca/``,
+    ``vqa/`` of a version-4 world) are left out too, so a world's encoders are those of generator
+    version 3 and the studies' measurements stay reproducible; the MME task's tiny LLM reads the
+    Alpaca file as well (setting ``corpus``, docs/design.md §10). Held-out texts come from the
+    ``val`` splits of COCO and ScienceQA.
     """
     train, heldout = [], []
     for fmt, path in _datasets(data_dir).items():
-        if fmt == "mme":
+        if fmt not in corpus or fmt == "mme":
             continue
         for split, into in (("train", train), ("val", heldout)):
             if split == "val" and fmt not in ("coco", "scienceqa"):
@@ -164,7 +171,8 @@ def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=N
         lm_path = smol_lm(cache_dir, quiet=quiet)
     final = cache_dir / preset
     folders = ["clip"] if smol else ["clip", "lm"]
-    fp = _fingerprint(preset, settings, _index_files(data_dir, ("coco",) if smol else ("coco", "scienceqa", "llava", "alpaca")))
+    corpus = tuple(settings.get("corpus") or CORPUS_FORMATS)
+    fp = _fingerprint(preset, settings, _index_files(data_dir, ("coco",) if smol else corpus))
     fp["folders"] = folders
     result = {"clip": final / "clip", "lm": lm_path if smol else final / "lm"}
     if _cached(final, fp):
@@ -175,14 +183,17 @@ def cached_encoders(data_dir, cache_dir, preset="tiny", quiet=False, overrides=N
     t0 = time.perf_counter()
     with atomic_dir(final) as tmp:
         coco = _datasets(data_dir)["coco"]
-        texts, heldout = (None, None) if smol else training_texts(data_dir)
+        texts, heldout = (None, None) if smol else training_texts(data_dir, corpus)
         pretrain_clip(coco, tmp / "clip", vocab_size=settings["vocab_size"], quiet=quiet, **settings["clip"])
         if not smol:
             tok = train_bpe_tokenizer(texts, vocab_size=settings["vocab_size"])
             pretrain_lm(texts, tok, tmp / "lm", val_texts=heldout, quiet=quiet, **settings["lm"])
             if settings.get("drills"):
                 d = dict(settings["drills"])
-                pairs = quiz_pairs(d.pop("problems"), scene_fraction=d.pop("scene_fraction"))
+                kind, n = d.pop("kind", "quiz"), d.pop("problems")
+                if kind not in DRILLS:
+                    raise EIMError(f"unknown drills kind {kind!r}; known: {', '.join(DRILLS)}")
+                pairs = DRILLS[kind](n, **({"scene_fraction": d.pop("scene_fraction")} if kind == "quiz" else {}))
                 drill_lm(tmp / "lm", pairs, quiet=quiet, **d)
         (tmp / "fingerprint.json").write_text(json.dumps(fp, indent=1) + "\n")
     _say(quiet, f"pretrained encoders saved in {final} in {time.perf_counter() - t0:.0f}s")

@@ -308,8 +308,7 @@ def pretrain_lm(texts, tokenizer, out_dir, *, arch="gpt2", width=128, layers=2, 
 
 def drill_lm(lm_dir, pairs, *, steps=1500, batch_size=32, lr=1e-3, max_length=128, seed=0, quiet=False):
     """Fine-tune the LM in ``lm_dir`` in place on ``(instruction, response)`` pairs, the loss on
-    the response only (instruction tuning; the demo's multiple-choice drills,
-    :func:`eim.data.shapes.quizzes.quiz_pairs`). Sequences are encoded as the trainer encodes
+    the response only (instruction tuning; the demo's drills, :data:`eim.data.shapes.quizzes.DRILLS`). Sequences are encoded as the trainer encodes
     them (:class:`eim.model.splice.TextEncoder`); linear warm-up over 50 steps, then linear decay.
     Adds ``drills`` (settings, first/last loss, seconds) to ``lm_dir/pretrain.json``."""
     t0 = time.perf_counter()
@@ -321,7 +320,7 @@ def drill_lm(lm_dir, pairs, *, steps=1500, batch_size=32, lr=1e-3, max_length=12
     enc = TextEncoder(tokenizer, max_length=max_length)
     rows = [enc.encode(ins, resp)[:2] for ins, resp in pairs]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    _say(quiet, f"drilling the LM on {len(rows)} multiple-choice problems, {steps} steps of {batch_size}")
+    _say(quiet, f"drilling the LM on {len(rows)} problems, {steps} steps of {batch_size}")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warm = min(50, max(1, steps // 10))

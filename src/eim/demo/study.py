@@ -45,7 +45,7 @@ from eim.errors import ConfigError
 from eim.io import write_json
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "studies"
-TASKS = {"coco": coco.TASK, "llava": llava.TASK, "scienceqa": lavin.TASKS["scienceqa"]}
+TASKS = {"coco": coco.TASK, "llava": llava.TASK, **lavin.TASKS}  # lavin: scienceqa, mme
 SELECTABLE = ("val",)  # never "test": it is read once, for the final table; the studies score no other split
 
 
@@ -179,7 +179,10 @@ class _Condition:
         return run_dir, stages
 
     def evaluate(self, run_dir, split, meteor):
-        return evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True, meteor=meteor)
+        """(scores with the task's flat metrics added, e.g. MME's accuracies, folder, seconds)."""
+        scores, ev, seconds = evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True,
+                                           meteor=meteor)
+        return {**scores, **self.task.metric_values(scores)}, ev, seconds
 
 
 def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=None, cache=None, quiet=False,
@@ -207,6 +210,9 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
                            "schedule": asdict(p)}}
     for cond in conditions:
         c = _Condition(spec, cond, preset, p, cache, quiet)
+        if spec.sweeps and select_on not in c.splits:
+            raise ConfigError(f"study {spec.name}: task {spec.task} has no {select_on!r} split to choose on "
+                              f"(it has {', '.join(c.splits)}); drop the sweeps")
         chosen, selection = {}, []
         for sw in spec.sweeps:  # 2. selection on the validation split, seed 0
             keys = list(sw.grid)

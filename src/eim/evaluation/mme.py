@@ -108,6 +108,15 @@ def score_mme(subtasks, *, files=None):
             "missing": [n for n in SUBTASKS if n not in scores]}
 
 
+def overall_accuracy(result):
+    """-> (accuracy, accuracy+) over every image of :func:`score_mme`'s subtasks, each subtask
+    weighted by its images (fractions; what the per-image statistics' intervals estimate)."""
+    subs = result.get("subtasks", {}).values()
+    images = sum(s["images"] for s in subs) or 1
+    return (sum(s["acc"] * s["images"] for s in subs) / images,
+            sum(s["acc_plus"] * s["images"] for s in subs) / images)
+
+
 def read_results_file(path):
     """[(image, question, gt, prediction), ...] from one official-layout ``<subtask>.txt``."""
     rows = []

@@ -104,7 +104,7 @@ def differences(old, new):
         old, new = named(a["data"]), named(b["data"])
         for name in sorted(set(old) | set(new)):
             x, y = old.get(name) or {}, new.get(name) or {}
-            what = [k for k in ("format", "split", "records", "files") if x.get(k) != y.get(k)]
+            what = [k for k in ("format", "split", "records", "files", "parts") if x.get(k) != y.get(k)]
             what = [k if k != "files" else "file contents" for k in what]
             if what:
                 label = "data" if set(old) == set(new) == {MAIN} else f"data {name!r}"

@@ -165,6 +165,13 @@ FAMILIES = (fam_list, fam_count, fam_relation, fam_position, fam_groups, fam_col
             fam_compare)
 
 
+def describe(rng, scene):
+    """Every object with its size, colour, shape and place: 'A large red circle in the top left corner ...'."""
+    parts = [f"{noun_phrase(rng, o, 1.0)} {where(o)}" for o in scene.objects]
+    text = join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
 def captions(rng, scene, k=5):
     """`k` different captions of `scene` from `k` different families (k <= 7)."""
     out = []

@@ -4,10 +4,17 @@ MME (docs/design.md §5): each image gets two questions, the true statement firs
 minimally changed false one second (No), for the perception subtasks the world can pose:
 existence, count, position, color. ``MME_NEEDS`` says what a scene must hold for a subtask,
 so the writer can redraw until the scene qualifies.
+
+The chatbot's training mixture (docs/design.md §5, "MME chatbot data") adds two files beside
+``llava/instruct.json``: short-answer questions on the training images (:func:`vqa_turns`, in
+LLaVA's format, as LLaVA-1.5 mixes VQA data with one-word answers into its instructions) and
+text instructions in Alpaca's format (:func:`alpaca_record`) whose input is a scene *written out
+in words*, with an MME-style question about it: the LLM practises answering from a description
+what the image model later has to answer from pixels (LaVIN's text + image mixture).
 """
 
-from eim.data.shapes.captions import NUMBERS, article, join, noun_phrase, where
-from eim.data.shapes.scene import COLOURS, SHAPES
+from eim.data.shapes.captions import NUMBERS, article, describe, join, noun_phrase, where
+from eim.data.shapes.scene import COLOURS, SHAPES, sample_scene
 
 SUFFIX = " Please answer yes or no."  # MME's own question suffix
 MME_SUBTASKS = ("existence", "count", "position", "color")
@@ -97,3 +104,35 @@ def llava_text_conversation(rng):
     """A text-only entry (no image), like those mixed into LLaVA-1.5's data."""
     q, a = rng.choice(FACTS)
     return [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+
+
+def posable(rng, s):
+    """One MME subtask (uniform over those ``s`` can pose) and its (Yes, No) pair."""
+    subs = list(MME_SUBTASKS)
+    rng.shuffle(subs)
+    for sub in subs:
+        pair = mme_pair(sub, rng, s)
+        if pair is not None:
+            return sub, pair
+    raise ValueError("a scene of one object or more poses existence, count and color")
+
+
+def vqa_turns(rng, s):
+    """Both questions of one MME-style pair about the training scene ``s``, each as a one-turn
+    LLaVA conversation ``[human, gpt]`` (MME asks each question on its own): -> (subtask, [conv, conv])."""
+    sub, pair = posable(rng, s)
+    return sub, [[{"from": "human", "value": "<image>\n" + q}, {"from": "gpt", "value": a}] for q, a in pair]
+
+
+ALPACA_INPUT = "The image shows {}"  # the scene in words, where the image would be
+
+
+def alpaca_record(rng):
+    """An Alpaca-format text instruction about a freshly drawn scene written out in words
+    (:func:`eim.data.shapes.captions.describe`): the MME-style question is the instruction, the
+    description its input, "Yes" or "No" (equally often) its output. -> (record, subtask)"""
+    scene = sample_scene(rng)
+    text = describe(rng, scene)
+    sub, pair = posable(rng, scene)
+    q, a = pair[rng.randrange(2)]
+    return {"instruction": q, "input": ALPACA_INPUT.format(text[0].lower() + text[1:]), "output": a}, sub

@@ -18,23 +18,21 @@ it, and the whole QCM-ALE response ("The answer is X. BECAUSE: lecture solution"
 
     from eim.data.shapes.quizzes import quiz_pairs
     pairs = quiz_pairs(5000, scene_fraction=0.0)   # text problems only
+
+:func:`yesno_pairs` are the MME task's drills in the same shape: a scene in words on the line
+before an MME-style question ("Is there a red circle in this image? Please answer yes or no."),
+answered "Yes" or "No" equally often, over all four subtasks the world poses.
 """
 
 import random
 
 from eim.data.formats.scienceqa import build_prompt
-from eim.data.shapes.captions import join, noun_phrase, where
+from eim.data.shapes.captions import describe
 from eim.data.shapes.problems import image_problem, text_problem
+from eim.data.shapes.questions import posable
 from eim.data.shapes.scene import sample_scene
 
 SCENE_FRACTION = 0.75  # as in the benchmark (writer.TEXT_ONLY_FRACTION = 0.25 text-only)
-
-
-def describe(rng, scene):
-    """Every object with its size, colour, shape and place: 'A large red circle in the top left corner ...'."""
-    parts = [f"{noun_phrase(rng, o, 1.0)} {where(o)}" for o in scene.objects]
-    text = join(parts) + "."
-    return text[0].upper() + text[1:]
 
 
 def quiz_pairs(n, seed="quiz", scene_fraction=SCENE_FRACTION):
@@ -52,3 +50,20 @@ def quiz_pairs(n, seed="quiz", scene_fraction=SCENE_FRACTION):
         instruction, response = build_prompt(problem)
         out.append((lead + instruction, response))
     return out
+
+
+def yesno_pairs(n, seed="yesno"):
+    """``n`` yes/no drills ``(scene in words + "\\n" + MME-style question, "Yes" | "No")``,
+    reproducible from ``seed`` (see the module docstring)."""
+    out = []
+    for i in range(n):
+        rng = random.Random(f"{seed}:{i}")
+        scene = sample_scene(rng)
+        lead = describe(rng, scene) + "\n"
+        _, pair = posable(rng, scene)
+        question, answer = pair[rng.randrange(2)]
+        out.append((lead + question, answer))
+    return out
+
+
+DRILLS = {"quiz": quiz_pairs, "yesno": yesno_pairs}  # encoder setting drills.kind -> the drills

@@ -12,7 +12,10 @@ Layout under ``out``::
     mme/count/<i>.png + <i>.txt
     mme/position/images/<i>.png + questions_answers_YN/<i>.txt
     mme/color/images/<i>.png + questions_answers_YN/<i>.txt
+    mme_val/...                         the same layout: val//4 other scenes per subtask (choosing on val)
     llava/instruct.json                 images referenced as ../coco/images/train/...
+    vqa/llava_vqa.json                  MME-style yes/no questions on the train images (LLaVA format)
+    alpaca/alpaca_data.json             scenes in words + a yes/no question (Alpaca format, text only)
     web/dataset_coco.json, web/images/  the web corpus (``--web N``): broader scenes, alt-text style
 
 Determinism: every image and text draws from its own ``random.Random`` seeded by a string
@@ -28,13 +31,13 @@ import shutil
 
 from eim.data.shapes.captions import captions, tokens
 from eim.data.shapes.problems import image_problem, text_problem
-from eim.data.shapes.questions import (MME_MIN_OBJECTS, MME_SUBTASKS, llava_conversation,
-                                       llava_text_conversation, mme_pair)
+from eim.data.shapes.questions import (MME_MIN_OBJECTS, MME_SUBTASKS, alpaca_record, llava_conversation,
+                                       llava_text_conversation, mme_pair, vqa_turns)
 from eim.data.shapes.scene import png_bytes, render, sample_scene
 from eim.data.shapes.web import WEB_BACKGROUNDS, WEB_MAX_OBJECTS, web_captions
 from eim.errors import DataError
 
-SUBDIRS = ("coco", "scienceqa", "mme", "llava")
+SUBDIRS = ("coco", "scienceqa", "mme", "llava", "mme_val", "vqa", "alpaca")
 WEB_DIR = "web"  # only with web > 0
 SIDE_BY_SIDE = ("existence", "count")  # the other MME subtasks use images/ + questions_answers_YN/
 RESTVAL_FRACTION = 0.1  # last 10% of train images are marked restval (the loader joins them)
@@ -42,8 +45,10 @@ TEXT_ONLY_FRACTION = 0.25  # ScienceQA problems with no image (real ScienceQA: a
 LLAVA_TEXT_FRACTION = 0.1  # text-only LLaVA entries, one after roughly every tenth image
 # Bumped whenever the same arguments would write a different world, so a cached world from an
 # older generator is made again: 2 = ScienceQA choices no longer give the answer away; 3 = ScienceQA
-# captions.json (the scene's first COCO caption; problems, images and every other file unchanged).
-GENERATOR_VERSION = 3
+# captions.json (the scene's first COCO caption; problems, images and every other file unchanged);
+# 4 = the chatbot mixture's vqa/ and alpaca/ files and MME validation questions, mme_val/ (every
+# file of version 3 unchanged).
+GENERATOR_VERSION = 4
 
 
 def shapes_config(seed=0, size=64, train=2000, val=200, test=200, web=0):
@@ -123,9 +128,11 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
     sqa = _JsonStream(os.path.join(out, "scienceqa", "problems.json"), "{", "}\n")
     llava = _JsonStream(os.path.join(out, "llava", "instruct.json"), "[", "]\n")
     sqa_captions = _JsonStream(os.path.join(out, "scienceqa", "captions.json"), '{"captions": {', "}}\n")
+    vqa = _JsonStream(os.path.join(out, "vqa", "llava_vqa.json"), "[", "]\n")
+    alpaca = _JsonStream(os.path.join(out, "alpaca", "alpaca_data.json"), "[", "]\n")
     pids = {"train": [], "val": [], "test": []}
     counts = {"images": 0, "captions": 0, "restval": 0, "problems": 0,
-              "problems_with_image": 0, "llava_entries": 0}
+              "problems_with_image": 0, "llava_entries": 0, "vqa_entries": 0, "alpaca_records": 0}
     imgid = sentid = 0
     for split, n in (("train", train), ("val", val), ("test", test)):
         n_restval = int(n * RESTVAL_FRACTION) if split == "train" else 0
@@ -176,7 +183,16 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
                     llava.add({"id": f"text_{i:06d}",
                                "conversations": llava_text_conversation(lrng)})
                     counts["llava_entries"] += 1
-    for s in (coco, sqa, sqa_captions, llava):
+                # the chatbot mixture: both questions of an MME-style pair on this image, and a
+                # text instruction about another scene written out in words (own seeds each)
+                _, convs = vqa_turns(random.Random(f"{seed}:vqa:{i}"), scene)
+                for k, conv in enumerate(convs):
+                    vqa.add({"id": f"vqa_{i:06d}_{k}", "image": f"../coco/images/train/{fname}",
+                             "conversations": conv})
+                    counts["vqa_entries"] += 1
+                alpaca.add(alpaca_record(random.Random(f"{seed}:alpaca:{i}"))[0])
+                counts["alpaca_records"] += 1
+    for s in (coco, sqa, sqa_captions, llava, vqa, alpaca):
         s.close()
     # pid_splits.json: the three splits, trainval, and the mini* subsets (first tenth).
     splits = dict(pids)
@@ -185,6 +201,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
         splits["mini" + name] = pids[name][: max(1, len(pids[name]) // 10)]
     _write(os.path.join(out, "scienceqa", "pid_splits.json"), json.dumps(splits).encode())
     counts["mme_images"] = _write_mme(os.path.join(out, "mme"), test, seed, size)
+    counts["mme_val_images"] = _write_mme(os.path.join(out, "mme_val"), val, seed, size, stream="mme-val")
     if web:
         counts["web_images"] = _write_web(os.path.join(out, WEB_DIR), web, seed, size)
     # last: a generation that fails or is interrupted leaves no config, so no cache reuses it
@@ -213,13 +230,14 @@ def _write_web(root, n, seed, size):
     return n
 
 
-def _write_mme(root, test, seed, size):
-    """MME: test//4 images per subtask (at least 1), each with its Yes/No question pair."""
-    per = max(1, test // 4)
+def _write_mme(root, n, seed, size, stream="mme"):
+    """MME: n//4 images per subtask (at least 1), each with its Yes/No question pair; ``stream``
+    seeds the scenes ("mme": the test questions, "mme-val": the validation ones, other scenes)."""
+    per = max(1, n // 4)
     total = 0
     for sub in MME_SUBTASKS:
         for i in range(per):
-            rng = random.Random(f"{seed}:mme:{sub}:{i}")
+            rng = random.Random(f"{seed}:{stream}:{sub}:{i}")
             pair = None
             while pair is None:  # redraw until the scene can pose this subtask's question
                 scene = sample_scene(rng, min_objects=MME_MIN_OBJECTS[sub])
