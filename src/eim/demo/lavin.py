@@ -2,13 +2,16 @@
 
     eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; 36 min measured on 2 idle CPU cores
     eim demo --task scienceqa                  # tiny preset: a tiny LLaMA, drilled on multiple choice first (11 min on 2 cores)
-    eim demo --task mme --preset smol          # instruction tuning on LLaVA-format data, MME scores
+    eim demo --task mme                        # tiny preset: LaVIN as a chatbot (LLaVA + Alpaca mixture), MME scores
+    eim demo --task mme --preset smol          # the same with SmolLM2-135M
 
 ``scienceqa``: train ``lavin`` (baseline) and ``lavin_eim`` on the shapes world's ScienceQA
 problems in LaVIN's QCM-ALE format (text-only problems go through the same path, with no image
 tokens and LaVIN's "no image" modality token), then score accuracy by category on the test split.
-``mme``: train both on the LLaVA-format conversations (``llava/instruct.json``, the paper's
-chatbot run used LLaVA-158k + Alpaca) and score the MME-format yes/no questions (``mme/``).
+``mme``: train both as chatbots on LaVIN's mixture of image and text instructions
+(:func:`chat_mixture`: the LLaVA-format conversations, short-answer yes/no questions on the same
+images, and Alpaca-format text instructions; the paper's chatbot run used LLaVA-158k + Alpaca)
+and score the MME-format yes/no questions (``mme/``; its schedule was chosen on ``mme_val/``).
 Default output folder: ``eim-demo-<task>``; ``report.html`` and ``summary.json`` land in it.
 
 Decisions, each visible in the report:
@@ -20,7 +23,8 @@ Decisions, each visible in the report:
   in the same folder is never overwritten. The CLIP is the demo's small pretrained one. For
   ScienceQA the tiny LLaMA is then drilled on multiple-choice problems (:data:`TINY_DRILLS`,
   :func:`eim.demo.pretrain.drill_lm`): the skill a real LLaMA brings and LaVIN relies on
-  (docs/design.md §10).
+  (docs/design.md §10). For MME it is drilled on yes/no questions about scenes written out in
+  words instead (:data:`YESNO_DRILLS`) and also pretrains on the Alpaca-format file.
 - **Equal training on the final objective.** LaVIN trains ``steps`` optimiser steps on
   ``loss_base``. LaVIN + EIM gets the same ``steps`` steps on ``loss_base``, split as in the
   recipe (LaVIN's 20 epochs -> EIM's Adapter 10 + base+IE 10): ``steps - steps // 2`` in the
@@ -127,8 +131,9 @@ PRESETS = {
         # (accuracy 61.5 %; 9e-3: 49.0, 1e-3: 55.2, 3000 steps at 3e-3: 59.2).
         "tiny": TaskPreset(steps=1500, warmup=100, lr=3e-3, max_new_tokens=4,
                            encoders={"corpus": CHAT_CORPUS, "drills": YESNO_DRILLS}),
-        # the ScienceQA smol schedule; LLaVA turns are shorter than ScienceQA prompts, so it is cheaper
-        "smol": TaskPreset(train_samples=1000, steps=300, st_steps=60, lm_steps=60, batch_size=8, lr=4.5e-3,
+        # the ScienceQA smol schedule on the first 1,000 samples of the chat mixture; lr: the tiny
+        # preset's 3e-3 (chosen on mme_val at batch 16) scaled by sqrt(8/16), not chosen at this size
+        "smol": TaskPreset(train_samples=1000, steps=300, st_steps=60, lm_steps=60, batch_size=8, lr=2e-3,
                            warmup=20, max_new_tokens=4, lm="smol"),
         "test": TaskPreset(world_train=24, world_test=8, size=32, steps=4, st_steps=2, lm_steps=2, batch_size=8,
                            warmup=0, max_new_tokens=4, eval_batch_size=8,
