@@ -159,6 +159,24 @@ def test_llava_turn_pairs_with_history(tmp_path):
     assert c.image is None and c.response == "Check that it is homogeneous and distinct."
 
 
+def test_llava_optional_caption_is_the_loss_ie_key(tmp_path):
+    """An optional per-record ``caption`` (eim's addition) becomes every turn's Sample.caption, the
+    text loss_IE pairs with the image; without it the key is the response, as before."""
+    image(tmp_path / "a.png", "PNG")
+    conv = [{"from": "human", "value": "<image>\nIs there a red circle? Please answer yes or no."},
+            {"from": "gpt", "value": "Yes"}, {"from": "human", "value": "Is it big?"}, {"from": "gpt", "value": "No"}]
+    path = tmp_path / "vqa.json"
+    path.write_text(json.dumps([{"id": "1", "image": "a.png", "conversations": conv, "caption": " A red circle. "},
+                                {"id": "2", "image": "a.png", "conversations": conv[:2]}]))
+    ds = load_dataset(path)
+    assert [s.caption for s in ds] == ["A red circle.", "A red circle.", None]
+    assert [s.ie_text for s in ds] == ["A red circle.", "A red circle.", "Yes"]
+    path.write_text(json.dumps([{"id": "1", "image": "a.png", "conversations": conv, "caption": ""}]))
+    with pytest.raises(DataError, match="caption is not a non-empty string") as e:
+        load_dataset(path)
+    assert "vqa.json" in str(e.value) and "1" in str(e.value)
+
+
 def test_alpaca_uses_the_stanford_prompt(tmp_path):
     data = [{"instruction": "Give three tips for staying healthy.", "input": "",
              "output": "1.Eat a balanced diet.\n2. Exercise regularly.\n3. Get enough sleep."},

@@ -153,6 +153,10 @@ def test_chat_mixture_files(world):
     assert [vqa[i].response for i in range(4)] == ["Yes", "No", "Yes", "No"]
     assert all(s.instruction.endswith("Please answer yes or no.") and "<image>" not in s.instruction for s in vqa)
     assert vqa[0].image == vqa[1].image != vqa[2].image
+    # version 5: each carries its image's first COCO caption, loss_IE's key (not "Yes"/"No")
+    coco = json.loads((world / "coco" / "dataset_coco.json").read_text())["images"]
+    first = {im["filename"]: im["sentences"][0]["raw"] for im in coco}
+    assert all(s.caption == first[os.path.basename(s.image)] for s in vqa)
     coco_train = {os.path.basename(s.image) for s in load_dataset(world / "coco", split="train")}
     assert {os.path.basename(s.image) for s in vqa} <= coco_train
     alpaca = load_dataset(world / "alpaca" / "alpaca_data.json")

@@ -170,3 +170,9 @@ def test_lavin_mme_study_runs_on_the_chat_mixture(tmp_path):
     assert json.loads(lm.read_text())["drills"]["problems"] == 16  # the yes/no drills
     sel = c["selection"]
     assert [(x["variant"], x["split"], len(x["tried"])) for x in sel] == [("lavin_eim", "val", 3)]
+    # the training data changes under the same encoders (a caption rewritten): new runs, no clash
+    vqa = next((out / "cache").glob("data/*/vqa/llava_vqa.json"))
+    vqa.write_text(vqa.read_text().replace('"caption": "', '"caption": "Look: ', 1))
+    assert main(["study", str(spec), "--out", str(out), "--preset", "test", "--quiet"]) == 0
+    again = json.loads((out / "study.json").read_text())["conditions"]["indomain"]
+    assert set(again["variants"]["lavin"]["run_dirs"]).isdisjoint(c["variants"]["lavin"]["run_dirs"])

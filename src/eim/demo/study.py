@@ -163,6 +163,9 @@ class _Condition:
         self.train_ds, self.splits = self.task.study_datasets(self.data)
         if hasattr(self.task, "study_preset"):  # a schedule fitted to the data (LaVIN: text lengths)
             self.p = self.task.study_preset(self.p, self.enc, self.train_ds, self.splits)
+        # ... and only with the very data: a world's files rewritten (a newer generator that keeps
+        # the encoders' corpus) give new run folders too
+        self.data_key = _key(_fingerprint(self.train_ds))
         self.runs = Path(cache) / "runs" / self.world.key
         self.banks = Path(cache) / "banks" / self.world.key
 
@@ -172,7 +175,8 @@ class _Condition:
         # the folder is named by what decides the run: the recipe as built, its seed aside
         built = recipe.to_dict()
         built["train"] = {k: x for k, x in built["train"].items() if k != "seed"}
-        run_dir = self.runs / f"{v.name}-{_key(built, self.p.max_new_tokens, self.p.beams, self.weights)}" / f"seed{seed}"
+        key = _key(built, self.p.max_new_tokens, self.p.beams, self.weights, self.data_key)
+        run_dir = self.runs / f"{v.name}-{key}" / f"seed{seed}"
         say(self.quiet, f"[{self.cond}] {v.name} seed {seed}: "
             + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps}" for st in recipe.stages))
         stages = train(recipe, self.train_ds, run_dir, resume=True, quiet=True, banks_dir=self.banks)

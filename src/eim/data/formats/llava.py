@@ -4,6 +4,9 @@
 ``<image>`` marks where the image goes; it is stripped from the text because the collator
 places the image tokens itself (before the instruction). ``image`` is optional (text-only
 entries, as in LLaVA-1.5's mix) and relative to ``image_root`` (default: the JSON's folder).
+An optional ``caption`` per record (eim's addition, not in LLaVA's release: e.g. the image's COCO
+caption) is the sample's :attr:`Sample.caption`, the text ``loss_IE``'s bank pairs with the image
+(docs/design.md §2); without it the key is the response, as before.
 
 One sample per (human, gpt) turn pair. Earlier turns are context: each is rendered with
 :data:`HISTORY_TEMPLATE` and prepended to the current question, which stays bare like every
@@ -61,6 +64,9 @@ class LLaVAInstruct(RecordDataset):
                         raise BadRecord(f"duplicate id {rid} (first at position {seen[rid]})")
                     seen[rid] = pos
                 pairs = self._turn_pairs(rec["conversations"])
+                caption = rec.get("caption")
+                if caption is not None and not (isinstance(caption, str) and caption.strip()):
+                    raise BadRecord("caption is not a non-empty string")
                 img = None
                 if rec.get("image"):
                     img = abspath(self.image_root, rec["image"])
@@ -73,7 +79,7 @@ class LLaVAInstruct(RecordDataset):
                 self._reject(rid, str(b), path)
                 continue
             for t, (q, a) in enumerate(pairs):
-                self._rows.append((rid, img, instruction_after(pairs[:t], q), a, t))
+                self._rows.append((rid, img, instruction_after(pairs[:t], q), a, t, caption and caption.strip()))
         self._finish(check)
 
     @staticmethod
@@ -101,6 +107,6 @@ class LLaVAInstruct(RecordDataset):
         return pairs
 
     def _sample(self, i, row):
-        rid, img, instruction, response, turn = row
-        return Sample(index=i, image=img, instruction=instruction, response=response,
+        rid, img, instruction, response, turn, caption = row
+        return Sample(index=i, image=img, instruction=instruction, response=response, caption=caption,
                       image_id=rid, meta={"id": rid, "turn": turn, "has_image": img is not None})

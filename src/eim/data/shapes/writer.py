@@ -14,7 +14,7 @@ Layout under ``out``::
     mme/color/images/<i>.png + questions_answers_YN/<i>.txt
     mme_val/...                         the same layout: val//4 other scenes per subtask (choosing on val)
     llava/instruct.json                 images referenced as ../coco/images/train/...
-    vqa/llava_vqa.json                  MME-style yes/no questions on the train images (LLaVA format)
+    vqa/llava_vqa.json                  MME-style yes/no questions on the train images (LLaVA format + caption)
     alpaca/alpaca_data.json             scenes in words + a yes/no question (Alpaca format, text only)
     web/dataset_coco.json, web/images/  the web corpus (``--web N``): broader scenes, alt-text style
 
@@ -47,8 +47,8 @@ LLAVA_TEXT_FRACTION = 0.1  # text-only LLaVA entries, one after roughly every te
 # older generator is made again: 2 = ScienceQA choices no longer give the answer away; 3 = ScienceQA
 # captions.json (the scene's first COCO caption; problems, images and every other file unchanged);
 # 4 = the chatbot mixture's vqa/ and alpaca/ files and MME validation questions, mme_val/ (every
-# file of version 3 unchanged).
-GENERATOR_VERSION = 4
+# file of version 3 unchanged); 5 = vqa/ records carry the image's first COCO caption (loss_IE's key).
+GENERATOR_VERSION = 5
 
 
 def shapes_config(seed=0, size=64, train=2000, val=200, test=200, web=0):
@@ -188,7 +188,7 @@ def write_shapes(out, train=2000, val=200, test=200, seed=0, size=64, overwrite=
                 _, convs = vqa_turns(random.Random(f"{seed}:vqa:{i}"), scene)
                 for k, conv in enumerate(convs):
                     vqa.add({"id": f"vqa_{i:06d}_{k}", "image": f"../coco/images/train/{fname}",
-                             "conversations": conv})
+                             "conversations": conv, "caption": caps[0]})
                     counts["vqa_entries"] += 1
                 alpaca.add(alpaca_record(random.Random(f"{seed}:alpaca:{i}"))[0])
                 counts["alpaca_records"] += 1
