@@ -50,8 +50,9 @@ PRESETS = {
 }
 # Settings a preset may be given on top (part of the fingerprint only when given, so caches made
 # without them stay valid). "drills": after pretraining, instruction-tune the tiny LM on
-# multiple-choice drills (eim.demo.pretrain.drill_lm; keys problems, scene_fraction, steps,
-# batch_size, lr, max_length, seed), the skill a real LLaMA brings to ScienceQA (docs/design.md §10).
+# drills (eim.demo.pretrain.drill_lm; keys kind — "quiz": multiple choice, with scene_fraction, or
+# "yesno": yes/no about scenes in words — problems, steps, batch_size, lr, max_length, seed), the
+# skill a real LLaMA brings to ScienceQA and MME (docs/design.md §10).
 OPTIONAL = ("drills", "corpus")  # corpus: the formats training_texts reads (default CORPUS_FORMATS)
 # what the tiny LLM is pretrained on (training_texts); a folder scan takes the first folder of each
 # format in name order, so a world's llava/ comes before its vqa/
