@@ -127,12 +127,19 @@ def vqa_turns(rng, s):
 ALPACA_INPUT = "The image shows {}"  # the scene in words, where the image would be
 
 
-def alpaca_record(rng):
-    """An Alpaca-format text instruction about a freshly drawn scene written out in words
-    (:func:`eim.data.shapes.captions.describe`): the MME-style question is the instruction, the
-    description its input, "Yes" or "No" (equally often) its output. -> (record, subtask)"""
+def described_question(rng):
+    """A freshly drawn scene written out in words (:func:`eim.data.shapes.captions.describe`) and
+    one MME-style question about it, answered "Yes" or "No" equally often:
+    -> (description, question, answer, subtask)."""
     scene = sample_scene(rng)
     text = describe(rng, scene)
     sub, pair = posable(rng, scene)
     q, a = pair[rng.randrange(2)]
+    return text, q, a, sub
+
+
+def alpaca_record(rng):
+    """An Alpaca-format text instruction from :func:`described_question`: the question is the
+    instruction, the description its input, the answer its output. -> (record, subtask)"""
+    text, q, a, sub = described_question(rng)
     return {"instruction": q, "input": ALPACA_INPUT.format(text[0].lower() + text[1:]), "output": a}, sub

@@ -29,7 +29,7 @@ import random
 from eim.data.formats.scienceqa import build_prompt
 from eim.data.shapes.captions import describe
 from eim.data.shapes.problems import image_problem, text_problem
-from eim.data.shapes.questions import posable
+from eim.data.shapes.questions import described_question
 from eim.data.shapes.scene import sample_scene
 
 SCENE_FRACTION = 0.75  # as in the benchmark (writer.TEXT_ONLY_FRACTION = 0.25 text-only)
@@ -57,12 +57,8 @@ def yesno_pairs(n, seed="yesno"):
     reproducible from ``seed`` (see the module docstring)."""
     out = []
     for i in range(n):
-        rng = random.Random(f"{seed}:{i}")
-        scene = sample_scene(rng)
-        lead = describe(rng, scene) + "\n"
-        _, pair = posable(rng, scene)
-        question, answer = pair[rng.randrange(2)]
-        out.append((lead + question, answer))
+        text, question, answer, _ = described_question(random.Random(f"{seed}:{i}"))
+        out.append((text + "\n" + question, answer))
     return out
 
 
