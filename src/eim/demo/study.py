@@ -165,7 +165,8 @@ class _Condition:
             self.p = self.task.study_preset(self.p, self.enc, self.train_ds, self.splits)
         # ... and only with the very data: a world's files rewritten (a newer generator that keeps
         # the encoders' corpus) give new run folders too
-        self.data_key = _key(_fingerprint(self.train_ds))
+        self.train_fp = _fingerprint(self.train_ds)
+        self.data_key = _key(self.train_fp)
         self.runs = Path(cache) / "runs" / self.world.key
         self.banks = Path(cache) / "banks" / self.world.key
 
@@ -244,7 +245,7 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
             variants[v.name] = _variant_summary(v, overrides, per_seed, spec, task)
         study["conditions"][cond] = {
             "world": asdict(c.world), "encoders": {k: str(x) for k, x in c.enc.items()},
-            "data": {s: _fingerprint(d) for s, d in {"train": c.train_ds, **c.splits}.items()},
+            "data": {"train": c.train_fp, **{s: _fingerprint(d) for s, d in c.splits.items()}},
             "selection": selection, "variants": variants,
             "comparisons": _comparisons(spec, task, evals, cond, n_boot)}
         write_json(study, out / "study.json")  # after each condition: a long study shows progress
