@@ -49,7 +49,7 @@ from eim.recipe import load_recipe
 from eim.data import load_dataset
 from eim.data.mixture import Mixture
 from eim.evaluation.intervals import MME_METRICS as MME_INTERVALS, SCIENCEQA_METRICS
-from eim.evaluation.mme import overall_accuracy
+from eim.evaluation.mme import flat_scores
 from eim.demo.encoders import cached_encoders
 from eim.demo.pipeline import say
 from eim.demo.report import write_lavin_report
@@ -257,12 +257,8 @@ def metric_values(task, scores):
     """{metric: value} from a scorer dict: ScienceQA accuracy in %, MME scores (max 200 per subtask)."""
     if task == "scienceqa":
         return {m: scores.get(m) for m in SQA_METRICS}
-    subs = scores.get("subtasks", {})
-    acc, acc_plus = overall_accuracy(scores) if subs else (None, None)
-    return {"perception": scores.get("perception"),
-            **{m: (subs[m]["score"] if m in subs else None) for m in MME_SUBTASKS},
-            "mme_acc": None if acc is None else 100 * acc, "mme_acc_plus": None if acc is None else 100 * acc_plus,
-            **{f"{m}_acc": (100 * subs[m]["acc"] if m in subs else None) for m in MME_SUBTASKS}}
+    flat = flat_scores(scores)
+    return {m: flat.get(m) for m in MME_METRICS}
 
 
 class LaVINTask:

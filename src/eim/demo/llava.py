@@ -35,7 +35,7 @@ from eim.demo.lavin import _TEST_ENCODERS, llama_encoders
 from eim.demo.llava_report import write_llava_report
 from eim.demo.pipeline import evaluate_run
 from eim.evaluation.intervals import COCO_METRICS, MME_METRICS
-from eim.evaluation.mme import overall_accuracy
+from eim.evaluation.mme import flat_scores
 from eim.recipe import load_recipe
 
 VARIANTS = ("llava", "llava_eim")
@@ -138,13 +138,8 @@ def merged_scores(parts):
     the COCO metrics x100 (the unit the intervals are in)."""
     out = {}
     if "mme" in parts:
-        m = parts["mme"]
-        subs = m.get("subtasks", {})
-        out["perception"] = m.get("perception")
-        out.update({s: subs[s]["score"] if s in subs else None for s in MME_SUBTASKS})
-        acc, acc_plus = overall_accuracy(m)
-        out["mme_acc"], out["mme_acc_plus"] = 100 * acc, 100 * acc_plus
-        out["mme_other"] = sum(s.get("other", 0) for s in subs.values())
+        out.update({s: None for s in MME_SUBTASKS})  # a subtask the results lack reads None
+        out.update(flat_scores(parts["mme"]))
     if "coco" in parts:
         out.update({k: (None if parts["coco"].get(k) is None else 100 * parts["coco"][k]) for k in CAPTION_METRICS})
     return out

@@ -117,6 +117,22 @@ def overall_accuracy(result):
             sum(s["acc_plus"] * s["images"] for s in subs) / images)
 
 
+def flat_scores(result):
+    """:func:`score_mme`'s result as one flat dict, what the demos and studies tabulate:
+    ``perception``; each subtask's ``score`` (points, max 200) under its name and its accuracy (%)
+    as ``<name>_acc``; ``mme_acc`` / ``mme_acc_plus`` over every image (%, :func:`overall_accuracy`);
+    ``mme_other``, the answers that were neither yes nor no."""
+    subs = result.get("subtasks", {})
+    out = {"perception": result.get("perception")}
+    for name, st in subs.items():
+        out[name], out[f"{name}_acc"] = st["score"], 100 * st["acc"]
+    if subs:
+        acc, acc_plus = overall_accuracy(result)
+        out["mme_acc"], out["mme_acc_plus"] = 100 * acc, 100 * acc_plus
+    out["mme_other"] = sum(st.get("other", 0) for st in subs.values())
+    return out
+
+
 def read_results_file(path):
     """[(image, question, gt, prediction), ...] from one official-layout ``<subtask>.txt``."""
     rows = []
