@@ -17,15 +17,22 @@ def test_bank_rows_are_dataset_indices(tiny_dir, data, tmp_path):
     prov = BankProvider(recipe, data, tmp_path, quiet=True)
     lm_bank, emb_bank = prov.get("lm"), prov.get("embed")
     assert lm_bank.shape[0] == emb_bank.shape[0] == len(data) and lm_bank.dtype == torch.float16
+    # float32 rows, batches of 3 over length-sorted rows: every row is still its own sample's
+    exact = BankProvider(tiny_recipe(tiny_dir, "clipcap_eim", overrides={"eim.bank_dtype": "float32",
+                                                                         "eim.bank_batch_size": 3}),
+                         data, tmp_path / "f32", quiet=True).get("lm")
     lm = AutoModelForCausalLM.from_pretrained(recipe.lm.name_or_path).eval()
     tok = AutoTokenizer.from_pretrained(recipe.lm.name_or_path)
     enc = TextEncoder(tok, recipe.train.max_length)
-    for i in (0, 5, len(data) - 1):  # one sample at a time, no padding: the plain definition
+    lengths = [len(enc.encode_text_eos(data[i].instruction, data[i].response)) for i in range(len(data))]
+    assert lengths != sorted(lengths)  # the build reorders rows into batches
+    for i in range(len(data)):  # one sample at a time, no padding: the plain definition
         s = data[i]
         ids = torch.tensor([enc.encode_text_eos(s.instruction, s.response)])
         with torch.no_grad():
             h = lm(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
             e = lm.get_input_embeddings()(ids[0, :-1]).mean(0)
+        torch.testing.assert_close(exact[i], torch.nn.functional.normalize(h, dim=0), atol=1e-5, rtol=0)
         torch.testing.assert_close(lm_bank[i].float(), torch.nn.functional.normalize(h, dim=0), atol=2e-3, rtol=0)
         torch.testing.assert_close(emb_bank[i].float(), torch.nn.functional.normalize(e, dim=0), atol=2e-3, rtol=0)
     text = prov.get("text")
@@ -61,15 +68,15 @@ def test_interrupted_bank_build_resumes_from_parts(tiny_dir, data, tmp_path, mon
     real = BankProvider._encoder
 
     def failing_encoder(self, name):
-        enc = real(self, name)
+        prepare, enc = real(self, name)
 
-        def wrapped(samples):
-            calls.append(len(samples))
+        def wrapped(seqs):
+            calls.append(len(seqs))
             if len(calls) == 3:
                 raise KeyboardInterrupt
-            return enc(samples)
+            return enc(seqs)
 
-        return wrapped
+        return prepare, wrapped
 
     monkeypatch.setattr(BankProvider, "_encoder", failing_encoder)
     with pytest.raises(KeyboardInterrupt):

@@ -227,60 +227,81 @@ class BankProvider:
         first, count = D.shard_range(blocks, D.world_size(), D.rank())
         todo = [b for b in range(first, first + count) if not (parts / f"{b * P}.safetensors").exists()]
         if todo:
-            encode = self._encoder(name)
+            prepare, encode = self._encoder(name)
             rows = sum(min(P, N - b * P) for b in todo)
             bar = tqdm(total=rows, desc=f"bank {name}", disable=self.quiet or D.rank() != 0, dynamic_ncols=True)
             with torch.inference_mode():
                 for b in todo:
                     s, e = b * P, min((b + 1) * P, N)
-                    out = []
-                    for i in range(s, e, bs):
-                        samples = [self.dataset[j] for j in range(i, min(i + bs, e))]
-                        out.append(F.normalize(encode(samples).float(), dim=-1).to(dtype).cpu())
-                        bar.update(len(samples))
-                    save_tensors({"rows": torch.cat(out)}, parts / f"{s}.safetensors")
+                    seqs = prepare([self.dataset[j] for j in range(s, e)])  # token ids per row
+                    # batches of similar length (as transformers' group_by_length): less padding to
+                    # encode; each row's feature is put back at its own index
+                    order = sorted(range(e - s), key=lambda i: len(seqs[i]))
+                    block = None
+                    for i in range(0, e - s, bs):
+                        idx = order[i : i + bs]
+                        feats = F.normalize(encode([seqs[j] for j in idx]).float(), dim=-1).to(dtype).cpu()
+                        if block is None:
+                            block = feats.new_empty(e - s, feats.shape[1])
+                        block[torch.tensor(idx)] = feats
+                        bar.update(len(idx))
+                    save_tensors({"rows": block}, parts / f"{s}.safetensors")
             bar.close()
         D.barrier()  # every block is written
         return [parts / f"{b * P}.safetensors" for b in range(blocks)]
 
     def _encoder(self, name):
+        """-> (prepare, encode): ``prepare(samples)`` gives each row's token ids, ``encode(seqs)``
+        a batch's features (float, un-normalised) from ids of any order."""
         r = self.recipe
         if name == "text":
             clip = CLIPModel.from_pretrained(r.vision.name_or_path, dtype=torch.float32).to(self.device).eval()
             ctok = AutoTokenizer.from_pretrained(r.vision.name_or_path)
             max_len = clip.config.text_config.max_position_embeddings
 
-            def encode(samples):
+            def prepare(samples):
                 # the tokenizer's own encoding (<|startoftext|> ... <|endoftext|>, cut at the text
-                # model's length) and CLIP's own pooling: the row is what CLIPModel defines as the
-                # caption's text feature (get_text_features; its pooled output for a linear head)
-                enc = ctok([s.ie_text for s in samples], padding=True, truncation=True, max_length=max_len,
-                           return_tensors="pt").to(self.device)
+                # model's length)
+                return ctok([s.ie_text for s in samples], truncation=True, max_length=max_len).input_ids
+
+            def encode(seqs):
+                # padded by the tokenizer itself, and CLIP's own pooling: the row is what CLIPModel
+                # defines as the caption's text feature (get_text_features; its pooled output for a
+                # linear head)
+                enc = ctok.pad({"input_ids": seqs}, padding=True, return_tensors="pt").to(self.device)
                 if r.eim.ie_head == "clip_projection":
                     return features_of(clip.get_text_features(input_ids=enc.input_ids, attention_mask=enc.attention_mask))
                 return clip.text_model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).pooler_output
 
-            return encode
+            return prepare, encode
         # embed / lm: the original LLM, freshly loaded so training never leaks into a bank
         lm, tok = build_lm(replace(r.lm, trainable="full"))
         lm = lm.to(self.device).eval()
         enc = TextEncoder(tok, r.train.max_length)
         emb = lm.get_input_embeddings()
+        body = lm.base_model  # the decoder without its LM head: the bank needs no vocabulary logits
 
-        def encode(samples):
-            seqs = [enc.encode_text_eos(s.instruction, s.response) for s in samples]
+        def prepare(samples):
+            seqs = enc.encode_text_eos_many([(s.instruction, s.response) for s in samples])
             if name == "embed":  # instruction + response tokens: drop lead (BOS) and the EOS
                 seqs = [q[len(enc.lead):-1] or q[-1:] for q in seqs]
+            return seqs
+
+        def encode(seqs):
             ids, lengths = pad_ids(seqs, tok.pad_token_id)
             mask = (torch.arange(ids.shape[1])[None] < lengths[:, None])
             ids, mask = ids.to(self.device), mask.to(self.device)
             if name == "embed":
                 e = emb(ids) * mask[..., None]
                 return e.sum(1) / lengths.to(self.device)[:, None]
-            out = lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True, use_cache=False)
-            return out.hidden_states[-1][torch.arange(len(seqs)), lengths - 1]  # state at [EOS]
+            if body is not lm:  # final hidden state (after the last norm, = hidden_states[-1])
+                h = body(input_ids=ids, attention_mask=mask.long(), use_cache=False).last_hidden_state
+            else:
+                h = lm(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True,
+                       use_cache=False).hidden_states[-1]
+            return h[torch.arange(len(seqs)), lengths - 1]  # state at [EOS]
 
-        return encode
+        return prepare, encode
 
     def _say(self, msg):
         if not self.quiet and D.rank() == 0:

@@ -37,6 +37,21 @@ def test_text_encoder_labels_cover_response_and_eos_only(clipcap):
     assert lead == 0
 
 
+def test_batched_bank_encoding_equals_one_sample_at_a_time():
+    """``encode_text_eos_many`` (the bank build's batched tokenising) gives each pair's
+    ``encode_text_eos``: empty instruction or response, a truncated sample, GPT-2 and LLaMA layouts."""
+    from eim.model.tiny import make_tokenizer
+
+    texts = ["what is it?", "a red circle on the left.", "two blue squares", "Answer: (A)"]
+    pairs = [("what is it?", "a red circle."), ("", "two blue squares"), ("Answer:", ""), ("", ""),
+             ("what is it? " * 20, "a red circle on the left. " * 20)]
+    for llama in (False, True):
+        enc = TextEncoder(make_tokenizer(texts * 10, vocab_size=300, llama_specials=llama), max_length=24)
+        assert bool(enc.lead) == llama
+        assert enc.encode_text_eos_many(pairs) == [enc.encode_text_eos(i, r) for i, r in pairs]
+        assert len(enc.encode_text_eos_many(pairs)[-1]) == 24
+
+
 def _splice_per_row(text, lengths, lead, prefix, has, labels, side):
     """The per-row definition (what splice computed before it was vectorised, issue 16)."""
     rows, lrows = [], []

@@ -27,6 +27,15 @@ class TextEncoder:
     def _ids(self, text):
         return self.tok(text, add_special_tokens=False).input_ids if text else []
 
+    def _ids_many(self, texts):
+        """:meth:`_ids` of each text, in one batched tokenizer call."""
+        full = [i for i, t in enumerate(texts) if t]
+        out = [[] for _ in texts]
+        if full:
+            for i, ids in zip(full, self.tok([texts[i] for i in full], add_special_tokens=False).input_ids):
+                out[i] = ids
+        return out
+
     @staticmethod
     def join(instruction, response):
         """Response text as appended to the instruction (a space when the instruction does not end in one)."""
@@ -42,8 +51,10 @@ class TextEncoder:
         ``max_length - 1`` tokens, then EOS with an IGNORE label (the text does not end there, so
         nothing learns to stop early).
         """
-        prompt = self.lead + self._ids(instruction)
-        answer = self._ids(self.join(instruction, response))
+        return self._assemble(self._ids(instruction), self._ids(self.join(instruction, response)))
+
+    def _assemble(self, instruction_ids, answer):
+        prompt = self.lead + instruction_ids
         ids, labels = prompt + answer, [IGNORE] * len(prompt) + answer
         if len(ids) < self.max_length:
             return ids + [self.eos], labels + [self.eos], len(self.lead)
@@ -57,6 +68,12 @@ class TextEncoder:
         """Bank text: instruction + response + EOS (no image), as in docs/design.md §2 — the ids of
         :meth:`encode`, so a truncated sample's query and bank row are the same tokens."""
         return self.encode(instruction, response)[0]
+
+    def encode_text_eos_many(self, pairs):
+        """:meth:`encode_text_eos` of each (instruction, response), tokenised in two batched calls."""
+        inst = self._ids_many([i for i, _ in pairs])
+        ans = self._ids_many([self.join(i, r) for i, r in pairs])
+        return [self._assemble(a, b)[0] for a, b in zip(inst, ans)]
 
 
 def pad_ids(seqs, pad_value, side="right"):
