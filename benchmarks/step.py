@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-PREFIX, CAPTION, BATCH, WIDTH, LAYERS, VOCAB, CLIP_DIM = 10, 30, 40, 768, 12, 400, 512
+PREFIX, CAPTION, BATCH, WIDTH, LAYERS, HEADS, VOCAB, CLIP_DIM = 10, 30, 40, 768, 12, 12, 400, 512
 
 
 def _words(n_words, seed):
@@ -49,14 +49,14 @@ def _words(n_words, seed):
 def make_assets(root):
     """Tokenizer, a small CLIP whose pooled output is 512-d, and the 12 × 768 GPT-2 on disk."""
     from eim.api import quiet_transformers
-    from eim.model.tiny import make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
 
     quiet_transformers()
     tok = make_tokenizer([_words(40, s) for s in range(500)], vocab_size=VOCAB)
     assert len(tok) == VOCAB, len(tok)
-    make_tiny_clip(root / "clip", tok, image_size=32, patch_size=8, width=32, layers=1, heads=2,
+    make_tiny_clip(root / "clip", make_clip_tokenizer([_words(40, s) for s in range(100)]), image_size=32, patch_size=8, width=32, layers=1, heads=2,
                    projection_dim=CLIP_DIM, text_width=32)
-    make_tiny_lm(root / "lm", tok, arch="gpt2", width=WIDTH, layers=LAYERS, heads=12)
+    make_tiny_lm(root / "lm", tok, arch="gpt2", width=WIDTH, layers=LAYERS, heads=HEADS)
     return tok
 
 
@@ -80,6 +80,8 @@ def eim_side(root, tok, texts, steps, unfused=False):
 
     ``unfused``: with transformers' ``gelu_new`` and the single-tensor AdamW, as before issue 16
     (the ablation row; the splice stays vectorised)."""
+    import PIL.Image
+
     import eim.model.lm as lm_mod
     import eim.train.trainer as trainer_mod
     from eim.recipe import load_recipe
@@ -89,24 +91,30 @@ def eim_side(root, tok, texts, steps, unfused=False):
     from eim.train.trainer import Trainer
 
     recipe = load_recipe("clipcap", {"vision.name_or_path": str(root / "clip"), "lm.name_or_path": str(root / "lm"),
-                                     "train.warmup_steps": 0, "stages.0.epochs": None, "stages.0.steps": steps})
-    saved = lm_mod.fused_activations, trainer_mod._adamw
+                                     "train.warmup_steps": 0, "train.batch_size": BATCH, "stages.0.epochs": None,
+                                     "stages.0.steps": steps})
+    saved = lm_mod.fused_activations, trainer_mod.adamw
     if unfused:
         lm_mod.fused_activations = lambda m: m
-        trainer_mod._adamw = lambda params, lr, wd, fused=True: torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        trainer_mod.adamw = lambda params, lr, wd, fused=True: torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     torch.manual_seed(0)
     model, _ = build_model(recipe)
     proc = load_image_processor(str(root / "clip"), model.vision.vision_model.config.image_size)
-    data = [Sample(index=i, image=f"/img/{i}.jpg", instruction="", response=t) for i, t in enumerate(texts)]
-    trainer = Trainer(recipe, model, tok, proc, data, root / "run", quiet=True)
+    images = root / "images"
+    images.mkdir(exist_ok=True)
     g = torch.Generator().manual_seed(1)
-    trainer._feature_cache = {s.image: torch.randn(CLIP_DIM, generator=g) for s in data}  # cached CLIP features
+    for i in range(len(texts)):  # small random images: the trainer caches their CLIP features once
+        if not (images / f"{i}.png").exists():
+            pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8).numpy()
+            PIL.Image.fromarray(pixels).save(images / f"{i}.png")
+    data = [Sample(index=i, image=str(images / f"{i}.png"), instruction="", response=t) for i, t in enumerate(texts)]
+    trainer = Trainer(recipe, model, tok, proc, data, root / "run", quiet=True)
     model.to(trainer.acc.device)
     stage = recipe.stages[0]
     run = trainer._setup_stage(0, stage, root / "run" / "stage-0-base", False)
     loader = trainer._loader(run)
     trainer._prepare(run)
-    lm_mod.fused_activations, trainer_mod._adamw = saved
+    lm_mod.fused_activations, trainer_mod.adamw = saved
     batches = iter(loader)
     return lambda: trainer._optimizer_step(run, batches)["loss"]
 
