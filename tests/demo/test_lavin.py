@@ -52,7 +52,7 @@ def test_scienceqa_demo_end_to_end(tmp_path, capsys):
         assert any(not problems[q].get("image") for q in preds)
     html = _refs_exist(out)
     assert "text only" in html and "NAT" in html
-    lm = json.loads((out / "encoders-llama" / "tiny" / "lm" / "pretrain.json").read_text())
+    lm = json.loads((out / "encoders-llama" / "scienceqa" / "tiny" / "lm" / "pretrain.json").read_text())
     assert lm["drills"]["problems"] == 16  # the tiny LLaMA is drilled before LaVIN (design §10)
     assert "LaVIN + EIM" in capsys.readouterr().out
     assert main(["demo", "--task", "scienceqa", "--preset", "test", "--out", str(out)]) == 0  # re-run: caches
@@ -73,6 +73,8 @@ def test_mme_demo_end_to_end(tmp_path):
         rows = sum(len(f.read_text().splitlines()) for f in res.glob("*.txt"))
         assert rows == summary["data"]["test_samples"]
     _refs_exist(out)
+    # its LLM is drilled on yes/no questions, in a folder of its own (the ScienceQA task's is another)
+    assert '"yesno"' in (out / "encoders-llama" / "mme" / "tiny" / "fingerprint.json").read_text()
 
 
 def test_presets_build_recipes_with_equal_base_steps(tmp_path):

@@ -19,8 +19,8 @@ Decisions, each visible in the report:
 - **LLM.** LaVIN is a LLaMA-family method, so both presets use a LLaMA: ``smol`` the real
   SmolLM2-135M-Instruct (:mod:`eim.demo.smol`), ``tiny``/``test`` a tiny ``LlamaForCausalLM``
   pretrained by :mod:`eim.demo.pretrain` on the training text (context long enough for the
-  ScienceQA prompts), in its own cache (``encoders-llama/``) so the ClipCap demo's GPT-2 cache
-  in the same folder is never overwritten. The CLIP is the demo's small pretrained one. For
+  ScienceQA prompts), in its own cache (``encoders-llama/<task>/``) so the ClipCap demo's GPT-2
+  cache in the same folder is never overwritten, nor one task's LLM by another's. The CLIP is the demo's small pretrained one. For
   ScienceQA the tiny LLaMA is then drilled on multiple-choice problems (:data:`TINY_DRILLS`,
   :func:`eim.demo.pretrain.drill_lm`): the skill a real LLaMA brings and LaVIN relies on
   (docs/design.md §10). For MME it is drilled on yes/no questions about scenes written out in
@@ -207,10 +207,12 @@ def llama_encoders(data, cache_dir, p, quiet):
     return cached_encoders(data, cache_dir, preset="tiny", quiet=quiet, overrides=over)
 
 
-def _encoders(out, data, p, quiet):
+def _encoders(out, data, p, quiet, task):
     if p.lm == "smol":  # same cache folder as the ClipCap demo's smol preset: shared when --out is
         return cached_encoders(data, out / "encoders", preset="smol", quiet=quiet, overrides=p.encoders or None)
-    return llama_encoders(data, out / "encoders-llama", p, quiet)
+    # one folder per task: each drills its LLM differently, so sharing one under the same --out
+    # would pretrain again at every switch of task
+    return llama_encoders(data, out / "encoders-llama" / task, p, quiet)
 
 
 def _datasets(task, data, p):
@@ -288,7 +290,7 @@ class LaVINTask:
         return "SmolLM2-135M-Instruct" if p.lm == "smol" else "a tiny LLaMA"
 
     def encoders(self, out, data, p, name, quiet):
-        return _encoders(out, data, p, quiet)
+        return _encoders(out, data, p, quiet, self.name)
 
     def datasets(self, data, p, enc, quiet):
         """The task's splits, and the preset with its text lengths fitted to them (:func:`fit_lengths`)."""

@@ -17,7 +17,7 @@ intervals). Default output folder: ``eim-demo-llava``.
 Decisions, each visible in the report:
 
 - **LLM.** LLaVA is a LLaMA-family method: the tiny preset uses the LaVIN demo's tiny pretrained
-  ``LlamaForCausalLM`` (cache ``encoders-llama/``, shared with ``--task scienceqa|mme``), fully
+  ``LlamaForCausalLM`` (cache ``encoders-llama/llava/``, beside ``--task scienceqa|mme``'s), fully
   tuned in stage 2 as LLaVA tunes Vicuna. The CLIP is the demo's small pretrained one, its
   features taken as LLaVA takes them (second-to-last layer, patches only).
 - **Equal training on loss_base.** Both get ``pretrain_steps`` projector-alignment and
@@ -165,7 +165,7 @@ class LLaVATask:
         return "a tiny LLaMA"
 
     def encoders(self, out, data, p, name, quiet):
-        return llama_encoders(data, out / "encoders-llama", p, quiet)
+        return llama_encoders(data, out / "encoders-llama" / "llava", p, quiet)
 
     def study_encoders(self, cache, data, w, preset, p, quiet):
         """A study's encoders: the tiny LLaMA, in a folder of its own (never the ClipCap studies' GPT-2)."""
