@@ -96,7 +96,7 @@ def main(argv=None):
 
     lm_seqs = [enc.encode_text_eos("", t) for t in texts]
     max_len = clip.config.text_config.max_position_embeddings  # the CLIP tokenizer's own encoding
-    text_seqs = ctok(texts, truncation=True, max_length=max_len).input_ids  # right-padded with its pad id
+    text_seqs = ctok(texts, truncation=True, max_length=max_len).input_ids  # padded per batch below (right, its pad id)
     body = lm.base_model
 
     def plain_lm(grouped):
