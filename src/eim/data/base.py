@@ -31,6 +31,14 @@ REMEDY = "fix or remove the record, or pass --skip-bad to skip such records"
 MODES = ("train", "eval")
 
 
+def check_index(i, n, what):
+    """``i`` as an index into ``n`` samples (negative counts from the end, as for a list), or an
+    IndexError naming ``what`` holds them."""
+    j = i + n if i < 0 else i
+    if not 0 <= j < n:
+        raise IndexError(f"index {i} out of range for {what} of {n} samples")
+    return j
+
 class BadRecord(Exception):
     """Raised inside a loader's per-record validation; the message is the reason."""
 
@@ -52,11 +60,7 @@ class RecordDataset:
         return len(self._rows)
 
     def __getitem__(self, i):
-        n = len(self._rows)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a dataset of {n} samples")
+        i = check_index(i, len(self._rows), "a dataset")
         return self._sample(i, self._rows[i])
 
     def __iter__(self):

@@ -21,6 +21,7 @@ stage both files (a ``--data`` name given twice is a mixture of its paths).
 
 from dataclasses import replace
 
+from eim.data.base import check_index
 from eim.errors import DataError
 
 
@@ -50,11 +51,7 @@ class Mixture:
         return len(self._order)
 
     def __getitem__(self, i):
-        n = len(self._order)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for a mixture of {n} samples")
+        i = check_index(i, len(self._order), "a mixture")
         k, j = self._order[i]
         return replace(self.parts[k][j], index=i)
 

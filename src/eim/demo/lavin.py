@@ -47,6 +47,7 @@ from transformers import AutoTokenizer
 
 from eim.recipe import load_recipe
 from eim.data import load_dataset
+from eim.data.base import check_index
 from eim.data.mixture import Mixture
 from eim.evaluation.intervals import MME_METRICS as MME_INTERVALS, SCIENCEQA_METRICS
 from eim.evaluation.mme import flat_scores
@@ -160,9 +161,7 @@ class Head:
         return self.n
 
     def __getitem__(self, i):
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} out of range for {self.n} samples")
-        return self.dataset[i % self.n]
+        return self.dataset[check_index(i, self.n, "the head")]
 
     def __iter__(self):
         return (self[i] for i in range(self.n))
