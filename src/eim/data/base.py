@@ -39,6 +39,7 @@ def check_index(i, n, what):
         raise IndexError(f"index {i} out of range for {what} of {n} samples")
     return j
 
+
 class BadRecord(Exception):
     """Raised inside a loader's per-record validation; the message is the reason."""
 

@@ -1,7 +1,7 @@
 """``eim demo --task scienceqa|mme``: LaVIN vs LaVIN + EIM on the embedded data, end to end (docs/design.md §10).
 
-    eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; 36 min measured on 2 idle CPU cores
-    eim demo --task scienceqa                  # tiny preset: a tiny LLaMA, drilled on multiple choice first (11 min on 2 cores)
+    eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM; 40 min measured on 2 idle CPU cores
+    eim demo --task scienceqa                  # tiny preset: a tiny LLaMA, drilled on multiple choice first (13 min on 2 cores)
     eim demo --task mme                        # tiny preset: LaVIN as a chatbot (LLaVA + Alpaca mixture), MME scores
     eim demo --task mme --preset smol          # the same with SmolLM2-135M
 
@@ -20,10 +20,10 @@ Decisions, each visible in the report:
   SmolLM2-135M-Instruct (:mod:`eim.demo.smol`), ``tiny``/``test`` a tiny ``LlamaForCausalLM``
   pretrained by :mod:`eim.demo.pretrain` on the training text (context long enough for the
   ScienceQA prompts), in its own cache (``encoders-llama/<task>/``) so the ClipCap demo's GPT-2
-  cache in the same folder is never overwritten, nor one task's LLM by another's. The CLIP is the demo's small pretrained one. For
-  ScienceQA the tiny LLaMA is then drilled on multiple-choice problems (:data:`TINY_DRILLS`,
-  :func:`eim.demo.pretrain.drill_lm`): the skill a real LLaMA brings and LaVIN relies on
-  (docs/design.md §10). For MME it is drilled on yes/no questions about scenes written out in
+  cache in the same folder is never overwritten, nor one task's LLM by another's. The CLIP is the
+  demo's small pretrained one. For ScienceQA the tiny LLaMA is then drilled on multiple-choice
+  problems (:data:`TINY_DRILLS`, :func:`eim.demo.pretrain.drill_lm`): the skill a real LLaMA
+  brings and LaVIN relies on (docs/design.md §10). For MME it is drilled on yes/no questions about scenes written out in
   words instead (:data:`YESNO_DRILLS`) and also pretrains on the Alpaca-format file.
 - **Equal training on the final objective.** LaVIN trains ``steps`` optimiser steps on
   ``loss_base``. LaVIN + EIM gets the same ``steps`` steps on ``loss_base``, split as in the
