@@ -59,7 +59,7 @@ def main(argv=None):
     from eim.banks import PART_ROWS, BankProvider
     from eim.model.lm import fused_activations
     from eim.model.splice import TextEncoder, pad_ids
-    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim_harness.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
     from eim.model.vision import features_of
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPModel
     from transformers.utils import logging

@@ -39,8 +39,8 @@ def _load():
 # --- part 1: step time ---------------------------------------------------------------------------
 def make_assets(root, width, layers, image_size, n_images):
     from eim.api import quiet_transformers
-    from eim.data.shapes.writer import write_shapes
-    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim_harness.shapes.writer import write_shapes
+    from eim_harness.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
 
     quiet_transformers()
     texts = [f"a {c} {s} bigger than a {c2} {s}" for c in ("red", "green", "blue", "yellow")

@@ -49,7 +49,7 @@ def _words(n_words, seed):
 def make_assets(root):
     """Tokenizer, a small CLIP whose pooled output is 512-d, and the 12 × 768 GPT-2 on disk."""
     from eim.api import quiet_transformers
-    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim_harness.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
 
     quiet_transformers()
     tok = make_tokenizer([_words(40, s) for s in range(500)], vocab_size=VOCAB)
@@ -83,12 +83,12 @@ def eim_side(root, tok, texts, steps, unfused=False):
     import PIL.Image
 
     import eim.model.lm as lm_mod
-    import eim.train.trainer as trainer_mod
+    import eim.training.trainer as trainer_mod
     from eim.recipe import load_recipe
     from eim.data.sample import Sample
     from eim.model.multimodal import build_model
     from eim.model.vision import load_image_processor
-    from eim.train.trainer import Trainer
+    from eim.training.trainer import Trainer
 
     recipe = load_recipe("clipcap", {"vision.name_or_path": str(root / "clip"), "lm.name_or_path": str(root / "lm"),
                                      "train.warmup_steps": 0, "train.batch_size": BATCH, "stages.0.epochs": None,

@@ -8,7 +8,7 @@ from helpers import TEXTS, ListDataset, caption_samples, tiny_recipe
 import eim  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 from eim.cli import main
 from eim.model.multimodal import build_model
-from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+from eim_harness.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
 from eim.model.vision import load_image_processor
 
 

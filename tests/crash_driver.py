@@ -1,5 +1,5 @@
 """`eim train` that kills itself with SIGKILL (or meets a full disk) at a chosen point, for
-tests/train/test_trainer_crash.py.
+tests/training/test_trainer_crash.py.
 
     python tests/crash_driver.py SPEC -- <eim train args>
 
@@ -38,8 +38,8 @@ def install(spec):
     import eim.banks as banks
     import eim.commands.train  # noqa: F401  (the verb's module, imported as the CLI would)
     import eim.io as io
-    import eim.train.trainer as trainer
-    from eim.train.run_dir import RunFolder
+    import eim.training.trainer as trainer
+    from eim.training.run_dir import RunFolder
 
     banks.PART_ROWS = 4  # several parts per bank, so a build can stop halfway
     kind, *args = spec.split(":")

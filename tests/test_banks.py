@@ -113,7 +113,7 @@ def test_text_bank_rows_are_clip_text_features_on_a_published_layout(tmp_path, l
 
     from eim.cli import main
     from eim.io import load_tensors
-    from eim.model.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+    from eim_harness.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
     from eim.model.vision import features_of
 
     caps = ["A red circle.", "a Blue square that is on white one", "one green circle on white that is a circle"]

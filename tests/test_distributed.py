@@ -19,7 +19,7 @@ from eim.io import load_tensors
 def coco(tmp_path_factory):
     """25 image-caption pairs in COCO Karpathy format: 25 = 6 global batches of 4 + 1, so the
     last batch of an epoch leaves rank 1 without a sample (it gets a padding row)."""
-    from eim.data.shapes.writer import write_shapes
+    from eim_harness.shapes.writer import write_shapes
 
     root = tmp_path_factory.mktemp("shapes")
     write_shapes(root, train=5, val=1, test=1, size=32, overwrite=True)

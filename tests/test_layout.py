@@ -1,12 +1,14 @@
-"""The package's layout rules (issue 12), checked on the source so they stay true.
+"""The layout rules of the two packages, checked on the source so they stay true.
 
-- nothing under ``eim/`` but ``cli.py`` and ``commands/`` imports ``eim.commands``; nothing outside
-  ``eim/demo/`` but the ``demo`` and ``study`` verbs imports ``eim.demo``;
+- the library (``src/eim/``) never imports the research harness (``src/eim_harness/``), nor names
+  it at all: the harness's verbs reach the CLI through the ``eim.cli`` entry point; nothing under
+  ``eim/`` but ``cli.py`` and ``commands/`` imports ``eim.commands``;
 - no import circle; an import inside a function says why on its line (an optional or heavy
   dependency);
 - no source file over 400 lines;
 - every ``docs/design.md §n`` a docstring cites exists;
-- tests mirror the package: ``tests/<package>/test_<module>.py`` tests ``eim/<package>/<module>.py``.
+- tests mirror the packages: ``tests/<package>/test_<module>.py`` tests ``eim/<package>/<module>.py``,
+  ``tests/harness/test_<module>.py`` tests ``eim_harness/<module>.py``.
 """
 
 import ast
@@ -15,17 +17,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "eim"
+HARNESS = ROOT / "src" / "eim_harness"
+PACKAGES = ("eim", "eim_harness")
 MAX_LINES = 400
-DEMO_VERBS = ("eim.commands.demo", "eim.commands.study")  # the verbs that run the demo application
 
 
 def _modules():
-    """{dotted module name: path} of every source file of the package."""
+    """{dotted module name: path} of every source file of both packages."""
     out = {}
-    for p in sorted(SRC.rglob("*.py")):
-        parts = p.relative_to(SRC.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        out[name] = p
+    for src in (SRC, HARNESS):
+        for p in sorted(src.rglob("*.py")):
+            parts = p.relative_to(src.parent).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = p
     return out
 
 
@@ -55,23 +59,26 @@ def _imports(path):
         else:
             continue
         for n in names:
-            if n.split(".")[0] == "eim":
+            if n.split(".")[0] in PACKAGES:
                 out.append((_resolve(n), node.lineno, id(node) in top))
             else:
                 out.append((None, node.lineno, id(node) in top))
     return out
 
 
-def test_only_the_cli_imports_commands_and_only_the_demo_verbs_import_the_demo():
+def test_the_library_never_imports_the_harness_and_only_the_cli_imports_commands():
     bad = []
     for name, path in MODULES.items():
+        library = name == "eim" or name.startswith("eim.")
         for target, line, _ in _imports(path):
             if not target:
                 continue
             if target.startswith("eim.commands") and not (name == "eim.cli" or name.startswith("eim.commands")):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
-            if target.startswith("eim.demo") and not (name.startswith("eim.demo") or name in DEMO_VERBS):
+            if library and target.split(".")[0] == "eim_harness":
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+        if library and "eim_harness" in path.read_text():  # not even by name (importlib, a string)
+            bad.append(f"{path.relative_to(ROOT)} names eim_harness")
     assert not bad, "\n".join(bad)
 
 
@@ -108,7 +115,7 @@ def test_imports_inside_functions_say_why():
 
 
 def test_no_source_file_over_the_limit():
-    long = {str(p.relative_to(ROOT)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {str(p.relative_to(ROOT)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
 
 
@@ -116,7 +123,7 @@ def test_design_citations_exist():
     design = (ROOT / "docs" / "design.md").read_text()
     sections = set(re.findall(r"^##+ (\d+(?:\.\d+)?)[. ]", design, re.M))
     cited = {}
-    for p in list(SRC.rglob("*.py")) + list(SRC.rglob("*.yaml")):
+    for p in [*SRC.rglob("*.py"), *SRC.rglob("*.yaml"), *HARNESS.rglob("*.py"), *HARNESS.rglob("*.yaml")]:
         for s in re.findall(r"docs/design\.md §(\d+(?:\.\d+)?)", p.read_text()):
             cited.setdefault(s, str(p.relative_to(ROOT)))
     assert cited, "no docstring cites docs/design.md"
@@ -129,16 +136,19 @@ PROJECT_TESTS = {"test_layout.py", "test_readme.py", "test_benchmarks.py"}  # of
 
 
 def test_tests_mirror_the_package():
-    """Each tests/<pkg>/test_<module>[_<aspect>].py names a module (or package) of eim/<pkg>/."""
+    """Each tests/<pkg>/test_<module>[_<aspect>].py names a module (or package) of eim/<pkg>/, and
+    each tests/harness/test_<module>[_<aspect>].py one of eim_harness/."""
     bad = []
     for t in sorted((ROOT / "tests").rglob("test_*.py")):
         rel = t.relative_to(ROOT / "tests")
         if len(rel.parts) == 1 and rel.name in PROJECT_TESTS:
             continue
-        folder = SRC.joinpath(*rel.parts[:-1])
+        harness = rel.parts[0] == "harness"
+        folder = HARNESS.joinpath(*rel.parts[1:-1]) if harness else SRC.joinpath(*rel.parts[:-1])
         words = rel.stem[len("test_"):].split("_")
         found = any((folder / ("_".join(words[:k]) + ".py")).is_file() or (folder / "_".join(words[:k])).is_dir()
                     for k in range(len(words), 0, -1))
         if not found:
-            bad.append(f"{rel}: no module eim/{folder.relative_to(SRC) / rel.stem[len('test_'):]}")
+            root = HARNESS if harness else SRC
+            bad.append(f"{rel}: no module {root.name}/{folder.relative_to(root) / rel.stem[len('test_'):]}")
     assert not bad, "\n".join(bad)

@@ -40,9 +40,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from eim.cli import COMMANDS, build_parser, main
+from eim.cli import build_parser, commands, main
 from eim.recipe import load_recipe, parse_overrides
-from eim.model.tiny import make_tiny_lm
+from eim_harness.tiny import make_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTS = ("eim ", "make ", "accelerate launch", "torchrun ", "-m eim.cli")
@@ -126,7 +126,7 @@ def kind(line):
     if words[:2] == ["eim", "demo"] and "test" not in words:
         return "parse"  # minutes to an hour each (README gives the times)
     if words[:2] == ["eim", "study"] and "--list" not in words:
-        return "parse"  # a study is hours (tests/demo/test_study.py runs one at the test preset)
+        return "parse"  # a study is hours (tests/harness/test_study.py runs one at the test preset)
     return "run"
 
 
@@ -190,7 +190,7 @@ def test_line_parses(line):
     k = kind(line)
     if k == "name":
         words = line.split()[1:]
-        assert words[0] in COMMANDS, line
+        assert words[0] in commands(), line
         parser = PARSERS["eim " + " ".join(w for w in words if not w.startswith("--"))]
         flags = {o for a in parser._actions for o in a.option_strings}
         assert all(w in flags for w in words if w.startswith("--")), line

@@ -20,9 +20,9 @@ from transformers.utils import logging
 from eim.banks import BankProvider, bank_dir
 from eim.model.multimodal import build_model, segment_counts
 from eim.model.vision import load_image_processor
-from eim.train.checkpoint import find_checkpoint, load_model_weights
-from eim.train.stage import resolve_datasets
-from eim.train.trainer import Trainer, make_accelerator
+from eim.training.checkpoint import find_checkpoint, load_model_weights
+from eim.training.stage import resolve_datasets
+from eim.training.trainer import Trainer, make_accelerator
 
 
 def quiet_transformers():
@@ -40,7 +40,7 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
     (``banks_dir/<name>/``).
     Returns the stage summaries (``stage.json`` of each stage). ``out`` is left as it was when
     it holds another run, or this run's output without ``resume``, and ``overwrite`` is not given
-    (:class:`eim.train.run_dir.RunFolderError`; docs/design.md §8). ``resume``: reuse finished
+    (:class:`eim.training.run_dir.RunFolderError`; docs/design.md §8). ``resume``: reuse finished
     stages, continue the running one from its checkpoint. ``overwrite``: replace what ``out``
     holds (its old stages go once the new run's first stage has finished). ``banks_dir``: where feature banks
     live (default ``out/banks``); runs that share data and encoders can share one folder, since a

@@ -20,7 +20,7 @@ from eim.data.formats.llava import instruction_after
 from eim.data.sample import Sample
 from eim.errors import DataError
 from eim.model.splice import TextEncoder
-from eim.train.collate import Collator
+from eim.training.collate import Collator
 
 
 class Chat:

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from eim import __version__
+from eim.commands import plugin_table
 from eim.errors import EIMError
 
 # verb -> (module, one-line help), in the order `eim --help` lists them
@@ -25,14 +26,17 @@ COMMANDS = {
     "banks": ("eim.commands.banks", "build feature banks"),
     "score": ("eim.commands.score", "score saved predictions (COCO captions, ScienceQA, MME)"),
     "eval": ("eim.commands.evaluate", "generate with a checkpoint on a benchmark and score it"),
-    "demo": ("eim.commands.demo", "run baseline vs EIM end to end, offline (ClipCap, or LaVIN with --task)"),
-    "study": ("eim.commands.study", "run an ablation study with confidence intervals (eim study --list)"),
 }
 
 
 def _verb(argv):
     """The verb in ``argv`` (its first word that is not an option), or None."""
     return next((a for a in argv if not a.startswith("-")), None)
+
+
+def commands():
+    """Every verb: eim's own, then those other installed packages register (:mod:`eim.commands`)."""
+    return {**COMMANDS, **{k: v for k, v in plugin_table("VERBS").items() if k not in COMMANDS}}
 
 
 def build_parser(verb=None):
@@ -44,7 +48,7 @@ def build_parser(verb=None):
     )
     parser.add_argument("--version", action="version", version=f"eim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_line) in COMMANDS.items():
+    for name, (module, help_line) in commands().items():
         if verb in (name, "all"):
             importlib.import_module(module).add_parser(sub)
         else:

@@ -185,7 +185,7 @@ class Say:
 def test_scienceqa_decoding_stops_at_the_answer_sentence(world, beams):
     """Only the letter is scored, so decoding ends with "The answer is X.", not 64 tokens later."""
     from eim.api import load_for_inference
-    from eim.train.collate import Collator
+    from eim.training.collate import Collator
     from eim.model.splice import TextEncoder
 
     model, tok, proc, recipe = load_for_inference(world["run"])

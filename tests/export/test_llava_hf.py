@@ -17,7 +17,7 @@ from eim.errors import EIMError
 from eim.export import export
 from eim.export.llava_hf import ExportError, check_exportable
 from eim.io import load_tensors, write_json
-from eim.model.tiny import make_tiny_lm, make_tokenizer
+from eim_harness.tiny import make_tiny_lm, make_tokenizer
 from eim.recipe import load_recipe
 
 QUESTIONS = ["What is shown here?", "Describe the image briefly.", "What is shown here?", "What color is it?"]

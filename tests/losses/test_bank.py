@@ -30,7 +30,7 @@ def test_lm_query_reads_the_bank_text_on_samples_longer_than_max_length(tiny_dir
     from eim.losses import StepContext
     from eim.model.multimodal import build_model
     from eim.model.splice import TextEncoder
-    from eim.train.collate import Collator
+    from eim.training.collate import Collator
     from helpers import tiny_recipe
 
     recipe = tiny_recipe(tiny_dir, "clipcap_eim", overrides={"train.max_length": 5})

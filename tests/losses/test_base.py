@@ -10,7 +10,7 @@ def test_target_count_equals_tokens_the_lm_loss_averages(tiny_dir, tmp_path, lm)
     from eim.model.multimodal import build_model
     from eim.model.splice import IGNORE, TextEncoder
     from eim.model.vision import load_image_processor
-    from eim.train.collate import Collator
+    from eim.training.collate import Collator
 
     recipe = tiny_recipe(tiny_dir, "clipcap_eim", lm=lm)
     model, tok = build_model(recipe)

@@ -16,7 +16,7 @@ from eim.model.adapters import RepAdapter, RouterAdapter, attach_lm_adapter, lm_
 from eim.model.multimodal import build_model
 from eim.model.splice import TextEncoder, splice
 from eim.model.vision import load_image_processor
-from eim.train.collate import Collator
+from eim.training.collate import Collator
 
 SMALL = {"llama_adapter": {"lm.adapter_layer": 2, "projector.num_heads": 2},
          "llama_adapter_eim": {"lm.adapter_layer": 2, "projector.num_heads": 2},

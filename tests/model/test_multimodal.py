@@ -8,7 +8,7 @@ from transformers import GPT2LMHeadModel
 from eim.model.multimodal import build_model
 from eim.model.splice import TextEncoder
 from eim.model.vision import load_image_processor
-from eim.train.collate import Collator
+from eim.training.collate import Collator
 
 
 def test_clipcap_logits_equal_hand_assembled_gpt2(clipcap, tmp_path):

@@ -40,7 +40,7 @@ def test_text_encoder_labels_cover_response_and_eos_only(clipcap):
 def test_batched_bank_encoding_equals_one_sample_at_a_time():
     """``encode_text_eos_many`` (the bank build's batched tokenising) gives each pair's
     ``encode_text_eos``: empty instruction or response, a truncated sample, GPT-2 and LLaMA layouts."""
-    from eim.model.tiny import make_tokenizer
+    from eim_harness.tiny import make_tokenizer
 
     texts = ["what is it?", "a red circle on the left.", "two blue squares", "Answer: (A)"]
     pairs = [("what is it?", "a red circle."), ("", "two blue squares"), ("Answer:", ""), ("", ""),

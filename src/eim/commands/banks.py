@@ -12,7 +12,7 @@ from eim.recipe import load_recipe, parse_overrides
 from eim.data import add_data_args
 from eim.data.loader import datasets_from_args
 from eim.losses import BANK_NAMES, stage_banks
-from eim.train.stage import resolve_datasets, stage_data_name
+from eim.training.stage import resolve_datasets, stage_data_name
 
 
 def add_parser(sub):

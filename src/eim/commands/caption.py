@@ -9,7 +9,7 @@ from eim.api import load_for_inference
 from eim.data.sample import Sample
 from eim.errors import DataError
 from eim.model.splice import TextEncoder
-from eim.train.collate import Collator
+from eim.training.collate import Collator
 
 
 def add_parser(sub):

@@ -12,13 +12,13 @@ clean. ``--skip-bad`` in ``eim train`` / ``eim eval`` skips exactly the records 
 """
 
 import argparse
+import importlib
 import json
-import time
 
+from eim.commands import plugin_table
 from eim.data.base import plural
 from eim.data.formats import FORMATS
 from eim.data.loader import add_data_args, dataset_from_args
-from eim.data.shapes.writer import write_shapes
 from eim.data.stats import dataset_stats, format_stats
 
 
@@ -27,20 +27,8 @@ def add_parser(subparsers):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    s = sub.add_parser("shapes", help="write the synthetic shapes world in the real formats")
-    s.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
-    s.add_argument("--train", type=int, default=2000, help="train images (default 2000)")
-    s.add_argument("--val", type=int, default=200, help="val images (default 200)")
-    s.add_argument("--test", type=int, default=200,
-                   help="test images (default 200); MME gets test/4 images per subtask")
-    s.add_argument("--seed", type=int, default=0, help="same seed -> byte-identical files")
-    s.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    s.add_argument("--web", type=int, default=0,
-                   help="images of a web corpus in its own caption style (web/), for pretraining the "
-                        "encoders in the transfer condition (default 0: none)")
-    s.add_argument("--overwrite", action="store_true",
-                   help="replace a tree written before (only its own sub-folders)")
-    s.set_defaults(func=_shapes)
+    for name, (module, _) in plugin_table("DATA_ACTIONS").items():  # eim data shapes (the harness)
+        importlib.import_module(module).add_action(sub)
 
     st = sub.add_parser("stats", help="images, captions and caption diversity of a dataset")
     st.add_argument("path", help="a dataset path, or a folder of datasets (eim data shapes)")
@@ -57,15 +45,6 @@ def add_parser(subparsers):
     c.add_argument("--mode", choices=("train", "eval"), default="train")
     c.set_defaults(func=_check)
     return p
-
-
-def _shapes(args):
-    t = time.perf_counter()
-    counts = write_shapes(args.out, train=args.train, val=args.val, test=args.test,
-                          seed=args.seed, size=args.size, overwrite=args.overwrite, web=args.web)
-    took = time.perf_counter() - t
-    print(f"wrote {args.out} in {took:.1f}s: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    return 0
 
 
 def _stats(args):

@@ -6,7 +6,7 @@ name: ``eim train llava --data captions=D/coco --data instruct=D/llava/instruct.
 fingerprint matches) before the stage that needs them. Multi-process: prefix with
 ``accelerate launch [--config_file eim/accelerate_configs/ddp.yaml] -m eim.cli`` (or
 ``torchrun --nproc-per-node N -m eim.cli``) — the command is otherwise the same;
-``train.batch_size`` is per process (see :mod:`eim.train.trainer`). ``EIM_SHARD_BANKS=1``
+``train.batch_size`` is per process (see :mod:`eim.training.trainer`). ``EIM_SHARD_BANKS=1``
 splits each feature bank by rows across the processes (:mod:`eim.losses.infonce`).
 
 A command that fails leaves RUN_DIR as it was: the data is read and checked first, a stage runs

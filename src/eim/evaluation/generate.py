@@ -43,8 +43,8 @@ from eim.evaluation.coco import score_coco_files
 from eim.evaluation.mme import score_mme_dir
 from eim.evaluation.scienceqa import OPTIONS, score_scienceqa_files
 from eim.model.splice import TextEncoder
-from eim.train.checkpoint import find_checkpoint
-from eim.train.collate import Collator
+from eim.training.checkpoint import find_checkpoint
+from eim.training.collate import Collator
 
 TASKS = ("coco", "scienceqa", "mme")
 # Where each task's predictions go, relative to out_dir.

@@ -15,7 +15,7 @@ from eim.api import load_for_inference
 from eim.errors import EIMError
 from eim.export.llava_hf import ExportError, check_exportable, export_llava_hf
 from eim.io import atomic_dir, write_json
-from eim.train.checkpoint import find_checkpoint
+from eim.training.checkpoint import find_checkpoint
 
 FORMATS = {"llava-hf": (check_exportable, export_llava_hf)}  # format -> (recipe check, writer)
 DTYPES = ("float32", "bfloat16", "float16")

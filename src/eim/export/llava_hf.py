@@ -45,7 +45,7 @@ from eim.data.formats.llava import HISTORY_TEMPLATE, instruction_after
 from eim.data.sample import Sample
 from eim.errors import EIMError
 from eim.model.splice import TextEncoder
-from eim.train.collate import Collator
+from eim.training.collate import Collator
 
 IMAGE_TOKEN = "<image>"
 ATOL = 1e-4  # logits of the exported model vs eim's on the probe (float32: ~1e-6 is typical)

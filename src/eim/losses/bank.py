@@ -25,7 +25,7 @@ from eim.losses.infonce import bank_infonce, sharded_bank_infonce
 class BankLoss(nn.Module):
     """Shared InfoNCE plumbing. A loss is a mean over its queries; :meth:`count` says how many a
     batch has (before any forward), so the trainer can normalise by the global count across
-    ranks and accumulation steps (:mod:`eim.train.trainer`). ``batch["valid"]`` (when present)
+    ranks and accumulation steps (:mod:`eim.training.trainer`). ``batch["valid"]`` (when present)
     marks the rows that are real samples: a rank whose share of a short last batch is empty gets
     a padding row, run through the model but excluded from every loss.
 

@@ -3,7 +3,7 @@
 Any Hugging Face causal LM is driven through ``inputs_embeds``; state-dict keys start with
 ``vision.``, ``projector.`` or ``lm.`` so a checkpoint says which segment each tensor belongs to.
 
-A batch (built by :class:`eim.train.collate.Collator`) is a dict::
+A batch (built by :class:`eim.training.collate.Collator`) is a dict::
 
     pixel_values [B,3,H,W] (or absent)   features [B,...] (precomputed vision output, optional)
     has_image [B] bool   input_ids [B,Lt] (right-padded)   text_lengths [B]   n_lead [B]

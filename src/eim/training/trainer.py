@@ -1,0 +1,397 @@
+"""The training loop: a run is its recipe's list of stages (docs/design.md §3), driven by ``accelerate``.
+
+Single process::
+
+    eim train clipcap --data DATA/coco --out runs/clipcap
+
+Multi-process (same command, same recipe; DDP unless the accelerate config says FSDP/DeepSpeed)::
+
+    accelerate launch -m eim.cli train clipcap --data DATA/coco --out runs/clipcap
+    torchrun --nproc-per-node 8 -m eim.cli train clipcap --data DATA/coco --out runs/clipcap
+
+``train.batch_size`` is the *per-process* micro-batch: one optimiser step sees
+``batch_size × processes × train.grad_accum`` samples. Each step's global batch is the same
+slice of the epoch's permutation whatever the process count, split evenly across ranks, and every
+loss is normalised by its *global* count (response tokens for loss_base, queries for the InfoNCE
+terms) over ranks and accumulation steps; so W processes with batch b take exactly the steps of
+one process with batch W·b (up to float summation order), last partial batch included. Metrics
+are the global values; rank 0 alone writes metrics, checkpoints and ``stage.json`` and shows the
+progress bar. The run folder must be on a filesystem all ranks see (resume reads it).
+
+Stage k runs in ``RUN_DIR/stage-<k>-<name>.partial/``: ``metrics.jsonl`` (one line per logged
+step) and ``checkpoint/`` (model + optimizer + RNG + data position, every ``train.save_every``
+steps, swapped in whole). When it finishes, ``model.safetensors`` (the tuned tensors),
+``stage.json`` (wall-clock, steps, final losses) and the RNG state are written and the folder is
+renamed to ``stage-<k>-<name>/`` (:mod:`eim.training.run_dir` keeps a failed command from changing
+what the folder held). ``--resume`` reuses finished stages and continues the running one from its
+checkpoint; the result is bit-identical to an uninterrupted run wherever the kill happened.
+"""
+
+import json
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import DistributedType
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from eim.config import SEGMENTS
+from eim.distributed import all_reduce_sum, average_grads, broadcast_object
+from eim.errors import WriteError
+from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
+from eim.losses import build_losses, stage_banks
+from eim.model.splice import TextEncoder
+from eim.training.accelerator import make_accelerator
+from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
+                                  save_optimizer, save_rng, set_rng_state, tunable_state)
+from eim.training.run_dir import RunFolder, identity
+from eim.training.collate import Collator
+from eim.training.features import FeatureCache
+from eim.training.sampler import EpochBatches, Rows, ValidCollate
+from eim.training.optim import adamw
+from eim.data.loader import MAIN
+from eim.training.stage import StageStep, resolve_datasets, stage_data_name, stage_steps
+
+
+@dataclass
+class StageRun:
+    """The state of one running stage, built by :meth:`Trainer._setup_stage`."""
+
+    k: int
+    stage: object  # eim.config.StageConfig
+    dir: Path
+    losses: dict  # name -> (module, weight)
+    trainable: list  # the model's parameters this stage trains
+    loss_params: list  # a loss's own trainable parameters (e.g. a linear loss_IE head)
+    opt: torch.optim.Optimizer
+    sched: object
+    total: int  # optimiser steps
+    step: int = 0  # optimiser steps done
+    resuming: bool = False
+    rng: dict = None  # the RNG state to resume with (from the checkpoint)
+    t0: float = field(default_factory=time.time)
+    step_p: object = None  # the prepared StageStep (DDP/FSDP/DeepSpeed wrapper)
+    opt_p: object = None  # the prepared optimizer
+
+    @property
+    def ckpt(self):
+        return self.dir / "checkpoint"
+
+    @property
+    def names(self):
+        return list(self.losses)
+
+    @property
+    def weights(self):
+        return [self.losses[n][1] for n in self.losses]
+
+
+class Trainer:
+    """Runs a recipe's stages on a dataset, or on ``{name: dataset}`` when stages name their data
+    (``stages.<k>.data``, :func:`eim.training.stage.resolve_datasets`). ``banks``: provider of feature
+    banks for EIM losses (:class:`eim.banks.BankProvider`), or ``{name: provider}``, one per dataset;
+    ``callbacks``: ``f(trainer, stage_index, step)`` after each optimiser step (tests use it to
+    interrupt a run)."""
+
+    def __init__(self, recipe, model, tokenizer, image_processor, dataset, run_dir, accelerator=None,
+                 banks=None, callbacks=(), quiet=False):
+        self.recipe, self.model, self.tok, self.proc = recipe, model, tokenizer, image_processor
+        self.datasets, self.run_dir = resolve_datasets(recipe, dataset), Path(run_dir)
+        self.banks = banks if banks is None or isinstance(banks, dict) else {MAIN: banks}
+        self.acc = accelerator or make_accelerator(recipe)
+        self.acc.gradient_accumulation_steps = recipe.train.grad_accum
+        self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        self.callbacks, self.quiet = list(callbacks), quiet
+        self.encoder = TextEncoder(tokenizer, recipe.train.max_length)
+        # one cache over every dataset's images (LLaVA's captions and instructions share theirs)
+        self.features = FeatureCache(model, list(self.datasets.values()), image_processor,
+                                     recipe.generation.batch_size * 4, self.acc.device,
+                                     quiet=quiet or not self.acc.is_main_process)
+        self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
+
+    @property
+    def _engine_shards(self):
+        """FSDP / DeepSpeed: parameters and optimizer state are split across ranks."""
+        return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, resume=False, overwrite=False):
+        """Train every stage in order; returns ``[stage summary dicts]``.
+
+        Nothing in the run folder is touched before :meth:`RunFolder.check` has accepted it
+        (:mod:`eim.training.run_dir`: a different run, or output without ``resume``, is refused
+        unless ``overwrite``); each stage runs in its ``.partial`` folder, moved into place when
+        it finishes."""
+        acc = self.acc
+        self.folder = RunFolder(self.run_dir, identity(self.recipe, self.datasets, models=acc.is_main_process),
+                                main=acc.is_main_process)
+        self.folder.accept(broadcast_object(self.folder.check(resume, overwrite) if acc.is_main_process else None))
+        acc.wait_for_everyone()
+        self.model.to(acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
+        summaries = []
+        for k, stage in enumerate(self.recipe.stages):
+            state = broadcast_object(self.folder.stage_state(k, stage, resume) if acc.is_main_process else None)
+            acc.wait_for_everyone()
+            d = self.folder.final(k, stage)
+            if state == "finished":
+                load_model_weights(self.model, d / "model.safetensors")
+                load_rng(d, self.rank)  # the next stage starts from the RNG this one ended with
+                summaries.append(json.loads((d / "stage.json").read_text()))
+                self._say(f"stage {k} ({stage.name}): already finished, reusing {d}/model.safetensors")
+                continue
+            part = self.folder.start(k, stage, fresh=state == "fresh")
+            try:
+                summaries.append(self.run_stage(k, stage, part, state == "resume"))
+            except BaseException:
+                self.folder.abandon(k, stage)  # keeps it only when it holds a checkpoint to resume
+                raise
+        self.folder.write_identity()  # a run that reused every stage may have new generation settings
+        return summaries
+
+    def run_stage(self, k, stage, d, resume):
+        """One stage: set up (optimizer, schedule, resume), prepare, loop, finish."""
+        run = self._setup_stage(k, stage, d, resume)
+        loader = self._loader(run)
+        self._prepare(run)
+        bar = tqdm(total=run.total, initial=run.step, desc=f"stage {k} {stage.name}",
+                   disable=self.quiet or not self.acc.is_main_process, dynamic_ncols=True)
+        last = {}
+        batches = iter(loader)  # draws a seed from the RNG: restore the checkpoint's after it
+        if run.rng is not None:
+            set_rng_state(run.rng)
+        while run.step < run.total:
+            last = self._optimizer_step(run, batches)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if run.step % self.recipe.train.log_every == 0 or run.step == run.total:
+                self._log(d, {"step": run.step, **last, "lr": run.sched.get_last_lr()[0], "time": time.time() - run.t0})
+            if run.step % self.recipe.train.save_every == 0 and run.step < run.total:
+                self._checkpoint(run.ckpt, run.opt, run.step_p, run.step)
+            for cb in self.callbacks:
+                cb(self, k, run.step)
+        bar.close()
+        return self._finish_stage(run, last)
+
+    # --- the named steps of a stage -------------------------------------------------------------
+    def _setup_stage(self, k, stage, d, resume):
+        """Trainable set, losses, optimizer and schedule; restores them from ``d/checkpoint`` when
+        resuming (``d`` is the stage's ``.partial`` folder, emptied for a fresh start)."""
+        r, model, acc = self.recipe, self.model, self.acc
+        t0 = time.time()
+        trainable = self._set_trainable(stage)
+        self._build_banks(stage)
+        losses = build_losses(stage, r, self._stage_banks(stage), model)
+        for m, _ in losses.values():
+            m.to(acc.device)
+        loss_params = [p for m, _ in losses.values() for p in m.parameters() if p.requires_grad]
+        total = stage_steps(stage, len(self.stage_dataset(stage)), r, self.world)
+        opt = adamw(trainable + loss_params, r.stage_lr(stage), r.train.weight_decay, fused=not self._engine_shards)
+        warmup = min(r.train.warmup_steps, max(total // 10, 0))
+        # not prepared: accelerate would step it once per process
+        sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
+        run = StageRun(k, stage, d, losses, trainable, loss_params, opt, sched, total, t0=t0)
+        run.resuming = resume
+        if run.resuming and not self._engine_shards:
+            load_model_weights(model, run.ckpt / "model.safetensors")
+            extra = load_optimizer(opt, run.ckpt / "optimizer")
+            run.step, run.rng = extra["step"], extra["tensors"] or None  # (rank 0's, in older checkpoints)
+        elif run.resuming:
+            run.step = json.loads((run.ckpt / "step.json").read_text())["step"]
+        if run.resuming:
+            rng = run.ckpt / f"rng-{self.rank}.safetensors"  # set once the loader's iterator exists
+            run.rng = load_tensors(rng)[0] if rng.exists() else run.rng
+            with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is due
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(run.step):
+                    sched.step()
+            self._say(f"stage {k} ({stage.name}): resuming at step {run.step}/{total} from {run.ckpt}")
+        acc.wait_for_everyone()  # the .partial folder exists before anyone writes into it
+        return run
+
+    def _loader(self, run):
+        """This rank's batches from the stage's current step on: cached frozen-CLIP features when
+        CLIP does not train here, text only for a text-mode loss_LM stage."""
+        r, stage = self.recipe, run.stage
+        features = None
+        if "vision" not in stage.trainable and r.train.cache_clip_features and any(
+                n in stage.losses for n in ("base", "st")):
+            features = self.features.get()
+        mode = "text" if set(stage.losses) == {"lm"} and r.eim.lm_query_input == "text" else "train"
+        collate = ValidCollate(Collator(self.encoder, self.proc, mode=mode, features=features))
+        A = r.train.grad_accum
+        dataset = self.stage_dataset(stage)
+        sampler = EpochBatches(len(dataset), r.train.batch_size, r.train.seed + 7919 * run.k, run.total * A,
+                               start=run.step * A, world=self.world, rank=self.rank)
+        return torch.utils.data.DataLoader(Rows(dataset), batch_sampler=sampler, collate_fn=collate,
+                                           num_workers=r.train.num_workers)
+
+    def _prepare(self, run):
+        """Wrap the stage's forward and optimizer with accelerate (DDP / FSDP / DeepSpeed)."""
+        r, acc, stage, A = self.recipe, self.acc, run.stage, self.recipe.train.grad_accum
+        image_segs = [p for seg in ("vision", "projector") if seg in stage.trainable
+                      for p in self.model.segment_tunable(seg)]
+        image_params = (image_segs + run.loss_params) if self.world > 1 else ()
+        need_cls = "ie" in stage.losses
+        if self._fsdp_root is None:
+            step_module = StageStep(self.model, run.losses, need_cls=need_cls, image_params=image_params)
+        else:  # FSDP shards the model in place, once: later stages reuse the wrapped root
+            step_module = self._fsdp_root
+            step_module.set_stage(run.losses, need_cls, image_params)
+        if acc.state.deepspeed_plugin is not None:  # DeepSpeed wants the batch geometry; we prepare no loader
+            acc.state.deepspeed_plugin.deepspeed_config.update(
+                train_micro_batch_size_per_gpu=r.train.batch_size, gradient_accumulation_steps=A,
+                train_batch_size=r.train.batch_size * A * self.world)
+        run.step_p, run.opt_p = acc.prepare(step_module, run.opt)
+        if acc.distributed_type == DistributedType.FSDP:
+            self._fsdp_root = run.step_p
+        if run.resuming and self._engine_shards:
+            acc.load_state(str(run.ckpt / "state"))
+        self._set_modes(run)
+
+    def _optimizer_step(self, run, batches):
+        """One optimiser step over ``grad_accum`` micro-batches; returns the step's global losses.
+
+        Normalisation: every loss is a mean over its items (response tokens for loss_base, queries
+        for the InfoNCE terms). Each micro-batch's local *sum* is divided by the item count over
+        all ranks and accumulation steps, then multiplied by the world size (undoing DDP's mean of
+        gradients over ranks) and by ``grad_accum`` (undoing accelerate's division): the gradient
+        is that of the global-batch mean, so W processes with batch b equal one with batch W·b.
+        """
+        acc, A, names, weights = self.acc, self.recipe.train.grad_accum, run.names, run.weights
+        window = [_to_device(next(batches), acc.device) for _ in range(A)]
+        # per-loss item counts (tokens / queries) of each micro-batch, then over all ranks
+        counts = [[run.losses[n][0].count(b) for n in names] for b in window]  # A × L
+        n_global = all_reduce_sum(torch.tensor([sum(c[i] for c in counts) for i in range(len(names))],
+                                               dtype=torch.float64, device=acc.device)).tolist()
+        sums = torch.zeros(len(names), dtype=torch.float64, device=acc.device)
+        for batch, cnt in zip(window, counts):
+            with acc.accumulate(run.step_p):
+                terms = run.step_p(batch)
+                vals = [terms[f"loss_{n}"] for n in names]
+                scale = [c * self.world * A / max(g, 1.0) for c, g in zip(cnt, n_global)]
+                acc.backward(sum(w * s * v for w, s, v in zip(weights, scale, vals)))
+                sums += torch.stack([v.detach().double() for v in vals]) * torch.tensor(
+                    cnt, dtype=torch.float64, device=acc.device)
+        if acc.distributed_type == DistributedType.FSDP and self.world > 1:
+            average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
+        run.opt_p.step()
+        run.sched.step()
+        run.opt_p.zero_grad(set_to_none=True)
+        run.step += 1
+        means = (all_reduce_sum(sums) / torch.tensor(n_global, dtype=torch.float64, device=acc.device)
+                 .clamp_min(1.0)).tolist()
+        return {"loss": sum(w * v for w, v in zip(weights, means)),
+                **{f"loss_{n}": v for n, v in zip(names, means)}}
+
+    def _finish_stage(self, run, last):
+        """Write the stage's tuned tensors, ``stage.json`` and RNG states, drop its checkpoint and
+        move the folder into place; returns the summary."""
+        acc, stage = self.acc, run.stage
+        tensors = self._tunable_tensors(run.step_p)
+        summary = {"stage": run.k, "name": stage.name, "steps": run.total, "losses": stage.losses,
+                   "trainable": stage.trainable, "final": last, "seconds": round(time.time() - run.t0, 3)}
+        save_rng(run.dir, self.rank)  # every rank its own: where the next stage's RNG starts
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            save_tensors(tensors, run.dir / "model.safetensors",
+                         {"recipe": self.recipe.name, "stage": str(run.k), "stage_name": stage.name})
+            write_json(summary, run.dir / "stage.json")  # from here the stage counts as finished
+            shutil.rmtree(run.ckpt, ignore_errors=True)
+            self.folder.commit(run.k, stage)  # .partial -> stage-<k>-<name>/
+        acc.wait_for_everyone()
+        acc.free_memory()  # drop this stage's wrapper (DDP buckets, engine) before the next stage
+        return summary
+
+    # ------------------------------------------------------------------------------------------
+    def _set_modes(self, run):
+        """Train mode for the segments the stage trains (and the losses), eval mode for the frozen
+        ones (docs/design.md §3): a frozen CLIP or LLM runs as it was pretrained, without dropout,
+        exactly as its feature bank and its cached features were computed."""
+        run.step_p.train()
+        for seg in SEGMENTS:
+            if seg not in run.stage.trainable:
+                getattr(self.model, seg).eval()
+
+    def _set_trainable(self, stage):
+        """Freeze everything, then unfreeze the stage's segments' tunable parameters."""
+        self.model.requires_grad_(False)
+        params = []
+        for seg in stage.trainable:
+            for p in self.model.segment_tunable(seg):
+                if not p.requires_grad:
+                    p.requires_grad_(True)
+                    params.append(p)
+        return params
+
+    def _tunable_tensors(self, step_p):
+        """``{name: tensor}`` of the tuned parameters, whole (gathered under FSDP/DeepSpeed: a
+        collective, every rank calls it; the full tensors land on rank 0)."""
+        if not self._engine_shards:
+            return tunable_state(self.model)
+        names = set(tunable_state(self.model))
+        sd = self.acc.get_state_dict(step_p)
+        return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.") and k[len("model."):] in names}
+
+    def _checkpoint(self, ckpt, opt, step_p, step):
+        """Model + optimizer + RNG at ``step``, written into ``checkpoint.tmp/`` and swapped in
+        whole (:func:`eim.io.replace_dir`): a kill or a full disk at any point leaves the previous
+        checkpoint usable. Every rank returns only once it is in place."""
+        acc, tmp = self.acc, ckpt.with_name(ckpt.name + ".tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        try:
+            if self._engine_shards:  # sharded optimizer state: accelerate writes each rank's part
+                acc.save_state(str(tmp / "state"))
+                tensors = self._tunable_tensors(step_p)
+                if acc.is_main_process:
+                    save_tensors(tensors, tmp / "model.safetensors")
+                    write_json({"step": step}, tmp / "step.json")
+            elif acc.is_main_process:  # DDP: model and optimizer are replicated, rank 0 writes them
+                save_model(self.model, tmp / "model.safetensors")
+                save_optimizer(opt, tmp / "optimizer", {"step": step})
+            save_tensors(rng_state(), tmp / f"rng-{self.rank}.safetensors")  # RNG is per rank
+        except WriteError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            kept = (f"the checkpoint at {ckpt} is intact: free space, then run again with --resume" if ckpt.exists()
+                    else "this stage had no checkpoint yet: free space, then run again with --resume")
+            raise WriteError(f"cannot write {getattr(e, 'path', tmp)}: {getattr(e, 'reason', e)}; {kept}") from e
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            replace_dir(tmp, ckpt)
+        acc.wait_for_everyone()  # a job killed after this point resumes from this checkpoint
+
+    def stage_dataset(self, stage):
+        return self.datasets[stage_data_name(stage)]
+
+    def _stage_banks(self, stage):
+        """The bank provider of the stage's dataset (row i of its banks = that dataset's sample i)."""
+        return None if self.banks is None else self.banks.get(stage_data_name(stage))
+
+    def _build_banks(self, stage):
+        """Build (or load) the stage's feature banks with the RNG set aside: whether a bank is
+        built, resumed from its parts or reused must not change the training that follows."""
+        banks = self._stage_banks(stage)
+        if banks is None:
+            return
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        for name in stage_banks(stage):
+            with torch.random.fork_rng(devices=cuda):
+                banks.get(name)
+
+    def _log(self, d, record):
+        if self.acc.is_main_process:
+            append_line(d / "metrics.jsonl", json.dumps(record))
+
+    def _say(self, msg):
+        if self.acc.is_main_process and not self.quiet:
+            print(msg, flush=True)
+
+
+def _to_device(batch, device):
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -1,0 +1,95 @@
+"""A study's ``report.html`` (docs/evidence.md): per condition a forest plot per compared metric
+(each difference with its 95% interval), the metric table (mean ± std over seeds), the
+comparisons, the selection record, the cost of every stage, and loss curves. Plots are PNG files
+in ``plots/`` beside it."""
+
+from pathlib import Path
+
+from eim_harness.report import CSS, esc, loss_plot
+
+
+def _forest(comps, metric, path, title):
+    import matplotlib  # heavy: only the report draws plots
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"): no display here
+
+    rows = [c for c in comps if c["metric"] == metric]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.2))
+    for y, c in enumerate(reversed(rows)):
+        lo, hi = c["ci95"]
+        colour = "#17702a" if lo > 0 else "#b3261e" if hi < 0 else "#444"
+        ax.plot([lo, hi], [y, y], color=colour, lw=2)
+        ax.plot([c["diff"]], [y], "o", color=colour)
+    ax.axvline(0, color="#999", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{c['variant']} − {c['reference']}" for c in reversed(rows)], fontsize=8)
+    ax.set_xlabel(f"difference in {metric} (points), 95% interval")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _fmt(x, sd=None):
+    if x is None:
+        return "n/a"
+    return f"{x:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+
+
+def write_study_report(out, study):
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(study['spec'])}</title>"
+         f"<style>{CSS}</style></head><body><h1>{esc(study['title'])}</h1>",
+         f"<p>Study <code>{esc(study['spec'])}</code>, preset <b>{esc(study['preset'])}</b>, {study['seeds']} seeds; "
+         f"hyper-parameters chosen on <b>{esc(study['select_on'])}</b>, the test split read once. Differences are "
+         "paired over seeds and test items with 95% intervals (t over seeds, bootstrap over items; "
+         "docs/design.md §11); COCO metrics in "
+         f"points. Wall-clock {study.get('seconds', 0) / 60:.1f} min.</p>"]
+    for cond, c in study["conditions"].items():
+        w = c["world"]
+        h.append(f"<h2>Condition: {esc(cond)}</h2><p class='small'>World: {w['train']} training images, "
+                 f"{w['val']} validation, {w['test']} test" + (f", encoders pretrained on {w['web']} web images"
+                                                                 if w.get("web") else ", encoders pretrained on the "
+                                                                 "training split") + ".</p>")
+        for m in study["metrics"]:
+            png = plots / f"forest_{cond}_{m}.png"
+            _forest(c["comparisons"], m, png, f"{cond}: {m}")
+            h.append(f"<img src='plots/{png.name}' alt='forest plot {cond} {m}'>")
+        table = study["table"]
+        h.append("<table><tr><th>variant</th>" + "".join(f"<th>{esc(m)}</th>" for m in table)
+                 + "<th>train s</th><th>stages (steps, s)</th></tr>")
+        for name, v in c["variants"].items():
+            cells = "".join(f"<td>{_fmt(v['metrics'][m]['mean'], v['metrics'][m]['std'])}</td>" for m in table)
+            st = "<br>".join(f"{s['name']} [{'+'.join(s['losses'])}]: {s['steps']}, {s['seconds_mean']:.0f} s"
+                             for s in v["stages"])
+            h.append(f"<tr><td>{esc(v['label'])}</td>{cells}<td>{v['train_seconds_mean']:.0f}</td>"
+                     f"<td style='text-align:left'>{st}</td></tr>")
+        h.append("</table><h3>Comparisons</h3><table><tr><th>difference</th><th>metric</th><th>diff</th>"
+                 "<th>95% interval</th><th>seeds</th><th>test items</th></tr>")
+        for cmp in c["comparisons"]:
+            lo, hi = cmp["ci95"]
+            cls = "pos" if lo > 0 else "neg" if hi < 0 else ""
+            h.append(f"<tr><td>{esc(cmp['variant'])} − {esc(cmp['reference'])}</td><td>{esc(cmp['metric'])}</td>"
+                     f"<td class='{cls}'>{cmp['diff']:+.2f}</td><td>[{lo:+.2f}, {hi:+.2f}]</td>"
+                     f"<td>{cmp['n_seeds']}</td><td>{cmp['n_images']}</td></tr>")
+        h.append("</table>")
+        if c["selection"]:
+            h.append("<h3>Selection (validation split, seed 0)</h3><ul>")
+            for sel in c["selection"]:
+                tried = ", ".join(f"{t['point']}: {t['value']:.4f}" for t in sel["tried"])
+                h.append(f"<li>{esc(sel['variant'])} by {esc(sel['metric'])}: {esc(tried)} -> "
+                         f"<b>{esc(str(sel['chosen']))}</b></li>")
+            h.append("</ul>")
+        h.append("<h3>Loss curves (all seeds)</h3>")
+        for name, v in c["variants"].items():
+            png = plots / f"loss_{cond}_{name}.png"
+            loss_plot(v["run_dirs"], png)
+            h.append(f"<h4>{esc(v['label'])}</h4><img src='plots/{png.name}' alt='loss curves {name}'>")
+    r = study["reproduce"]
+    h.append(f"<h2>Reproduce</h2><pre>{esc(str(r.get('command') or ''))}</pre><p class='small'>"
+             + esc(", ".join(f"{k} {v}" for k, v in r["versions"].items())) + "</p></body></html>")
+    (out / "report.html").write_text("\n".join(h), encoding="utf-8")
