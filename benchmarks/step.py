@@ -108,7 +108,7 @@ def eim_side(root, tok, texts, steps, unfused=False):
             pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8).numpy()
             PIL.Image.fromarray(pixels).save(images / f"{i}.png")
     data = [Sample(index=i, image=str(images / f"{i}.png"), instruction="", response=t) for i, t in enumerate(texts)]
-    trainer = Trainer(recipe, model, tok, proc, data, root / "run", quiet=True)
+    trainer = Trainer(recipe, model, tok, proc, {"main": data}, root / "run", quiet=True)
     model.to(trainer.acc.device)
     stage = recipe.stages[0]
     run = trainer._setup_stage(0, stage, root / "run" / "stage-0-base", False)

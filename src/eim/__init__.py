@@ -1,27 +1,48 @@
 """EIM: improving multi-modal LLMs through the training process alone.
 
-Library first: everything here is importable without the CLI (``eim.cli`` only parses and
-calls; its entry points are in :mod:`eim.api`). The method and every decision where the paper
-(Bai, Su, Bai, PLOS ONE 2025) is silent are in ``docs/design.md``; section numbers in docstrings
-refer to it.
+One import for the common path (docs/design.md)::
+
+    import eim
+    recipe = eim.load_recipe("clipcap_eim", {"vision.name_or_path": "/models/clip-vit-base-patch32"})
+    eim.train(recipe, eim.load_dataset("data/coco", split="train"), "runs/eim")
+    model, tokenizer, image_processor, recipe = eim.load_for_inference("runs/eim")
+    eim.Chat.load("runs/eim").ask("What is in the image?", image="cat.png")
+
+Everything here is importable without the CLI (``eim.cli`` only parses and calls). The method and
+every decision where the paper (Bai, Su, Bai, PLOS ONE 2025) is silent are in ``docs/design.md``;
+section numbers in docstrings refer to it.
 """
 
 import os as _os
+from importlib import import_module as _import_module
 
-# Idle OpenMP threads sleep instead of spinning: on a shared or small CPU machine, spinning
-# threads made small-model steps ~20x slower (measured on 2 cores). Only effective when eim is
+# Idle OpenMP threads sleep instead of spinning: on a small or shared CPU machine spinning threads
+# make small-model steps many times slower (benchmarks/RESULTS.md). Effective only when eim is
 # imported before torch (the CLI does); an explicit setting in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-from eim.errors import EIMError, ConfigError, DataError, CheckpointError  # noqa: E402,F401
+from eim.errors import CheckpointError, ConfigError, DataError, EIMError  # noqa: E402
+
+# name -> the module that defines it; loaded on first use, so `import eim` does not import torch
+_LAZY = {
+    "load_recipe": "eim.recipe", "Recipe": "eim.config",
+    "load_dataset": "eim.data", "Dataset": "eim.data", "Sample": "eim.data",
+    "train": "eim.api", "load_for_inference": "eim.api", "Inference": "eim.api", "param_report": "eim.api",
+    "Chat": "eim.chat",
+    "build_model": "eim.model.multimodal", "MultimodalLM": "eim.model.multimodal",
+    "bank_infonce": "eim.losses.infonce", "BankInfoNCE": "eim.losses.infonce",
+}
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "EIMError", "__version__", *_LAZY]
 
 
 def __getattr__(name):
-    # Lazy so that `import eim` stays cheap (no torch import for `eim --help`).
-    if name in ("bank_infonce", "BankInfoNCE"):
-        from eim.losses import infonce  # lazy: `import eim` must not import torch
-
-        return getattr(infonce, name)
+    if name in _LAZY:
+        return getattr(_import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'eim' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,56 +1,75 @@
-"""The library's entry points: train a recipe, load a checkpoint for inference, count parameters.
+"""The library's entry points, also exported by ``eim`` itself: train a recipe, load a checkpoint for
+inference, count parameters.
 
-    from eim.api import train, load_for_inference, param_report
-    from eim.recipe import load_recipe
-    from eim.data import load_dataset
+    import eim
+    recipe = eim.load_recipe("clipcap_eim", {"vision.name_or_path": "/models/clip-vit-base-patch32"})
+    eim.train(recipe, eim.load_dataset("data/coco", split="train"), "runs/eim")
+    model, tokenizer, image_processor, recipe = eim.load_for_inference("runs/eim")
 
-    recipe = load_recipe("clipcap_eim", {"vision.name_or_path": "/models/clip-vit-base-patch32"})
-    train(recipe, load_dataset("data/coco", split="train"), "runs/eim")
-    model, tokenizer, image_processor, recipe = load_for_inference("runs/eim")
-
-The CLI (:mod:`eim.cli`, :mod:`eim.commands`) parses arguments and calls these; so do the demo
-and the benchmarks. The method: docs/design.md.
+The CLI (:mod:`eim.cli`, :mod:`eim.commands`) parses arguments and calls these. The method:
+docs/design.md.
 """
 
 import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from eim.banks import BankProvider, bank_dir
-from eim.model.multimodal import build_model, segment_counts
+from eim.config import MAIN, Recipe
+from eim.data.dataset import Dataset
+from eim.model.multimodal import MultimodalLM, build_model, segment_counts
 from eim.model.vision import load_image_processor
 from eim.training.checkpoint import find_checkpoint, load_model_weights
 from eim.training.stage import resolve_datasets
 from eim.training.trainer import Trainer, make_accelerator
 
+PathLike = Union[str, os.PathLike]
 
-def quiet_transformers():
+
+class Inference(NamedTuple):
+    """What :func:`load_for_inference` returns; unpacks as ``model, tokenizer, image_processor, recipe``."""
+
+    model: MultimodalLM
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: Any  # transformers' CLIP image processor
+    recipe: Recipe
+
+
+def quiet_transformers() -> None:
     """No download bars or info chatter from transformers (errors still show)."""
     logging.disable_progress_bar()
     logging.set_verbosity_error()
 
 
-def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, callbacks=(), accelerator=None,
-          banks_dir=None, shard_banks=None, overwrite=False):
-    """Build the model from ``recipe`` and run all its stages on ``dataset`` into ``out``.
+def train(recipe: Recipe, dataset: Optional[Dataset], out: PathLike, *,
+          datasets: Optional[Mapping[str, Dataset]] = None, resume: bool = False, no_rebuild: bool = False,
+          quiet: bool = False, callbacks: Sequence[Callable] = (), accelerator: Optional[Accelerator] = None,
+          banks_dir: Optional[PathLike] = None, shard_banks: Optional[bool] = None,
+          overwrite: bool = False) -> list[dict[str, Any]]:
+    """Build the model from ``recipe`` and run all its stages into ``out``.
 
-    ``dataset``: one dataset, or ``{name: dataset}`` when the recipe's stages name their data
-    (``stages.<k>.data``; LLaVA: ``{"captions": ..., "instruct": ...}``), each with its own banks
-    (``banks_dir/<name>/``).
+    ``dataset``: what the stages that name no data train on. ``datasets``: ``{name: dataset}`` for the
+    stages that name theirs (``stages.<k>.data``; LLaVA: ``datasets={"captions": ..., "instruct": ...}``
+    with ``dataset=None``), each with its own banks (``banks_dir/<name>/``).
     Returns the stage summaries (``stage.json`` of each stage). ``out`` is left as it was when
     it holds another run, or this run's output without ``resume``, and ``overwrite`` is not given
     (:class:`eim.training.run_dir.RunFolderError`; docs/design.md §8). ``resume``: reuse finished
     stages, continue the running one from its checkpoint. ``overwrite``: replace what ``out``
-    holds (its old stages go once the new run's first stage has finished). ``banks_dir``: where feature banks
-    live (default ``out/banks``); runs that share data and encoders can share one folder, since a
+    holds (its old stages go once the new run's first stage has finished). ``banks_dir``: where feature
+    banks live (default ``out/banks``); runs that share data and encoders can share one folder, since a
     bank is only reused when its fingerprint matches. ``shard_banks``: split banks by rows across
     processes (default: on when the recipe's ``eim.shard_banks`` or the ``EIM_SHARD_BANKS=1``
     environment variable says so). ``callbacks``: ``f(trainer, stage_index, step)`` after each
     optimiser step.
     """
     quiet_transformers()
-    datasets = resolve_datasets(recipe, dataset)  # before any model loads: a missing --data NAME=PATH fails at once
+    named = {**({MAIN: dataset} if dataset is not None else {}), **(datasets or {})}
+    named = resolve_datasets(recipe, named)  # before any model loads: a missing --data NAME=PATH fails at once
     acc = accelerator or make_accelerator(recipe)  # first: it joins the process group of a launcher
     if shard_banks is None:  # the recipe's eim.shard_banks or the environment turns it on
         shard_banks = recipe.eim.shard_banks or (
@@ -61,14 +80,15 @@ def train(recipe, dataset, out, resume=False, no_rebuild=False, quiet=False, cal
     banks = {name: BankProvider(recipe, ds, out, banks_dir=bank_dir(out, banks_dir, name), model=model, tokenizer=tok,
                                 image_processor=proc, no_rebuild=no_rebuild, quiet=quiet, device=acc.device,
                                 shard=bool(shard_banks))
-             for name, ds in datasets.items()}
-    trainer = Trainer(recipe, model, tok, proc, datasets, out, banks=banks, callbacks=callbacks, quiet=quiet,
+             for name, ds in named.items()}
+    trainer = Trainer(recipe, model, tok, proc, named, out, banks=banks, callbacks=callbacks, quiet=quiet,
                       accelerator=acc)
     return trainer.run(resume=resume, overwrite=overwrite)
 
 
-def load_for_inference(checkpoint):
-    """-> (model, tokenizer, image_processor, recipe) with the checkpoint's tuned tensors loaded.
+def load_for_inference(checkpoint: PathLike) -> Inference:
+    """The checkpoint's model (its tuned tensors loaded, in eval mode), tokenizer, image processor
+    and recipe, as an :class:`Inference` (unpacks as a 4-tuple).
 
     ``checkpoint``: a run folder (its last finished stage), a stage folder or a ``model.safetensors``.
     """
@@ -78,10 +98,10 @@ def load_for_inference(checkpoint):
     load_model_weights(model, weights)
     model.eval()
     proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
-    return model, tok, proc, recipe
+    return Inference(model, tok, proc, recipe)
 
 
-def param_report(recipe):
+def param_report(recipe: Recipe) -> dict[str, Any]:
     """``{"segments": {...}, "total", "trainable"}``: parameters per segment, built on the meta
     device (no weights, no memory: works for 7B-scale recipes)."""
     model, _ = build_model(recipe, device="meta")
@@ -90,4 +110,4 @@ def param_report(recipe):
             "trainable": sum(s["trainable"] for s in segs.values())}
 
 
-__all__ = ["load_for_inference", "param_report", "quiet_transformers", "train"]
+__all__ = ["Inference", "load_for_inference", "param_report", "quiet_transformers", "train"]

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPModel
 
 from eim import distributed as D
-from eim.data.loader import MAIN
+from eim.config import MAIN
 from eim.digests import file_digest, folder_digest
 from eim.errors import EIMError
 from eim.io import atomic_write, load_tensors, save_tensors, write_json

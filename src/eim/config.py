@@ -11,13 +11,12 @@ are ``st`` → ``lm`` → ``adapter`` (``base`` only) → ``base + ie``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from eim.data.loader import DATA_NAME
 from eim.errors import ConfigError
-from eim.losses import LOSSES as LOSS_CLASSES
 from eim.typed import build as _build, coerce
 
 VISION_FEATURES = ("pooled", "full", "cls", "full_projected")
@@ -27,8 +26,33 @@ PROJECTOR_POOL = ("mean", "concat")
 LM_TRAINABLE = ("frozen", "full", "lora", "adapter_prompt", "lavin")
 ADAPTER_TYPES = ("router", "repadapter")  # LaVIN: mixture-of-modality router adapter | plain RepAdapter
 PROJECTOR_INJECT = ("splice", "adapter_prompt")
-LOSSES = tuple(LOSS_CLASSES)  # base, st, lm, ie: the loss registry (eim.losses) is the one list
+LOSS_NAMES = ("base", "st", "lm", "ie")  # the losses a stage may name (their classes: eim.losses.LOSSES)
 SEGMENTS = ("vision", "projector", "lm")
+MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
+DATA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # a dataset's name (`--data NAME=PATH`, stages.<k>.data)
+
+
+@dataclass
+class RepAdapterConfig:
+    """LaVIN's RepAdapter (``vision.trainable: lavin`` / ``lm.trainable: lavin``; docs/design.md §4),
+    the same settings for both segments: ``vision.lavin.dim``, ``lm.lavin.type``, ..."""
+
+    type: str = "router"  # router: LaVIN's mixture-of-modality adapter (--visual_adapter_type router) | repadapter
+    dim: int = 8  # hidden width (LaVIN --adapter_dim 8)
+    scale: float = 1.0  # s in x + s*adapter(x) (LaVIN --adapter_scale 1)
+    temperature: float = 10.0  # router softmax temperature (LaVIN --temperature 10)
+    dropout: float = 0.1  # dropout after the down-projection (LaVIN: 0.1)
+
+    def check(self, prefix: str) -> None:
+        """Refuse impossible values, naming the key under ``prefix`` (``vision.lavin``, ``lm.lavin``)."""
+        _choice(f"{prefix}.type", self.type, ADAPTER_TYPES)
+        if self.dim < 2 or self.dim % 2:
+            raise ConfigError(f"{prefix}.dim must be an even number >= 2 (the up-projection has 2 groups), "
+                              f"got {self.dim}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{prefix}.temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{prefix}.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -53,16 +77,11 @@ class VisionConfig:
     feature_layer: Optional[int] = None
     keep_cls: bool = True  # features full: the [CLS] token joins the patches (False: patches only, LLaVA's "default")
     # vision.trainable == lavin: a RepAdapter before the attention of every CLIP block (eim.model.adapters)
-    adapter_type: str = "router"  # LaVIN's ScienceQA config: --visual_adapter_type router
-    adapter_dim: int = 8  # RepAdapter hidden width (LaVIN --adapter_dim 8)
-    adapter_scale: float = 1.0  # s in x + s*adapter(x) (LaVIN --adapter_scale 1)
-    adapter_temperature: float = 10.0  # router softmax temperature (LaVIN --temperature 10)
-    adapter_dropout: float = 0.1  # dropout after the down-projection (LaVIN: 0.1)
+    lavin: RepAdapterConfig = field(default_factory=RepAdapterConfig)
 
     def __post_init__(self):
         _choice("vision.features", self.features, VISION_FEATURES)
         _choice("vision.trainable", self.trainable, VISION_TRAINABLE)
-        _choice("vision.adapter_type", self.adapter_type, ADAPTER_TYPES)
         if self.trainable == "prompt" and self.prompt_length < 1:
             raise ConfigError("vision.prompt_length must be >= 1 when vision.trainable is 'prompt'")
         if self.cls_every is not None:
@@ -75,7 +94,7 @@ class VisionConfig:
                               f"they need vision.features 'full' (got {self.features!r})")
         if self.feature_layer is not None and self.cls_every is not None:
             raise ConfigError("vision.feature_layer and vision.cls_every are two different feature choices: set one")
-        _adapter_checks("vision", self)
+        self.lavin.check("vision.lavin")
 
 
 @dataclass
@@ -110,31 +129,26 @@ class LMConfig:
     gguf_file: Optional[str] = None  # load weights from this GGUF file inside name_or_path
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_target: list = field(default_factory=lambda: ["q_proj", "v_proj", "c_attn"])  # module names
+    lora_target: list[str] = field(default_factory=lambda: ["q_proj", "v_proj", "c_attn"])  # module names
     trust_remote_code: bool = False  # never run hub code unless the user asks
     # lm.trainable == adapter_prompt (LLaMA-Adapter v1, LLaMA-family LLMs only)
     adapter_len: int = 10  # prompt vectors per adapted layer (LLaMA-Adapter: 10)
     adapter_layer: int = 30  # adapted top layers (LLaMA-Adapter: 30 of LLaMA-7B's 32)
     # lm.trainable == lavin: a RepAdapter before the attention of every block + a modality token
-    adapter_type: str = "router"  # router: LaVIN's mixture-of-modality adapter | repadapter
-    adapter_dim: int = 8  # RepAdapter hidden width (LaVIN --adapter_dim 8)
-    adapter_scale: float = 1.0  # s in x + s*adapter(x) (LaVIN --adapter_scale 1)
-    adapter_temperature: float = 10.0  # router softmax temperature (LaVIN --temperature 10)
-    adapter_dropout: float = 0.1  # dropout after the down-projection (LaVIN: 0.1)
+    lavin: RepAdapterConfig = field(default_factory=RepAdapterConfig)
 
     def __post_init__(self):
         _choice("lm.trainable", self.trainable, LM_TRAINABLE)
-        _choice("lm.adapter_type", self.adapter_type, ADAPTER_TYPES)
         if self.adapter_len < 1 or self.adapter_layer < 1:
             raise ConfigError("lm.adapter_len and lm.adapter_layer must be >= 1")
-        _adapter_checks("lm", self)
+        self.lavin.check("lm.lavin")
 
 
 @dataclass
 class StageConfig:
     name: str = "base"  # used in RUN_DIR/stage-<k>-<name>/
-    losses: dict = field(default_factory=lambda: {"base": 1.0})  # loss name -> weight
-    trainable: list = field(default_factory=lambda: ["projector", "lm"])  # segments trained here
+    losses: dict[str, float] = field(default_factory=lambda: {"base": 1.0})  # loss name -> weight
+    trainable: list[str] = field(default_factory=lambda: ["projector", "lm"])  # segments trained here
     epochs: Optional[float] = None  # length in passes over the data (exclusive with steps)
     steps: Optional[int] = None  # length in optimiser steps
     lr: Optional[float] = None  # None: train.lr x lr_scale
@@ -145,7 +159,7 @@ class StageConfig:
 
     def __post_init__(self):
         for name, w in self.losses.items():
-            _choice(f"stages[{self.name}].losses", name, LOSSES)
+            _choice(f"stages[{self.name}].losses", name, LOSS_NAMES)
             try:  # 1e-1 in YAML 1.1 is a string: a weight takes every spelling of a number
                 self.losses[name] = coerce(float, w, name)
             except ConfigError:
@@ -153,7 +167,7 @@ class StageConfig:
             if not isinstance(self.losses[name], float) or self.losses[name] < 0:
                 raise ConfigError(f"stages[{self.name}].losses.{name}: weight must be a number >= 0, got {w!r}")
         if not self.losses:
-            raise ConfigError(f"stages[{self.name}].losses: at least one of {LOSSES} is required")
+            raise ConfigError(f"stages[{self.name}].losses: at least one of {LOSS_NAMES} is required")
         for seg in self.trainable:
             _choice(f"stages[{self.name}].trainable", seg, SEGMENTS)
         if (self.epochs is None) == (self.steps is None):
@@ -221,7 +235,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     eim: EIMConfig = field(default_factory=EIMConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    stages: list = field(default_factory=lambda: [StageConfig()])
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
 
     def __post_init__(self):
         self.stages = [s if isinstance(s, StageConfig) else _build(StageConfig, s, "stages") for s in self.stages]
@@ -261,25 +275,15 @@ class Recipe:
             if "lm" in s.losses and "lm" not in s.trainable:
                 raise ConfigError(f"stages[{s.name}]: loss 'lm' trains the LLM, so 'lm' must be in trainable")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def stage_lr(self, stage):
+    def stage_lr(self, stage: StageConfig) -> float:
         """The stage's own ``lr`` when set, else ``train.lr × lr_scale`` (docs/design.md §3)."""
         return self.train.lr * stage.lr_scale if stage.lr is None else stage.lr
 
 
-def _adapter_checks(prefix, cfg):
-    if cfg.adapter_dim < 2 or cfg.adapter_dim % 2:
-        raise ConfigError(f"{prefix}.adapter_dim must be an even number >= 2 (the up-projection has 2 groups), "
-                          f"got {cfg.adapter_dim}")
-    if cfg.adapter_temperature <= 0:
-        raise ConfigError(f"{prefix}.adapter_temperature must be > 0, got {cfg.adapter_temperature}")
-    if not 0 <= cfg.adapter_dropout < 1:
-        raise ConfigError(f"{prefix}.adapter_dropout must be in [0, 1), got {cfg.adapter_dropout}")
-
-
-def _choice(key, value, allowed):
+def _choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
 
@@ -306,6 +310,41 @@ def _field_type(key):
     return tp
 
 
-def build_recipe(data):
+def build_recipe(data: dict[str, Any]) -> Recipe:
     """A :class:`Recipe` from a plain dict (a YAML file's, ``recipe.json``), keys and types checked."""
     return _build(Recipe, data, "recipe")
+
+
+def recipe_delta(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's fields that differ from their defaults, as nested plain values (every stage is
+    listed, each by the fields that differ from :class:`StageConfig`'s). What identifies a run and a
+    study's run folder (docs/design.md §8): a field added later with a default leaves it unchanged,
+    so existing runs and caches stay valid."""
+    def diff(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                sub = diff(value)
+                if sub:
+                    out[f.name] = sub
+            elif f.name != "stages" and value != _default(f):
+                out[f.name] = json_value(value)
+        return out
+
+    return {**diff(recipe), "stages": [diff(s) for s in recipe.stages]}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as JSON-ready plain data (dataclasses as dicts, tuples as lists)."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    return value

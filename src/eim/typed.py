@@ -83,11 +83,14 @@ def coerce(tp, value, key):
             return text.lower() in TRUE
     if tp is str and isinstance(value, (str, int)) and not isinstance(value, bool):
         return str(value)  # an id like 123; floats are refused (1.10 would lose its 0)
-    if tp is list and isinstance(value, list):
-        return value
-    if tp is dict and isinstance(value, dict):
-        return value
-    name = getattr(tp, "__name__", tp)
+    if (tp is list or origin is list) and isinstance(value, list):
+        (item,) = typing.get_args(tp) or (None,)
+        if item is None or dataclasses.is_dataclass(item):  # a list of sections: built by its owner
+            return value
+        return [coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if (tp is dict or origin is dict) and isinstance(value, dict):
+        return value  # a mapping's values are checked by its owner (stage loss weights)
+    name = getattr(origin or tp, "__name__", tp)
     hint = {float: "; give a number, e.g. 1e-4", int: "; give a whole number, e.g. 1000",
             bool: "; give true or false", str: "; quote it, e.g. '1.10'"}.get(tp, "")
     raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__}){hint}")

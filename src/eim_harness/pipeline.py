@@ -147,6 +147,14 @@ def evaluate_run(task, run_dir, dataset, p, split="test", quiet=False, **kwargs)
     return scores, ev, gen.get("generation_seconds")
 
 
+def train_run(recipe, data, run_dir, **kwargs):
+    """:func:`eim.train` on a task's training data: one dataset, or ``{name: dataset}`` for a recipe
+    whose stages name their data (LLaVA)."""
+    if isinstance(data, dict):
+        return train(recipe, None, run_dir, datasets=data, **kwargs)
+    return train(recipe, data, run_dir, **kwargs)
+
+
 def size(data):
     """Samples in a dataset, or in all of ``{name: dataset}``."""
     return sum(map(len, data.values())) if isinstance(data, dict) else len(data)
@@ -190,8 +198,8 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
         prog.start(f"train-{v}-{s}", f"3/5 train {v} (seed {s}) on {size(train_ds)} training samples: "
                    + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps} steps" for st in recipe.stages))
         # resume: reuse a run already there; overwrite: replace one made with another recipe
-        stages = train(recipe, train_ds, run_dir, resume=True, overwrite=True, quiet=quiet,
-                       banks_dir=out / "banks", callbacks=callbacks)
+        stages = train_run(recipe, train_ds, run_dir, resume=True, overwrite=True, quiet=quiet,
+                           banks_dir=out / "banks", callbacks=callbacks)
         prog.finish(f"train-{v}-{s}")
         prog.start(f"eval-{v}-{s}", f"4/5 evaluate {v} (seed {s}) on {size(test_ds)} {task.test_text}")
         scores, ev, gen_seconds = evaluate_run(task, run_dir, test_ds, p, quiet=quiet)

@@ -43,14 +43,6 @@ def smol_package_dir():
     return pkg
 
 
-def smol_available():
-    try:
-        smol_package_dir()
-    except EIMError:
-        return False
-    return True
-
-
 def smol_lm(cache_dir, quiet=False):
     """-> path of ``cache_dir/smollm2-135m-instruct``, converting the GGUF on the first call.
 

@@ -34,11 +34,12 @@ import transformers
 import yaml
 
 from eim import __version__
-from eim.api import quiet_transformers, train
+from eim.api import quiet_transformers
 from eim.banks import dataset_fingerprint
+from eim.config import recipe_delta
 from eim.digests import file_digest, folder_digest
 from eim_harness import coco, lavin, llava
-from eim_harness.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs
+from eim_harness.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs, train_run
 from eim_harness.study_report import write_study_report
 from eim_harness.worlds import SCHEDULES, ensure_world, world, world_encoders
 from eim.errors import ConfigError
@@ -173,14 +174,15 @@ class _Condition:
     def run(self, v, overrides, seed):
         """Train (or reuse) one run; returns (run_dir, stage summaries)."""
         recipe = self.task.recipe(v.recipe, self.p, self.enc["clip"], self.enc["lm"], seed, extra=overrides)
-        # the folder is named by what decides the run: the recipe as built, its seed aside
-        built = recipe.to_dict()
-        built["train"] = {k: x for k, x in built["train"].items() if k != "seed"}
+        # the folder is named by what decides the run: the recipe's non-default fields (so a field
+        # added later with a default keeps every cached run), its seed aside
+        built = recipe_delta(recipe)
+        built["train"] = {k: x for k, x in built.get("train", {}).items() if k != "seed"}
         key = _key(built, self.p.max_new_tokens, self.p.beams, self.weights, self.data_key)
         run_dir = self.runs / f"{v.name}-{key}" / f"seed{seed}"
         say(self.quiet, f"[{self.cond}] {v.name} seed {seed}: "
             + " -> ".join(f"{st.name}[{'+'.join(st.losses)}] {st.steps}" for st in recipe.stages))
-        stages = train(recipe, self.train_ds, run_dir, resume=True, quiet=True, banks_dir=self.banks)
+        stages = train_run(recipe, self.train_ds, run_dir, resume=True, quiet=True, banks_dir=self.banks)
         return run_dir, stages
 
     def evaluate(self, run_dir, split, meteor):

@@ -18,7 +18,7 @@ def run(tiny_dir, tmp_path_factory):
     over = {"train.lr": 1e-2, "stages.0.lr": 1e-2, "train.max_length": 32, "generation.max_new_tokens": 6}
     for i in range(2):
         over.update({f"stages.{i}.epochs": None, f"stages.{i}.steps": 20})
-    train(tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over), data, root / "run", quiet=True)
+    train(tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over), None, root / "run", datasets=data, quiet=True)
     return root / "run", [s.image for s in data["captions"]]
 
 

@@ -67,9 +67,9 @@ def _args(*data):
 
 
 def test_a_repeated_data_name_is_a_mixture(files, tmp_path):
-    one = datasets_from_args(_args(files[0]))
+    one = datasets_from_args(_args(files[0]))["main"]
     assert one.format == "llava" and len(one) == 6
-    mix = datasets_from_args(_args(*files))  # plain paths twice: the main dataset is their mixture
+    mix = datasets_from_args(_args(*files))["main"]  # plain paths twice: the main dataset is their mixture
     assert isinstance(mix, Mixture) and len(mix) == 9
     coco_like = _llava(tmp_path / "captions.json", 2)
     named = datasets_from_args(_args(f"captions={coco_like}", f"instruct={files[0]}", f"instruct={files[1]}"))

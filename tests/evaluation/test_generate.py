@@ -56,7 +56,7 @@ def read_json(path):
 
 def check_generation_json(out, world, task, **settings):
     g = read_json(out / "generation.json")
-    assert g["task"] == task and g["recipe"] == "clipcap" and g["split"] == "test"
+    assert g["benchmark"] == task and g["recipe"] == "clipcap" and g["split"] == "test"
     assert g["checkpoint"] == str(world["run"])
     assert g["weights"].endswith("model.safetensors")
     assert g["data"].startswith(str(world["data"] / task))

@@ -61,7 +61,7 @@ def llava_run(tiny_dir, tmp_path_factory):
     for i in range(2):
         over.update({f"stages.{i}.epochs": None, f"stages.{i}.steps": 60})
     recipe = tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over)
-    train(recipe, data, root / "run", quiet=True)
+    train(recipe, None, root / "run", datasets=data, quiet=True)
     return {"root": root, "run": root / "run", "data": data, "images": [s.image for s in data["captions"]][::2]}
 
 
@@ -126,7 +126,7 @@ def test_export_merges_lora_into_clip_exactly(llava_run, tiny_dir, tmp_path):
             "stages.1.trainable": ["vision", "projector", "lm"]}
     for i in range(2):
         over.update({f"stages.{i}.epochs": None, f"stages.{i}.steps": 2})
-    train(tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over), llava_run["data"], tmp_path / "run", quiet=True)
+    train(tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over), None, tmp_path / "run", datasets=llava_run["data"], quiet=True)
     tensors = load_tensors(tmp_path / "run" / "stage-1-finetune" / "model.safetensors")[0]
     tuned = [t for k, t in tensors.items() if "lora_B" in k]
     assert tuned and any(t.abs().sum() > 0 for t in tuned)  # LoRA moved away from its zero start

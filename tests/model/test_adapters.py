@@ -329,9 +329,9 @@ def test_lavin_features_are_the_cls_of_every_kth_block(tiny_dir):
      "projector.prefix_length (4) must equal lm.adapter_len (10)"),
     ({"projector.pool": "max"}, "projector.pool: 'max' is not allowed (allowed: mean, concat)"),
     ({"projector.type": "lavin_mlp"}, "needs an ST with a fixed number of output tokens"),
-    ({"lm.adapter_dim": 7}, "lm.adapter_dim must be an even number"),
+    ({"lm.lavin.dim": 7}, "lm.lavin.dim must be an even number"),
     ({"vision.cls_every": 4}, "vision.cls_every (LaVIN's per-block [CLS] tokens) needs vision.features 'full'"),
-    ({"lm.adapter_type": "mixture"}, "lm.adapter_type: 'mixture' is not allowed (allowed: router, repadapter)"),
+    ({"lm.lavin.type": "mixture"}, "lm.lavin.type: 'mixture' is not allowed (allowed: router, repadapter)"),
 ])
 def test_bad_adapter_settings_are_refused(override, needle):
     with pytest.raises(ConfigError) as e:

@@ -22,7 +22,7 @@ def test_each_stage_reads_its_dataset_and_its_banks(tiny_dir, tmp_path):
     data = llava_datasets(tmp_path / "images", question="What is it?")
     data["instruct"].samples = data["instruct"].samples[:12]  # a different size: 16 captions, 12 instructions
     recipe = _recipe(tiny_dir)  # every stage 1 epoch: ceil(16 / 4) = 4 and ceil(12 / 4) = 3 steps
-    stages = train(recipe, data, tmp_path / "run", quiet=True)
+    stages = train(recipe, None, tmp_path / "run", datasets=data, quiet=True)
     assert [(s["name"], s["steps"]) for s in stages] == [("st", 4), ("lm", 3), ("pretrain", 4), ("finetune_ie", 3)]
     banks = tmp_path / "run" / "banks"
     rows = {p.parent.name + "/" + p.stem: load_tensors(p)[0]["bank"].shape[0] for p in banks.glob("*/*.safetensors")}
@@ -32,10 +32,10 @@ def test_each_stage_reads_its_dataset_and_its_banks(tiny_dir, tmp_path):
     ident = json.loads((tmp_path / "run" / "run.json").read_text())
     assert set(ident["data"]["datasets"]) == {"captions", "instruct"}
     # a resumed run reuses every stage; other data for one stage is a different run
-    assert [s["steps"] for s in train(recipe, data, tmp_path / "run", quiet=True, resume=True)] == [4, 3, 4, 3]
+    assert [s["steps"] for s in train(recipe, None, tmp_path / "run", datasets=data, quiet=True, resume=True)] == [4, 3, 4, 3]
     data["instruct"].samples = data["instruct"].samples[:8]
     with pytest.raises(Exception, match="data 'instruct': records differ"):
-        train(recipe, data, tmp_path / "run", quiet=True, resume=True)
+        train(recipe, None, tmp_path / "run", datasets=data, quiet=True, resume=True)
 
 
 def test_missing_or_unused_datasets_are_named(tiny_dir, tmp_path):
@@ -46,8 +46,8 @@ def test_missing_or_unused_datasets_are_named(tiny_dir, tmp_path):
     with pytest.raises(DataError, match="no stage trains on 'extra'"):
         resolve_datasets(recipe, {**data, "extra": data["captions"]})
     with pytest.raises(DataError, match="pass --data captions=PATH --data instruct=PATH"):
-        resolve_datasets(recipe, data["captions"])  # one plain dataset: the stages name theirs
-    assert resolve_datasets(tiny_recipe(tiny_dir), data["captions"]) == {"main": data["captions"]}
+        resolve_datasets(recipe, {"main": data["captions"]})  # one plain dataset: the stages name theirs
+    assert resolve_datasets(tiny_recipe(tiny_dir), {"main": data["captions"]}) == {"main": data["captions"]}
 
 
 def test_train_command_takes_named_data(tiny_dir, shapes, tmp_path, capsys):

@@ -18,9 +18,9 @@ import json
 
 from eim.data import add_data_args, dataset_from_args
 from eim.evaluation import coco, mme, scienceqa
-from eim.evaluation.generate import TASKS, evaluate_checkpoint
+from eim.evaluation.generate import BENCHMARKS, evaluate_checkpoint
 
-FORMATS = {"coco": coco.format_coco, "scienceqa": scienceqa.format_scienceqa, "mme": mme.format_mme}
+TABLES = {"coco": coco.format_coco, "scienceqa": scienceqa.format_scienceqa, "mme": mme.format_mme}
 
 
 def add_parser(sub):
@@ -29,7 +29,7 @@ def add_parser(sub):
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="run folder (last finished stage), stage folder or "
                    "model.safetensors")
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=BENCHMARKS)
     add_data_args(p, split="test")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for predictions, generation.json and scores.json")
@@ -60,6 +60,6 @@ def run(args):
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
-        print(FORMATS[args.task](scores))
+        print(TABLES[args.task](scores))
         print(f"written to {args.out}")
     return 0

@@ -42,9 +42,8 @@ def add_parser(sub):
 
 def run(args):
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
-    dataset = datasets_from_args(args, mode="train")
-    summaries = train(recipe, dataset, args.out, resume=args.resume, overwrite=args.overwrite,
-                      no_rebuild=args.no_rebuild, quiet=args.quiet)
+    summaries = train(recipe, None, args.out, datasets=datasets_from_args(args, mode="train"), resume=args.resume,
+                      overwrite=args.overwrite, no_rebuild=args.no_rebuild, quiet=args.quiet)
     if rank() != 0:
         return 0
     for s in summaries:

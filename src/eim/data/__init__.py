@@ -10,9 +10,10 @@ layouts); ``eim data stats PATH`` summarises a dataset; ``eim data check --data 
 validates one.
 """
 
+from eim.data.dataset import Dataset
 from eim.data.images import check_image, load_image
 from eim.data.loader import add_data_args, dataset_from_args, detect_format, load_dataset
 from eim.data.sample import Sample
 
-__all__ = ["Sample", "add_data_args", "check_image", "dataset_from_args", "detect_format",
+__all__ = ["Dataset", "Sample", "add_data_args", "check_image", "dataset_from_args", "detect_format",
            "load_dataset", "load_image"]

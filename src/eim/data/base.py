@@ -122,8 +122,9 @@ def plural(n, noun):
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def read_json(path, duplicates=None):
-    """Parse a JSON file; errors name the file and the line/column where parsing failed.
+def read_data_json(path, duplicates=None):
+    """Parse a dataset's JSON file: errors are :class:`DataError` naming the file and the line/column
+    where parsing failed, with a remedy (:func:`eim.io.read_json` reads eim's own files).
 
     If `duplicates` is a list, keys repeated in the *top-level* object are appended to it
     (``json`` silently keeps the last copy, which would hide a duplicated ScienceQA qid).

@@ -19,15 +19,13 @@ a folder holding exactly one JSON file of the above         (that file's)
 
 import json
 import os
-import re
 
+from eim.config import DATA_NAME, MAIN
 from eim.data.formats import FORMATS
 from eim.data.formats.mme import is_mme_root
 from eim.data.mixture import Mixture
 from eim.errors import DataError
 
-MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
-DATA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # a dataset's name (`--data NAME=PATH`, stages.<k>.data)
 
 _HINT = "pass --data-format with one of: " + ", ".join(FORMATS)
 
@@ -186,10 +184,10 @@ def split_named(value):
 
 
 def datasets_from_args(args, mode="train"):
-    """The datasets of a ``named`` ``--data`` (:func:`add_data_args`): one dataset for a plain
-    ``--data PATH``, else ``{name: dataset}`` (a plain path among names is the main dataset, the
-    one of stages that name none). A name given more than once (plain paths too) is the
-    :class:`eim.data.mixture.Mixture` of its paths, in the order given (LaVIN's LLaVA + Alpaca)."""
+    """``{name: dataset}`` of a ``named`` ``--data`` (:func:`add_data_args`): a plain ``--data PATH``
+    is :data:`eim.config.MAIN`, the dataset of stages that name none. A name given more than once
+    (plain paths too) is the :class:`eim.data.mixture.Mixture` of its paths, in the order given
+    (LaVIN's LLaVA + Alpaca)."""
     values = args.data if isinstance(args.data, list) else [args.data]
     pairs = [split_named(v) for v in values if v]
     if not pairs:
@@ -199,8 +197,7 @@ def datasets_from_args(args, mode="train"):
         paths.setdefault(name or MAIN, []).append(path)
     load = lambda path: load_dataset(path, data_format=args.data_format, split=args.split, mode=mode,  # noqa: E731
                                      image_root=args.image_root, skip_bad=args.skip_bad)
-    data = {n: load(ps[0]) if len(ps) == 1 else Mixture([load(x) for x in ps]) for n, ps in paths.items()}
-    return data[MAIN] if set(data) == {MAIN} and pairs[0][0] is None else data
+    return {n: load(ps[0]) if len(ps) == 1 else Mixture([load(x) for x in ps]) for n, ps in paths.items()}
 
 
 def dataset_from_args(args, mode="train", split=None, skip_bad=None, check_images=True):

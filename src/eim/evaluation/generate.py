@@ -21,7 +21,7 @@ What lands in ``out_dir`` (each prediction file in the format its scorer, and ``
 - ``scores.json``: the scorer's output, exactly what ``eim score ... --json`` prints.
 
 Decoding follows the recipe's ``generation`` section (ClipCap: beam 5, 67 tokens, stop at '.'),
-except where a task needs otherwise (:data:`TASK_DEFAULTS`); explicit arguments win over both.
+except where a benchmark needs otherwise (:data:`BENCHMARK_DEFAULTS`); explicit arguments win over both.
 """
 
 import json
@@ -46,8 +46,8 @@ from eim.model.splice import TextEncoder
 from eim.training.checkpoint import find_checkpoint
 from eim.training.collate import Collator
 
-TASKS = ("coco", "scienceqa", "mme")
-# Where each task's predictions go, relative to out_dir.
+BENCHMARKS = ("coco", "scienceqa", "mme")
+# Where each benchmark's predictions go, relative to out_dir.
 PREDICTION_FILES = {"coco": "results.json", "scienceqa": "predictions.json", "mme": "mme_results"}
 # What the model sees; the image tokens are spliced after the tokenizer's lead (BOS, if any).
 PROMPT_LAYOUT = "[lead][image tokens x P][instruction]"
@@ -65,18 +65,18 @@ PROMPTS = {
 # '.' stop would also cut a text whose first sentence is something else. `--stop-text ''` (EOS
 # only) generates the rationale too.
 ANSWER_STOPS = [f"The answer is {letter}." for letter in OPTIONS]
-TASK_DEFAULTS = {"scienceqa": {"min_new_tokens": 64, "stop_text": ANSWER_STOPS}}
+BENCHMARK_DEFAULTS = {"scienceqa": {"min_new_tokens": 64, "stop_text": ANSWER_STOPS}}
 
 
-def resolve_settings(recipe, task, num_beams=None, max_new_tokens=None, batch_size=None,
+def resolve_settings(recipe, benchmark, num_beams=None, max_new_tokens=None, batch_size=None,
                      stop_text=None, max_prompt_tokens=None):
-    """Decoding settings: explicit arguments, else the task's needs, else the recipe's.
+    """Decoding settings: explicit arguments, else the benchmark's needs, else the recipe's.
 
     None means "not given" everywhere; pass ``stop_text=""`` for "no stop text (EOS only)";
     ``stop_text`` may be a list (stop at the first of them: ScienceQA's answer sentences).
     max_prompt_tokens defaults to ``recipe.train.max_length`` (longer prompts keep their end).
     """
-    g, need = recipe.generation, TASK_DEFAULTS.get(task, {})
+    g, need = recipe.generation, BENCHMARK_DEFAULTS.get(benchmark, {})
     if max_new_tokens is None:
         max_new_tokens = max(g.max_new_tokens, need.get("min_new_tokens", 0))
     if stop_text is None:
@@ -147,14 +147,14 @@ def _one_line(text):
     return re.sub(r"[\t\r\n]+", " ", text)
 
 
-def write_predictions(task, samples, predictions, out_dir):
-    """Write the task's prediction file(s) under ``out_dir``; returns the path written."""
+def write_predictions(benchmark, samples, predictions, out_dir):
+    """Write the benchmark's prediction file(s) under ``out_dir``; returns the path written."""
     out_dir = Path(out_dir)
-    path = out_dir / PREDICTION_FILES[task]
-    if task == "coco":
+    path = out_dir / PREDICTION_FILES[benchmark]
+    if benchmark == "coco":
         data = [{"image_id": s.image_id, "caption": p} for s, p in zip(samples, predictions)]
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    elif task == "scienceqa":
+    elif benchmark == "scienceqa":
         data = {str(s.meta["qid"]): p for s, p in zip(samples, predictions)}
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     else:  # mme: rows in the dataset's order (subtask, image, then the image's two questions)
@@ -171,7 +171,7 @@ def write_predictions(task, samples, predictions, out_dir):
     return path
 
 
-def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
+def score_predictions(benchmark, dataset, out_dir, spice=None, meteor=True):
     """Score ``out_dir``'s prediction file with the library code behind ``eim score``; the results
     also carry ``per_image`` statistics (:mod:`eim.evaluation.intervals`).
 
@@ -179,64 +179,64 @@ def score_predictions(task, dataset, out_dir, spice=None, meteor=True):
     the scoring and listed in the result's ``"skipped"``."""
     out_dir, split = Path(out_dir), dataset.split
     skipped = list(getattr(dataset, "skipped", ())) or None
-    if task == "coco":
-        return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[task], split, spice=spice,
+    if benchmark == "coco":
+        return score_coco_files(dataset.path, out_dir / PREDICTION_FILES[benchmark], split, spice=spice,
                                 skipped=skipped, per_image=True, meteor=meteor)
-    if task == "scienceqa":
+    if benchmark == "scienceqa":
         problems, splits = dataset.files[:2]
-        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[task], split, splits,
+        return score_scienceqa_files(problems, out_dir / PREDICTION_FILES[benchmark], split, splits,
                                      skipped=skipped, per_image=True)
-    return score_mme_dir(out_dir / PREDICTION_FILES[task], skipped=skipped, per_image=True)
+    return score_mme_dir(out_dir / PREDICTION_FILES[benchmark], skipped=skipped, per_image=True)
 
 
-def check_task_data(task, dataset):
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+def check_benchmark_data(benchmark, dataset):
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"benchmark must be one of {', '.join(BENCHMARKS)}, got {benchmark!r}")
     fmt = getattr(dataset, "format", None)
-    if fmt != task:
-        raise DataError(f"--task {task} needs a {task} dataset, got {fmt or 'an unknown'} data",
-                        remedy=f"point --data at the {task} data (or pass --task {fmt})")
-    if task == "coco" and dataset.mode != "eval":
+    if fmt != benchmark:
+        raise DataError(f"--task {benchmark} needs a {benchmark} dataset, got {fmt or 'an unknown'} data",
+                        remedy=f"point --data at the {benchmark} data (or pass --task {fmt})")
+    if benchmark == "coco" and dataset.mode != "eval":
         raise DataError("COCO evaluation needs the dataset in eval mode (one sample per image)",
                         remedy='load_dataset(..., mode="eval")')
     if len(dataset) == 0:
         raise DataError(f"the {dataset.split!r} split has no samples", remedy="check --split")
 
 
-def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
+def evaluate_checkpoint(checkpoint, benchmark, dataset, out_dir, *, num_beams=None,
                         max_new_tokens=None, batch_size=None, stop_text=None,
                         max_prompt_tokens=None, spice=None, device=None, quiet=False, meteor=True):
     """Generate on ``dataset`` with ``checkpoint``, write predictions + generation.json, score.
 
-    checkpoint: run folder, stage folder or model.safetensors (as ``eim caption``). task: coco,
+    checkpoint: run folder, stage folder or model.safetensors (as ``eim caption``). benchmark: coco,
     scienceqa or mme, matching the dataset's format (COCO in eval mode). Decoding arguments as
     :func:`resolve_settings`. spice: None = run SPICE when available, False = skip (meteor: the
     same for METEOR, COCO only). Also writes ``per_image.json``. device:
     default CUDA when available. Returns the scorer's dict (also written to scores.json).
     """
-    check_task_data(task, dataset)
+    check_benchmark_data(benchmark, dataset)
     model, tok, proc, recipe = load_for_inference(checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    settings = resolve_settings(recipe, task, num_beams, max_new_tokens, batch_size, stop_text,
+    settings = resolve_settings(recipe, benchmark, num_beams, max_new_tokens, batch_size, stop_text,
                                 max_prompt_tokens)
     samples = [dataset[i] for i in range(len(dataset))]
     out_dir = Path(out_dir)
 
     t0 = time.perf_counter()
     preds = generate_predictions(model, tok, proc, recipe, samples, quiet=quiet,
-                                 desc=f"eval {task}", **settings)
+                                 desc=f"eval {benchmark}", **settings)
     seconds = time.perf_counter() - t0
     # everything is written beside out_dir and moved in once scored: a failed evaluation (a
     # scorer's error, an interrupt) leaves an earlier one in out_dir as it was
     stage = temp_sibling(out_dir)
     try:
-        pred_path = write_predictions(task, samples, preds, stage)
+        pred_path = write_predictions(benchmark, samples, preds, stage)
         info = {
             "checkpoint": os.path.abspath(checkpoint),
             "weights": os.path.abspath(find_checkpoint(checkpoint)[1]),
             "recipe": recipe.name,
-            "task": task,
+            "benchmark": benchmark,
             "data": os.path.abspath(getattr(dataset, "path", None) or getattr(dataset, "root", None)
                                     or dataset.files[0]),
             "data_format": dataset.format,
@@ -246,7 +246,7 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
             "predictions": os.path.relpath(pred_path, stage),
             "generation": settings,
             "prompt": dict(prompt_info(model, tok, proc, recipe, samples,
-                                       settings["max_prompt_tokens"]), source=PROMPTS[task]),
+                                       settings["max_prompt_tokens"]), source=PROMPTS[benchmark]),
             "device": str(device),
             "generation_seconds": round(seconds, 3),
             "eim_version": __version__,
@@ -256,9 +256,9 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
                   f"longer than {settings['max_prompt_tokens']} tokens and keep only their end "
                   "(raise --max-prompt-tokens if the LM has room)", file=sys.stderr)
         (stage / "generation.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        scores = score_predictions(task, dataset, stage, spice=spice, meteor=meteor)
+        scores = score_predictions(benchmark, dataset, stage, spice=spice, meteor=meteor)
         per_image = scores.pop("per_image", None)
-        names = [PREDICTION_FILES[task], "generation.json", "scores.json"]
+        names = [PREDICTION_FILES[benchmark], "generation.json", "scores.json"]
         if per_image is not None:  # what paired intervals are computed from
             (stage / "per_image.json").write_text(json.dumps(per_image) + "\n", encoding="utf-8")
             names.append("per_image.json")
@@ -273,6 +273,6 @@ def evaluate_checkpoint(checkpoint, task, dataset, out_dir, *, num_beams=None,
     return scores
 
 
-__all__ = ["TASKS", "PREDICTION_FILES", "PROMPT_LAYOUT", "TASK_DEFAULTS", "ANSWER_STOPS", "resolve_settings",
+__all__ = ["BENCHMARKS", "PREDICTION_FILES", "PROMPT_LAYOUT", "BENCHMARK_DEFAULTS", "ANSWER_STOPS", "resolve_settings",
            "generate_predictions", "prompt_info", "write_predictions", "score_predictions",
            "evaluate_checkpoint"]

@@ -17,22 +17,22 @@ from eim.export.llava_hf import ExportError, check_exportable, export_llava_hf
 from eim.io import atomic_dir, write_json
 from eim.training.checkpoint import find_checkpoint
 
-FORMATS = {"llava-hf": (check_exportable, export_llava_hf)}  # format -> (recipe check, writer)
+EXPORT_FORMATS = {"llava-hf": (check_exportable, export_llava_hf)}  # format -> (recipe check, writer)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def export(checkpoint, out, format="llava-hf", dtype="float32", overwrite=False):
     """Write ``checkpoint`` (a run folder, stage folder or ``model.safetensors``) to ``out`` in
     ``format``; returns the summary (also ``out/eim_export.json``)."""
-    if format not in FORMATS:
-        raise EIMError(f"unknown export format {format!r} (allowed: {', '.join(FORMATS)})")
+    if format not in EXPORT_FORMATS:
+        raise EIMError(f"unknown export format {format!r} (allowed: {', '.join(EXPORT_FORMATS)})")
     if dtype not in DTYPES:
         raise EIMError(f"--dtype {dtype!r}: allowed {', '.join(DTYPES)}")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise EIMError(f"{out} is not empty: nothing was written; choose a new --out or pass --overwrite")
     recipe, weights = find_checkpoint(checkpoint)
-    check, write = FORMATS[format]
+    check, write = EXPORT_FORMATS[format]
     check(recipe)  # before the weights load: a refused run costs nothing
     model, tok, proc, recipe = load_for_inference(checkpoint)
     with atomic_dir(out) as tmp:
@@ -42,4 +42,4 @@ def export(checkpoint, out, format="llava-hf", dtype="float32", overwrite=False)
     return summary
 
 
-__all__ = ["DTYPES", "FORMATS", "ExportError", "export"]
+__all__ = ["DTYPES", "EXPORT_FORMATS", "ExportError", "export"]

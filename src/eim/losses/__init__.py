@@ -2,24 +2,28 @@
 
 ``forward(ctx) -> {"loss_<name>": scalar}`` where ``ctx`` is a
 :class:`eim.losses.context.StepContext`; the trainer sums ``weight · term`` per stage, so a new
-loss is one class here and one weight in a recipe. :data:`LOSSES` is the one registry: a
-recipe's loss names, the feature bank each loss reads (its class's ``bank_name``) and
-``eim banks build`` all derive from it.
+loss is one class here and one weight in a recipe. :data:`LOSSES` is the registry of the classes:
+the feature bank each loss reads (its class's ``bank_name``) and ``eim banks build`` derive from
+it; its names are :data:`eim.config.LOSS_NAMES`, the names a recipe may use (a test keeps the two
+equal).
 
-=========  ===================================  ======================================
-name       class                                bank
-=========  ===================================  ======================================
-``base``   :class:`~eim.losses.base.BaseLoss`   —
-``st``     :class:`~eim.losses.bank.STLoss`     ``embed`` (mean LLM input embeddings)
-``lm``     :class:`~eim.losses.bank.LMLoss`     ``lm`` (frozen LLM at [EOS])
-``ie``     :class:`~eim.losses.bank.IELoss`     ``text`` (CLIP.text at [EOS])
-=========  ===================================  ======================================
+=========  =========================================  ======================================
+name       class                                      bank
+=========  =========================================  ======================================
+``base``   :class:`~eim.losses.loss_base.BaseLoss`    —
+``st``     :class:`~eim.losses.loss_st.STLoss`        ``embed`` (mean LLM input embeddings)
+``lm``     :class:`~eim.losses.loss_lm.LMLoss`        ``lm`` (frozen LLM at [EOS])
+``ie``     :class:`~eim.losses.loss_ie.IELoss`        ``text`` (CLIP.text at [EOS])
+=========  =========================================  ======================================
 """
 
-from eim.losses.base import BaseLoss, target_count
-from eim.losses.bank import BankLoss, IELoss, LMLoss, STLoss
+from eim.losses.bank_loss import BankLoss, BankSource
 from eim.losses.context import StepContext
 from eim.losses.infonce import BankInfoNCE, bank_infonce, naive_bank_infonce, sharded_bank_infonce
+from eim.losses.loss_base import BaseLoss, target_count
+from eim.losses.loss_ie import IELoss
+from eim.losses.loss_lm import LMLoss
+from eim.losses.loss_st import STLoss
 
 LOSSES = {cls.name: cls for cls in (BaseLoss, STLoss, LMLoss, IELoss)}  # in a stage's usual order
 LOSS_BANK = {name: cls.bank_name for name, cls in LOSSES.items() if cls.bank_name}  # loss -> bank
@@ -36,6 +40,6 @@ def stage_banks(stage):
     return sorted({LOSS_BANK[n] for n in stage.losses if n in LOSS_BANK})
 
 
-__all__ = ["BANK_NAMES", "LOSSES", "LOSS_BANK", "BankInfoNCE", "BankLoss", "BaseLoss", "IELoss", "LMLoss",
+__all__ = ["BANK_NAMES", "LOSSES", "LOSS_BANK", "BankInfoNCE", "BankLoss", "BankSource", "BaseLoss", "IELoss", "LMLoss",
            "STLoss", "StepContext", "bank_infonce", "build_losses", "naive_bank_infonce",
            "sharded_bank_infonce", "stage_banks", "target_count"]

@@ -19,8 +19,8 @@ tokens inserted after [CLS] before the transformer (``shallow``), or replaced at
 on q/v projections); ``full``; ``lavin`` — LaVIN's RepAdapters (router or plain) before the
 attention of every block (:mod:`eim.model.adapters`), zero-initialised.
 
-CLIP's text tower and the projections are not held here; the EIM code loads them from the same
-CLIP folder when it builds the text bank or the ``loss_IE`` head (see :func:`load_clip_parts`).
+CLIP's text tower is not held here: the text bank loads it from the same CLIP folder
+(:mod:`eim.banks`).
 """
 
 import logging
@@ -50,8 +50,12 @@ class VisionTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision_model = vision_model  # transformers CLIPVisionModel
-        # Only the pooled modes keep the output layer; EIM removes it (docs/design.md §1).
-        self.visual_projection = visual_projection if cfg.features in PROJECTED else None
+        # Only the pooled modes keep the output layer; EIM removes it (docs/design.md §1): it is then
+        # kept aside, frozen and unregistered (not run, counted or saved with the segment), as the
+        # joint-space head of loss_IE (ie_projection)
+        projected = cfg.features in PROJECTED
+        self.visual_projection = visual_projection if projected else None
+        self._aside = () if projected or visual_projection is None else (visual_projection.requires_grad_(False),)
         width = vision_model.config.hidden_size
         if cfg.trainable == "prompt":
             n_layers = vision_model.config.num_hidden_layers if cfg.prompt_deep else 1
@@ -71,6 +75,12 @@ class VisionTower(nn.Module):
             self.vision_model = inject_adapter_in_model(lcfg, self.vision_model)
         if cfg.trainable == "lavin":
             self.adapters = attach_clip_adapters(self.vision_model, cfg)  # hooks on each block's attention
+
+    @property
+    def ie_projection(self):
+        """CLIP's ``visual_projection``: loss_IE's ``clip_projection`` head (docs/design.md §2). The
+        segment's own output layer in the projected modes, else the frozen one kept aside."""
+        return self.visual_projection if self.visual_projection is not None else self._aside[0]
 
     @property
     def out_dim(self):
@@ -146,10 +156,6 @@ class VisionTower(nn.Module):
             raise ConfigError(f"vision.feature_layer {k} is outside this CLIP's hidden states "
                               f"({-(n + 1)}..{n}: {n} blocks and the embeddings)")
         return blocks
-
-    def cls_features(self, pixel_values):
-        """``post_layernorm`` of [CLS]: the query input of ``loss_IE`` [B, D]."""
-        return self.vision_model.post_layernorm(self.encode(pixel_values)[:, 0])
 
     def forward(self, pixel_values, return_cls=False):
         c = self.cfg

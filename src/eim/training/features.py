@@ -2,11 +2,15 @@
 image, computed once, as ClipCap does, and read by the stages that do not train CLIP."""
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from eim.data import load_image
+from eim.data.dataset import Dataset
+from eim.model.multimodal import MultimodalLM
 
 
 class FeatureCache:
@@ -18,21 +22,22 @@ class FeatureCache:
     them). Every rank computes the whole cache (every rank may draw any sample).
     """
 
-    def __init__(self, model, datasets, image_processor, batch_size, device, quiet=True):
-        """``datasets``: a dataset or a list of them (their distinct images are cached once)."""
-        self.datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
+    def __init__(self, model: MultimodalLM, datasets: Sequence[Dataset], image_processor: Any, batch_size: int,
+                 device: Union[str, torch.device], quiet: bool = True) -> None:
+        """``datasets``: the datasets whose distinct images are cached (once each)."""
+        self.datasets = list(datasets)
         self.model, self.proc = model, image_processor
         self.batch_size, self.device, self.quiet = batch_size, device, quiet
         self._version, self._cache = None, None
 
-    def version(self):
+    def version(self) -> str:
         h = hashlib.sha256()
         for p in self.model.vision.parameters():
             h.update(p.detach().float().cpu().numpy().tobytes())
         return h.hexdigest()
 
     @torch.inference_mode()
-    def get(self):
+    def get(self) -> dict[str, torch.Tensor]:
         version = self.version()
         if self._cache is not None and self._version == version:
             return self._cache

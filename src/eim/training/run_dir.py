@@ -28,13 +28,16 @@ lives (its index files are compared by content: a moved dataset is the same data
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from eim.banks import dataset_fingerprint
+from eim.config import MAIN, Recipe, build_recipe, recipe_delta
+from eim.data.dataset import Dataset
 from eim.digests import folder_digest
-from eim.errors import CheckpointError
+from eim.errors import CheckpointError, ConfigError
 from eim.io import read_json, recover_dir, replace_dir, write_json
-from eim.data.loader import MAIN
 from eim.training.stage import stage_dir
 
 RUNTIME = {"generation": None, "train": ("log_every", "save_every", "num_workers")}  # not identity
@@ -46,19 +49,20 @@ class RunFolderError(CheckpointError):
     only ``--resume`` or ``--overwrite`` may use)."""
 
 
-def identity(recipe, data, models=True):
-    """``{"recipe": recipe as JSON, "data": dataset fingerprint, "models": digests}``: what makes
-    two runs the same.
+def identity(recipe: Recipe, datasets: Mapping[str, Dataset], models: bool = True) -> dict[str, Any]:
+    """``{"recipe": the recipe's non-default fields, "data": dataset fingerprint, "models": digests}``:
+    what makes two runs the same. The recipe is compared by the fields that differ from their
+    defaults (:func:`eim.config.recipe_delta`), so a field added to a later eim with a default leaves
+    every existing run valid.
 
-    ``data``: a dataset, or ``{name: dataset}`` (stages that name their data); a run on the main
-    dataset alone keeps the one-dataset form, ``{"datasets": {name: fingerprint}}`` otherwise.
+    ``datasets``: ``{name: dataset}`` (:func:`eim.training.stage.resolve_datasets`); a run on the
+    main dataset alone keeps the one-dataset form, ``{"datasets": {name: fingerprint}}`` otherwise.
     ``models``: digest the base models' weight, config and tokenizer files
     (:func:`eim.banks.folder_digest`; a hub id stands for itself), so the same path holding other
     weights is another run; only the rank that checks the folder needs them."""
-    datasets = data if isinstance(data, dict) else {MAIN: data}
     fp = (dataset_fingerprint(datasets[MAIN]) if set(datasets) == {MAIN}
           else {"datasets": {n: dataset_fingerprint(d) for n, d in sorted(datasets.items())}})
-    out = {"recipe": json.loads(json.dumps(recipe.to_dict())), "data": fp}
+    out = {"recipe": json.loads(json.dumps(recipe_delta(recipe))), "data": fp}
     if models:
         out["models"] = {"vision": folder_digest(recipe.vision.name_or_path), "lm": folder_digest(recipe.lm.name_or_path)}
     return out
@@ -71,8 +75,18 @@ def _moved(data):
     return data
 
 
+def _full(recipe):
+    """A recorded recipe (its non-default fields, or the whole recipe as earlier versions wrote it)
+    with every field filled in by today's defaults, so both forms compare alike; a recipe today's
+    schema cannot read stays as recorded (and differs from any run of today's)."""
+    try:
+        return json.loads(json.dumps(build_recipe(recipe).to_dict()))
+    except (ConfigError, TypeError, AttributeError):
+        return recipe
+
+
 def _comparable(ident):
-    recipe = dict(ident.get("recipe") or {})
+    recipe = _full(dict(ident.get("recipe") or {}))
     for section, keys in RUNTIME.items():
         if keys is None:
             recipe.pop(section, None)

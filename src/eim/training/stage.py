@@ -1,11 +1,17 @@
 """One stage of a run (docs/design.md §3): its forward module, its folder, its length and its data."""
 
 import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
+import torch
 from torch import nn
 
-from eim.data.loader import MAIN
+from eim.config import MAIN, Recipe, StageConfig
+from eim.data.dataset import Dataset
 from eim.errors import DataError
 from eim.losses import StepContext
 
@@ -49,11 +55,44 @@ class StageStep(nn.Module):
         return terms
 
 
-def stage_dir(run_dir, k, stage):
+@dataclass
+class StageRun:
+    """The state of one running stage, built by :meth:`eim.training.trainer.Trainer._setup_stage`."""
+
+    k: int  # its index in the recipe's stages
+    stage: StageConfig
+    dir: Path  # its .partial folder while it runs
+    losses: dict[str, tuple[nn.Module, float]]  # name -> (loss module, weight)
+    trainable: list[nn.Parameter]  # the model's parameters this stage trains
+    loss_params: list[nn.Parameter]  # a loss's own trainable parameters (e.g. a linear loss_IE head)
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    total: int  # optimiser steps
+    step: int = 0  # optimiser steps done
+    resuming: bool = False
+    rng: Optional[dict[str, torch.Tensor]] = None  # the RNG state to resume with (from the checkpoint)
+    t0: float = field(default_factory=time.time)
+    step_p: Any = None  # the prepared StageStep (its DDP/FSDP/DeepSpeed wrapper)
+    opt_p: Any = None  # the prepared optimizer (accelerate's wrapper)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.dir / "checkpoint"
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.losses)
+
+    @property
+    def weights(self) -> list[float]:
+        return [self.losses[n][1] for n in self.losses]
+
+
+def stage_dir(run_dir: Path, k: int, stage: StageConfig) -> Path:
     return Path(run_dir) / f"stage-{k}-{stage.name}"
 
 
-def stage_number(path):
+def stage_number(path: Path) -> int:
     """k of ``stage-<k>-<name>`` (sorts stage 10 after stage 9)."""
     try:
         return int(Path(path).name.split("-")[1])
@@ -61,7 +100,7 @@ def stage_number(path):
         return -1
 
 
-def stage_steps(stage, n_samples, recipe, world=1):
+def stage_steps(stage: StageConfig, n_samples: int, recipe: Recipe, world: int = 1) -> int:
     """Optimiser steps of a stage (``steps`` or ``epochs`` × global micro-batches / accumulation)."""
     if stage.steps is not None:
         return stage.steps
@@ -69,19 +108,19 @@ def stage_steps(stage, n_samples, recipe, world=1):
     return max(1, math.ceil(stage.epochs * micro / recipe.train.grad_accum))
 
 
-def stage_data_name(stage):
+def stage_data_name(stage: StageConfig) -> str:
     """The name of the dataset ``stage`` trains on (its ``data``, else :data:`MAIN`)."""
     return stage.data or MAIN
 
 
-def resolve_datasets(recipe, data):
+def resolve_datasets(recipe: Recipe, data: Mapping[str, Dataset]) -> dict[str, Dataset]:
     """``{name: dataset}`` a run trains on, checked against its stages (docs/design.md §3).
 
-    ``data``: one dataset (every stage that names none trains on it) or a dict ``{name: dataset}``
-    (``eim train --data NAME=PATH ...``; a plain ``--data PATH`` is :data:`MAIN`). A stage's
-    dataset must be given, and every dataset given must be read by some stage.
+    ``data``: ``{name: dataset}`` (``eim train --data NAME=PATH ...``; :data:`eim.config.MAIN` is the
+    dataset of every stage that names none, a plain ``--data PATH``). A stage's dataset must be
+    given, and every dataset given must be read by some stage.
     """
-    datasets = dict(data) if isinstance(data, dict) else {MAIN: data}
+    datasets = dict(data)
     wanted = {}
     for s in recipe.stages:  # name -> the first stage that reads it
         wanted.setdefault(stage_data_name(s), s)

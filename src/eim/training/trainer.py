@@ -31,19 +31,23 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from eim.config import SEGMENTS
+from eim.config import SEGMENTS, Recipe, StageConfig
+from eim.data.dataset import Dataset
 from eim.distributed import all_reduce_sum, average_grads, broadcast_object
 from eim.errors import WriteError
 from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
-from eim.losses import build_losses, stage_banks
+from eim.losses import BankSource, build_losses, stage_banks
+from eim.model.multimodal import MultimodalLM
 from eim.model.splice import TextEncoder
 from eim.training.accelerator import make_accelerator
 from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
@@ -53,55 +57,23 @@ from eim.training.collate import Collator
 from eim.training.features import FeatureCache
 from eim.training.sampler import EpochBatches, Rows, ValidCollate
 from eim.training.optim import adamw
-from eim.data.loader import MAIN
-from eim.training.stage import StageStep, resolve_datasets, stage_data_name, stage_steps
-
-
-@dataclass
-class StageRun:
-    """The state of one running stage, built by :meth:`Trainer._setup_stage`."""
-
-    k: int
-    stage: object  # eim.config.StageConfig
-    dir: Path
-    losses: dict  # name -> (module, weight)
-    trainable: list  # the model's parameters this stage trains
-    loss_params: list  # a loss's own trainable parameters (e.g. a linear loss_IE head)
-    opt: torch.optim.Optimizer
-    sched: object
-    total: int  # optimiser steps
-    step: int = 0  # optimiser steps done
-    resuming: bool = False
-    rng: dict = None  # the RNG state to resume with (from the checkpoint)
-    t0: float = field(default_factory=time.time)
-    step_p: object = None  # the prepared StageStep (DDP/FSDP/DeepSpeed wrapper)
-    opt_p: object = None  # the prepared optimizer
-
-    @property
-    def ckpt(self):
-        return self.dir / "checkpoint"
-
-    @property
-    def names(self):
-        return list(self.losses)
-
-    @property
-    def weights(self):
-        return [self.losses[n][1] for n in self.losses]
+from eim.training.stage import StageRun, StageStep, resolve_datasets, stage_data_name, stage_steps
 
 
 class Trainer:
-    """Runs a recipe's stages on a dataset, or on ``{name: dataset}`` when stages name their data
-    (``stages.<k>.data``, :func:`eim.training.stage.resolve_datasets`). ``banks``: provider of feature
-    banks for EIM losses (:class:`eim.banks.BankProvider`), or ``{name: provider}``, one per dataset;
-    ``callbacks``: ``f(trainer, stage_index, step)`` after each optimiser step (tests use it to
-    interrupt a run)."""
+    """Runs a recipe's stages on ``datasets`` (``{name: dataset}``, :data:`eim.config.MAIN` for the
+    stages that name no data; :func:`eim.training.stage.resolve_datasets`). ``banks``: the feature
+    banks of each dataset (``{name: provider}``, :class:`eim.banks.BankProvider`) when the EIM losses
+    need them; ``callbacks``: ``f(trainer, stage_index, step)`` after each optimiser step (tests use
+    it to interrupt a run)."""
 
-    def __init__(self, recipe, model, tokenizer, image_processor, dataset, run_dir, accelerator=None,
-                 banks=None, callbacks=(), quiet=False):
+    def __init__(self, recipe: Recipe, model: MultimodalLM, tokenizer: PreTrainedTokenizerBase, image_processor: Any,
+                 datasets: Mapping[str, Dataset], run_dir: Union[str, Path], accelerator: Optional[Accelerator] = None,
+                 banks: Optional[Mapping[str, BankSource]] = None, callbacks: Sequence[Callable] = (),
+                 quiet: bool = False) -> None:
         self.recipe, self.model, self.tok, self.proc = recipe, model, tokenizer, image_processor
-        self.datasets, self.run_dir = resolve_datasets(recipe, dataset), Path(run_dir)
-        self.banks = banks if banks is None or isinstance(banks, dict) else {MAIN: banks}
+        self.datasets, self.run_dir = resolve_datasets(recipe, datasets), Path(run_dir)
+        self.banks = None if banks is None else dict(banks)
         self.acc = accelerator or make_accelerator(recipe)
         self.acc.gradient_accumulation_steps = recipe.train.grad_accum
         self.world, self.rank = self.acc.num_processes, self.acc.process_index

@@ -8,7 +8,7 @@ from legitimately repeated instructions and are not checked.
 
 import os
 
-from eim.data.base import BadRecord, RecordDataset, read_json, require, text_field
+from eim.data.base import BadRecord, RecordDataset, read_data_json, require, text_field
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -31,7 +31,7 @@ class Alpaca(RecordDataset):
         super().__init__(split, mode, skip_bad)  # the file is the split; images: none
         path = os.path.abspath(path)
         self.path, self.files = path, [path]
-        data = read_json(path)
+        data = read_data_json(path)
         if not isinstance(data, list):
             raise DataError("expected a JSON list of {instruction, input, output} records",
                             file=path, remedy="point --data at an Alpaca JSON")

@@ -19,7 +19,7 @@ other captions of the same image (docs/design.md §2, ``same_image: mask``).
 
 import os
 
-from eim.data.base import BadRecord, RecordDataset, abspath, read_json, require, text_field
+from eim.data.base import BadRecord, RecordDataset, abspath, read_data_json, require, text_field
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -53,7 +53,7 @@ class CocoKarpathy(RecordDataset):
                 "restval joins train)", file=path, remedy="pass --split train, val or test")
         self.path, self.files = path, [path]
         self.image_root = os.path.abspath(image_root or os.path.dirname(path))
-        data = read_json(path)
+        data = read_data_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DataError("expected an object with an 'images' list (Karpathy's format)",
                             file=path, remedy="point --data at dataset_coco.json")
@@ -108,8 +108,3 @@ class CocoKarpathy(RecordDataset):
             meta = {"image_key": iid, "split": rsplit, "references": [c for _, c in caps]}
         meta["filename"] = os.path.basename(img)
         return Sample(index=i, image=img, instruction="", response=raw, image_id=iid, meta=meta)
-
-    @property
-    def num_images(self):
-        """Images with at least one sample (an image dropped by the decode check has none)."""
-        return len({row[0] if isinstance(row, tuple) else row for row in self._rows})

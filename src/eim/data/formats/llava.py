@@ -17,7 +17,7 @@ other dataset's instruction. A 2-turn conversation therefore gives the instructi
 import os
 import re
 
-from eim.data.base import BadRecord, RecordDataset, abspath, read_json
+from eim.data.base import BadRecord, RecordDataset, abspath, read_data_json
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -48,7 +48,7 @@ class LLaVAInstruct(RecordDataset):
         path = os.path.abspath(path)
         self.path, self.files = path, [path]
         self.image_root = os.path.abspath(image_root or os.path.dirname(path))
-        data = read_json(path)
+        data = read_data_json(path)
         if not isinstance(data, list):
             raise DataError("expected a JSON list of conversations (LLaVA's format)", file=path,
                             remedy="point --data at a LLaVA instruction JSON")

@@ -21,7 +21,7 @@ the wrong variable); otherwise the text is LaVIN's, character for character.
 import os
 import string
 
-from eim.data.base import BadRecord, RecordDataset, abspath, read_json, require
+from eim.data.base import BadRecord, RecordDataset, abspath, read_data_json, require
 from eim.data.sample import Sample
 from eim.errors import DataError
 
@@ -83,8 +83,8 @@ class ScienceQA(RecordDataset):
         self.files = [problems_file, splits_file]
         self.image_root = os.path.abspath(image_root or os.path.join(root, "images"))
         dups = []
-        problems = read_json(problems_file, duplicates=dups)
-        splits = read_json(splits_file)
+        problems = read_data_json(problems_file, duplicates=dups)
+        splits = read_data_json(splits_file)
         if not isinstance(problems, dict):
             raise DataError("expected an object mapping qid -> problem", file=problems_file,
                             remedy="point --data at a ScienceQA folder")
@@ -136,7 +136,7 @@ class ScienceQA(RecordDataset):
                 raise DataError("no such captions file", file=path,
                                 remedy="pass the path of ScienceQA's captions.json, or none")
             return {}
-        data = read_json(path)
+        data = read_data_json(path)
         caps = data.get("captions") if isinstance(data, dict) else None
         if not isinstance(caps, dict) or not all(isinstance(c, str) for c in caps.values()):
             raise DataError('expected {"captions": {qid: caption text}}', file=path,

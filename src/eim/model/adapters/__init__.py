@@ -32,7 +32,7 @@ def attach_clip_adapters(vision_model, cfg):
     """LaVIN's adapters before the attention of every block of a HF ``CLIPVisionModel``."""
     layers = vision_model.encoder.layers
     d = vision_model.config.hidden_size
-    return InputAdapters([make_adapter(cfg, d) for _ in layers], [layer.self_attn for layer in layers])
+    return InputAdapters([make_adapter(cfg.lavin, d) for _ in layers], [layer.self_attn for layer in layers])
 
 
 __all__ = ["ADAPTER_ATTR", "AdaptionPrompt", "InputAdapters", "LMAdapter", "LaVINAdapters", "RepAdapter",

@@ -99,10 +99,11 @@ def _lavin_init(down, *ups):
 
 
 def make_adapter(cfg, dim):
-    """A RepAdapter or router adapter from the ``adapter_*`` fields of a vision/LM config."""
-    kw = dict(hidden_dim=cfg.adapter_dim, groups=2, scale=cfg.adapter_scale, dropout=cfg.adapter_dropout)
-    if cfg.adapter_type == "router":
-        return RouterAdapter(dim, temperature=cfg.adapter_temperature, **kw)
+    """A RepAdapter or router adapter of width ``dim`` from a :class:`eim.config.RepAdapterConfig`
+    (``vision.lavin`` / ``lm.lavin``)."""
+    kw = dict(hidden_dim=cfg.dim, groups=2, scale=cfg.scale, dropout=cfg.dropout)
+    if cfg.type == "router":
+        return RouterAdapter(dim, temperature=cfg.temperature, **kw)
     return RepAdapter(dim, **kw)
 
 
@@ -139,7 +140,7 @@ class LaVINAdapters(LMAdapter):
         d = emb.embedding_dim
         with torch.device(emb.weight.device):
             self.modality = nn.Embedding(2, d)  # LaVIN adapter_modality_embedding: 0 text only, 1 image
-            adapters = [make_adapter(cfg, d) for _ in attns]
+            adapters = [make_adapter(cfg.lavin, d) for _ in attns]
         self.adapters = InputAdapters(adapters, attns, routing=self.weights)  # a bound method, not a submodule
         self._index, self._weights, self._fresh = None, {}, True
         lm.register_forward_pre_hook(self._begin, with_kwargs=True)

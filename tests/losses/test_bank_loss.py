@@ -4,12 +4,12 @@ import pytest
 
 from eim.banks import BankProvider
 from eim.cli import main
-from eim.config import LOSSES
+from eim.config import LOSS_NAMES
 from eim.losses import BANK_NAMES, LOSS_BANK, LOSSES as REGISTRY, IELoss, LMLoss, STLoss
 
 
 def test_registry_is_the_one_list_of_losses_and_banks():
-    assert tuple(REGISTRY) == LOSSES == ("base", "st", "lm", "ie")
+    assert tuple(REGISTRY) == LOSS_NAMES == ("base", "st", "lm", "ie")
     assert LOSS_BANK == {"st": "embed", "lm": "lm", "ie": "text"}
     assert {c.name: c.bank_name for c in (STLoss, LMLoss, IELoss)} == LOSS_BANK
     assert BankProvider.NAMES == BANK_NAMES

@@ -1,4 +1,4 @@
-"""loss_base's target count is what the LM's loss averages over (eim.losses.base)."""
+"""loss_base's target count is what the LM's loss averages over (eim.losses.loss_base)."""
 
 import pytest
 from helpers import caption_samples, tiny_recipe

@@ -1,4 +1,6 @@
-"""EIM's three contrastive losses (docs/design.md §2), each an InfoNCE against a whole-dataset bank.
+"""The base class of EIM's three contrastive losses (docs/design.md §2), each an InfoNCE against a
+whole-dataset bank: :class:`~eim.losses.loss_st.STLoss`, :class:`~eim.losses.loss_lm.LMLoss`,
+:class:`~eim.losses.loss_ie.IELoss`.
 
 Every loss returns ``{"loss_<name>": scalar}`` and reads shared intermediates from the step
 context (:class:`eim.losses.context.StepContext`). Queries carry the gradient; banks are frozen.
@@ -15,11 +17,27 @@ Samples without an image (text-only ScienceQA/LLaVA/Alpaca rows) are left out of
 loss_ST, which need an image; loss_LM in ``lm_query_input: text`` mode uses every row.
 """
 
+from typing import Protocol
+
 import torch
 from torch import nn
-from transformers import CLIPModel
 
 from eim.losses.infonce import bank_infonce, sharded_bank_infonce
+
+
+class BankSource(Protocol):
+    """Where a loss reads its bank (:class:`eim.banks.BankProvider`, or a test's own): ``get(name)``
+    is the bank ``[N, d]`` with unit rows (row i = dataset index i), or this rank's rows
+    ``[shard_offset(name), +n)`` when ``sharded``; ``groups()`` one id per distinct image ``[N]``
+    (``eim.same_image: mask``)."""
+
+    sharded: bool
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+    def shard_offset(self, name: str) -> int: ...
+
+    def groups(self) -> torch.Tensor: ...
 
 
 class BankLoss(nn.Module):
@@ -64,7 +82,7 @@ class BankLoss(nn.Module):
         every trainable parameter that ran still gets a (zero) gradient (DDP expects that).
         """
         e = self.recipe.eim
-        sharded = getattr(self.banks, "sharded", False)
+        sharded = self.banks.sharded
         if query is None:
             d = self.banks.get(self.bank_name).shape[1]
             query = torch.zeros(0, d, device=index.device)
@@ -89,77 +107,3 @@ class BankLoss(nn.Module):
         if query.shape[0] == 0 and like is not None:
             loss = loss + like.sum() * 0.0
         return loss
-
-
-class STLoss(BankLoss):
-    """loss_ST: ST output averaged over tokens vs the mean LLM-embedding bank Ke."""
-
-    name, bank_name = "st", "embed"
-
-    def forward(self, ctx):
-        b = ctx.batch
-        rows = self.query_rows(b)
-        q = None if ctx.features is None else ctx.image_tokens.mean(dim=1)  # [B, D_lm]
-        if q is None:
-            return {"loss_st": self.infonce(None, b["index"][rows])}
-        return {"loss_st": self.infonce(q[rows], b["index"][rows], like=q)}
-
-
-class LMLoss(BankLoss):
-    """loss_LM: tuned LLM's last-token hidden state vs the frozen LLM's [EOS] bank Kb."""
-
-    name, bank_name = "lm", "lm"
-    needs_image = False  # text mode reads no image; multimodal mode splices one when there is one
-
-    def forward(self, ctx):
-        b, model = ctx.batch, ctx.model
-        if self.recipe.eim.lm_query_input == "text":
-            ids, lengths = b["input_ids"], b["text_lengths"]
-            mask = (torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]).long()
-            out = model.lm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-            last = lengths - 1
-        else:  # multimodal: [lead; ST(image); instruction; response; EOS]
-            embeds, mask, pos, _ = model.embed(b, features=ctx.features, with_labels=False)
-            out = model.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                           output_hidden_states=True, use_cache=False)
-            last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # last real position (any padding side)
-        h = out.hidden_states[-1][torch.arange(last.shape[0], device=last.device), last]  # [B, D]
-        rows = self.query_rows(b)
-        return {"loss_lm": self.infonce(h[rows], b["index"][rows], like=h)}
-
-
-class IELoss(BankLoss):
-    """loss_IE: CLIP.visual [CLS] mapped to the joint space vs the CLIP.text [EOS] bank Kt.
-
-    ``ie_head: clip_projection`` uses CLIP's own frozen ``visual_projection`` (used only by this
-    loss; the ST input still skips it, docs/design.md §2); ``linear`` learns a new head, trained here.
-    """
-
-    name, bank_name = "ie", "text"
-
-    def __init__(self, recipe, banks, model):
-        super().__init__(recipe, banks, model)
-        vt = model.vision
-        if recipe.eim.ie_head == "clip_projection":
-            if vt.visual_projection is not None:
-                self.head = None  # pooled mode: the segment's own output layer
-            else:
-                clip = CLIPModel.from_pretrained(recipe.vision.name_or_path, dtype=torch.float32)
-                self.head = clip.visual_projection.requires_grad_(False)
-                del clip
-        else:
-            d_text = banks.get("text").shape[1]
-            self.head = nn.Linear(vt.vision_model.config.hidden_size, d_text)
-
-    def count(self, batch):
-        # the [CLS] query exists only when CLIP runs in the loop (pixels, not cached features)
-        return super().count(batch) if batch.get("pixel_values") is not None else 0
-
-    def forward(self, ctx):
-        b = ctx.batch
-        rows = self.query_rows(b)
-        if ctx.cls is None:
-            return {"loss_ie": self.infonce(None, b["index"][rows])}
-        head = self.head if self.head is not None else ctx.model.vision.visual_projection
-        q = head(ctx.cls.to(head.weight.dtype))  # [B, D_text]; CLIP may run in another precision
-        return {"loss_ie": self.infonce(q[rows], b["index"][rows], like=q)}

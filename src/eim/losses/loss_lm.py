@@ -1,0 +1,29 @@
+"""loss_LM (docs/design.md §2): the tuned LLM's final hidden state at the last token against the bank of
+the frozen original LLM's state at [EOS] (``lm``). It trains the LLM's trainable parameters."""
+
+import torch
+
+from eim.losses.bank_loss import BankLoss
+
+
+class LMLoss(BankLoss):
+    """loss_LM: tuned LLM's last-token hidden state vs the frozen LLM's [EOS] bank Kb."""
+
+    name, bank_name = "lm", "lm"
+    needs_image = False  # text mode reads no image; multimodal mode splices one when there is one
+
+    def forward(self, ctx):
+        b, model = ctx.batch, ctx.model
+        if self.recipe.eim.lm_query_input == "text":
+            ids, lengths = b["input_ids"], b["text_lengths"]
+            mask = (torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]).long()
+            out = model.lm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+            last = lengths - 1
+        else:  # multimodal: [lead; ST(image); instruction; response; EOS]
+            embeds, mask, pos, _ = model.embed(b, features=ctx.features, with_labels=False)
+            out = model.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                           output_hidden_states=True, use_cache=False)
+            last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # last real position (any padding side)
+        h = out.hidden_states[-1][torch.arange(last.shape[0], device=last.device), last]  # [B, D]
+        rows = self.query_rows(b)
+        return {"loss_lm": self.infonce(h[rows], b["index"][rows], like=h)}
