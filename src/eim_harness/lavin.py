@@ -54,6 +54,7 @@ from eim.evaluation.mme import flat_scores
 from eim_harness.encoders import cached_encoders
 from eim_harness.pipeline import say
 from eim_harness.report import write_lavin_report
+from eim_harness.task import Task
 from eim.model.splice import TextEncoder
 
 VARIANTS = ("lavin", "lavin_eim")
@@ -262,7 +263,7 @@ def metric_values(task, scores):
     return {m: flat.get(m) for m in MME_METRICS}
 
 
-class LaVINTask:
+class LaVINTask(Task):
     """LaVIN vs LaVIN + EIM on ``scienceqa`` or ``mme`` (:func:`eim_harness.pipeline.run_comparison`)."""
 
     variants, labels = VARIANTS, LABELS
@@ -359,4 +360,4 @@ class LaVINTask:
         write_lavin_report(out, summary, results, test_ds)
 
 
-TASKS = {name: LaVINTask(name) for name in ("scienceqa", "mme")}
+SCIENCEQA, MME = LaVINTask("scienceqa"), LaVINTask("mme")

@@ -33,7 +33,8 @@ from eim.data import load_dataset
 from eim_harness.coco import STRUCTURE_KEYS
 from eim_harness.lavin import _TEST_ENCODERS, llama_encoders
 from eim_harness.llava_report import write_llava_report
-from eim_harness.pipeline import evaluate_run
+from eim_harness.task import Task
+from eim_harness.evaluate import evaluate_benchmark
 from eim.evaluation.intervals import COCO_METRICS, MME_METRICS
 from eim.evaluation.mme import flat_scores
 from eim.recipe import load_recipe
@@ -116,7 +117,7 @@ def eval_datasets(data, split="test"):
 
 
 class _Eval:
-    """One benchmark of the task, in the shape :func:`eim_harness.pipeline.evaluate_run` reads."""
+    """One benchmark of the task (:class:`eim_harness.evaluate.Benchmark`)."""
 
     def __init__(self, name, kwargs, interval_metrics):
         self.name, self._kwargs, self.interval_metrics = name, kwargs, interval_metrics
@@ -145,7 +146,7 @@ def merged_scores(parts):
     return out
 
 
-class LLaVATask:
+class LLaVATask(Task):
     """LLaVA vs LLaVA + EIM (:func:`eim_harness.pipeline.run_comparison`, :func:`eim_harness.study.run_study`)."""
 
     name = "llava"
@@ -189,7 +190,7 @@ class LLaVATask:
         parts, dirs, seconds = {}, {}, 0.0
         for name, ds in datasets.items():
             kw = {"meteor": meteor} if name == "coco" else {}
-            parts[name], dirs[name], s = evaluate_run(EVALS[name], run_dir, ds, p, split=split, quiet=quiet, **kw)
+            parts[name], dirs[name], s = evaluate_benchmark(EVALS[name], run_dir, ds, p, split=split, quiet=quiet, **kw)
             seconds += s or 0.0
         return merged_scores(parts), dirs, seconds
 

@@ -3,11 +3,12 @@
     1/5 data      the shapes world, generated once (:func:`ensure_shapes`)
     2/5 encoders  a small pretrained CLIP and LLM (:mod:`eim_harness.encoders`), cached
     3/5 train     each (variant, seed), resumable (finished stages are reused)
-    4/5 evaluate  each run on the task's test split, reused while fresh (:func:`eval_fresh`)
+    4/5 evaluate  each run on the task's test split, reused while fresh (:func:`eim_harness.evaluate.eval_fresh`)
     5/5 report    ``summary.json`` (:func:`build_summary`) and ``report.html``
 
-A task (:mod:`eim_harness.coco`: ClipCap; :mod:`eim_harness.lavin`: LaVIN on ScienceQA / MME) is an
-object that says what differs: its presets, recipes, data, evaluation settings and report.
+A task (:class:`eim_harness.task.Task`; :mod:`eim_harness.coco`: ClipCap; :mod:`eim_harness.lavin`:
+LaVIN on ScienceQA / MME; :mod:`eim_harness.llava`: LLaVA-1.5) says what differs: its presets,
+recipes, data, evaluation and report.
 """
 
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from eim.api import param_report, quiet_transformers, train
 from eim_harness.shapes.writer import ensure_shapes as generate_shapes
-from eim.evaluation.generate import evaluate_checkpoint
 from eim.evaluation.intervals import paired_interval
 from eim.io import write_json
 
@@ -113,40 +113,6 @@ def ensure_shapes(data, train, test, size, quiet=False):
     return data
 
 
-GENERATION_KEYS = ("num_beams", "max_new_tokens", "max_prompt_tokens")  # what makes an evaluation differ
-
-
-def eval_fresh(ev, run_dir, settings, n, per_image=True):
-    """Reuse an evaluation only when it scored ``n`` samples with these decoding ``settings``
-    after the checkpoint was last written (and kept its per-item statistics, when asked)."""
-    scores, gen = ev / "scores.json", ev / "generation.json"
-    if not (scores.exists() and gen.exists()) or (per_image and not (ev / "per_image.json").exists()):
-        return False
-    info = json.loads(gen.read_text())
-    same = info.get("samples") == n and all(info["generation"].get(k) == v for k, v in settings.items())
-    weights = [f.stat().st_mtime for f in Path(run_dir).glob("stage-*/model.safetensors")]
-    return same and (not weights or scores.stat().st_mtime >= max(weights))
-
-
-def evaluate_run(task, run_dir, dataset, p, split="test", quiet=False, **kwargs):
-    """Score a run on ``dataset`` (``run_dir/eval-<task>[-<split>]``), reusing a fresh evaluation
-    (:func:`eval_fresh`); returns (scores, evaluation folder, generation seconds). A task scored on
-    several benchmarks (LLaVA: MME and captions) has its own ``evaluate``; its folder is then
-    ``{benchmark: folder}`` and ``task.metric_sources`` says which one a metric reads."""
-    if hasattr(task, "evaluate"):
-        return task.evaluate(run_dir, dataset, p, split=split, quiet=quiet, **kwargs)
-    eval_kw = {**task.eval_kwargs(p), **kwargs}
-    settings = {k: eval_kw[k] for k in GENERATION_KEYS if k in eval_kw}
-    ev = Path(run_dir) / (f"eval-{task.name}" if split == "test" else f"eval-{task.name}-{split}")
-    if eval_fresh(ev, run_dir, settings, len(dataset), per_image=bool(task.interval_metrics)):
-        scores = json.loads((ev / "scores.json").read_text())
-        say(quiet, f"      reusing {ev}/scores.json")
-    else:
-        scores = evaluate_checkpoint(run_dir, task.name, dataset, ev, quiet=quiet, **eval_kw)
-    gen = json.loads((ev / "generation.json").read_text())
-    return scores, ev, gen.get("generation_seconds")
-
-
 def train_run(recipe, data, run_dir, **kwargs):
     """:func:`eim.train` on a task's training data: one dataset, or ``{name: dataset}`` for a recipe
     whose stages name their data (LLaVA)."""
@@ -202,7 +168,7 @@ def run_comparison(task, out, preset="tiny", seeds=1, quiet=False, variants=None
                            banks_dir=out / "banks", callbacks=callbacks)
         prog.finish(f"train-{v}-{s}")
         prog.start(f"eval-{v}-{s}", f"4/5 evaluate {v} (seed {s}) on {size(test_ds)} {task.test_text}")
-        scores, ev, gen_seconds = evaluate_run(task, run_dir, test_ds, p, quiet=quiet)
+        scores, ev, gen_seconds = task.evaluate(run_dir, test_ds, p, quiet=quiet)
         # the runs' own records, so a re-run that reuses them reports the original cost
         results[(v, s)] = {"stages": stages, "scores": scores, "train_seconds": sum(st["seconds"] for st in stages),
                            "eval_seconds": gen_seconds, "run_dir": str(run_dir),

@@ -38,15 +38,14 @@ from eim.api import quiet_transformers
 from eim.banks import dataset_fingerprint
 from eim.config import recipe_delta
 from eim.digests import file_digest, folder_digest
-from eim_harness import coco, lavin, llava
-from eim_harness.pipeline import compare_pairs, evaluate_run, mean_std, say, seed_stats, stage_costs, train_run
+from eim_harness.pipeline import compare_pairs, mean_std, say, seed_stats, stage_costs, train_run
+from eim_harness.registry import TASKS
 from eim_harness.study_report import write_study_report
-from eim_harness.worlds import SCHEDULES, ensure_world, world, world_encoders
+from eim_harness.worlds import ensure_world, world
 from eim.errors import ConfigError
 from eim.io import write_json
 
 SPEC_DIR = Path(__file__).resolve().parent / "studies"
-TASKS = {"coco": coco.TASK, "llava": llava.TASK, **lavin.TASKS}  # lavin: scienceqa, mme
 SELECTABLE = ("val",)  # never "test": it is read once, for the final table; the studies score no other split
 
 
@@ -142,28 +141,20 @@ def _versions():
 
 
 class _Condition:
-    """One condition's data, encoders and runs (a helper of :func:`run_study`). What is task
-    specific comes from the task object: ``study_datasets(data) -> (train, {"val", "test"})``,
-    ``recipe(name, schedule, clip, lm, seed, extra)``, ``interval_metrics``, and ``eval_kwargs`` or,
-    for a task scored on several benchmarks, ``evaluate`` (:func:`eim_harness.pipeline.evaluate_run`);
-    and, where a task has them, ``schedules`` (its own training schedules) and ``study_encoders``
-    (its own encoder cache)."""
+    """One condition's data, encoders and runs (a helper of :func:`run_study`); what is task specific
+    comes from the task (:class:`eim_harness.task.Task`: ``study_datasets``, ``study_encoders``,
+    ``study_preset``, ``recipe``, ``evaluate``, ``interval_metrics``)."""
 
     def __init__(self, spec, cond, preset, p, cache, quiet):
         self.task, self.cond, self.preset, self.p, self.quiet = TASKS[spec.task], cond, preset, p, quiet
         self.world = world(preset, cond)
         self.data = ensure_world(cache, self.world, quiet)
-        if hasattr(self.task, "study_encoders"):
-            self.enc = self.task.study_encoders(Path(cache), self.data, self.world, preset, p, quiet)
-        else:
-            self.enc = world_encoders(cache, self.data, self.world, "smol" if preset == "smol" else "tiny",
-                                      p.encoders or None, quiet)
+        self.enc = self.task.study_encoders(Path(cache), self.data, self.world, preset, p, quiet)
         # runs are reused only with the very weights they were trained on: encoders pretrained
         # again at the same path (new data, a newer generator) give new run folders
         self.weights = {k: folder_digest(self.enc[k]) for k in ("clip", "lm")}
         self.train_ds, self.splits = self.task.study_datasets(self.data)
-        if hasattr(self.task, "study_preset"):  # a schedule fitted to the data (LaVIN: text lengths)
-            self.p = self.task.study_preset(self.p, self.enc, self.train_ds, self.splits)
+        self.p = self.task.study_preset(self.p, self.enc, self.train_ds, self.splits)  # LaVIN: text lengths
         # ... and only with the very data: a world's files rewritten (a newer generator that keeps
         # the encoders' corpus) give new run folders too
         self.train_fp = _fingerprint(self.train_ds)
@@ -187,7 +178,7 @@ class _Condition:
 
     def evaluate(self, run_dir, split, meteor):
         """(scores with the task's flat metrics added, e.g. MME's accuracies, folder, seconds)."""
-        scores, ev, seconds = evaluate_run(self.task, run_dir, self.splits[split], self.p, split=split, quiet=True,
+        scores, ev, seconds = self.task.evaluate(run_dir, self.splits[split], self.p, split=split, quiet=True,
                                            meteor=meteor)
         return {**scores, **self.task.metric_values(scores)}, ev, seconds
 
@@ -205,7 +196,7 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
     task = TASKS[spec.task]
-    schedules = getattr(task, "schedules", SCHEDULES)
+    schedules = task.schedules
     if preset not in schedules:
         raise ConfigError(f"study {spec.name}: task {spec.task} has no {preset!r} preset (allowed: {', '.join(schedules)})")
     p = schedules[preset]

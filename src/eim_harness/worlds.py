@@ -11,11 +11,10 @@ Both use large validation and test splits (every choice is made on validation; t
 for the final table). Sizes were fixed before any EIM variant was scored on them.
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eim_harness.shapes.writer import ensure_shapes
-from eim_harness.coco import PRESETS
 from eim_harness.encoders import cached_encoders
 from eim.errors import EIMError
 
@@ -51,16 +50,6 @@ WORLDS = {
         "transfer": World("transfer", train=16, val=8, test=8, web=40, size=32, pretrain="web"),
     },
 }
-
-
-# The studies' training schedule: the demo's presets trained to convergence. At the demo's 300 steps
-# the transfer baseline's BLEU-4 ranged 9.5-15.4 over six seeds (an A/A 95% half-width of 2.4
-# points); at 1500 steps (10 epochs of the transfer world's 5,000 captions, the paper's ClipCap
-# schedule) see docs/evidence.md §2. EIM's loss_ST and loss_LM stages get a tenth of that each
-# (the paper's 1 epoch against 10).
-SCHEDULES = {"tiny": replace(PRESETS["tiny"], steps=1500, st_steps=150, lm_steps=150),
-             "smol": PRESETS["smol"],  # SmolLM2 steps take seconds here: the demo's schedule, low power
-             "test": PRESETS["test"]}
 
 
 def world(preset, name):

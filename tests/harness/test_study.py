@@ -29,14 +29,14 @@ sweeps:
 
 
 def test_shipped_specs_load_and_build_their_recipes(tmp_path):
-    from eim_harness.study import SCHEDULES, TASKS
+    from eim_harness.registry import TASKS
 
     assert {f"clipcap-t{k}" for k in range(3, 10)} | {"llava-eim", "clipcap-eim"} <= set(spec_names())
     for name in spec_names():
         spec = load_spec(name)
         assert spec.select_on != "test" and spec.reference in [v.name for v in spec.variants]
         task = TASKS[spec.task]
-        schedule = getattr(task, "schedules", SCHEDULES)["test"]
+        schedule = task.schedules["test"]
         for v in spec.variants:  # every variant's overrides give a valid recipe
             task.recipe(v.recipe, schedule, tmp_path / "clip", tmp_path / "lm", 0, extra=v.overrides)
         assert set(spec.metrics) <= set(task.interval_metrics)  # every compared metric has its interval
@@ -135,7 +135,7 @@ def test_lavin_scienceqa_study_runs_with_intervals(tmp_path):
         assert len(v["metrics"]["Avg"]["per_seed"]) == 2 and v["metrics"]["IMG"]["mean"] is not None
     keep = c["variants"]["lavin_eim_keep"]["stages"]
     assert [st["name"] for st in keep] == ["st", "lm", "adapter", "base_ie"]
-    from eim_harness.study import TASKS
+    from eim_harness.registry import TASKS
 
     v = load_spec("lavin-sqa").variants[2]
     task = TASKS["scienceqa"]

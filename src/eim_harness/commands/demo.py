@@ -9,10 +9,10 @@ Writes DIR/report.html and DIR/summary.json; re-running reuses caches.
 import argparse
 
 from eim_harness import coco, lavin, llava
+from eim_harness.registry import TASKS
 from eim_harness.pipeline import run_comparison
 from eim.errors import ConfigError
 
-TASKS = {"coco": coco.TASK, **lavin.TASKS, "llava": llava.TASK}
 
 
 def add_parser(sub):
