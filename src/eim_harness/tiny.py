@@ -1,8 +1,8 @@
 """Small real-architecture models saved as Hugging Face folders (tests and the embedded demo).
 
-No pretrained CLIP or GPT-2 weights can be downloaded on this platform (docs/design.md §7), so tests and
-the demo build ``CLIPModel``/``GPT2LMHeadModel``/``LlamaForCausalLM`` from small configs, save them
-with ``save_pretrained`` and load them back through the same path a user's real model takes.
+Nothing downloads pretrained CLIP or GPT-2 weights at run time (docs/design.md §7), so tests and the
+demo build ``CLIPModel``/``GPT2LMHeadModel``/``LlamaForCausalLM`` from small configs, save them with
+``save_pretrained`` and load them back through the same path a user's real model takes.
 """
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Tokenizers built offline from text (no hub downloads on this platform, docs/design.md §7).
+"""Tokenizers built offline from text: no tokenizer is downloaded at run time (docs/design.md §7).
 
 Two layouts, as the published models have them, so the code that reads a real GPT-2 or CLIP
 folder is the code the tests and the embedded demo run:

@@ -1,7 +1,7 @@
 """Benchmark conditions for the studies (docs/evidence.md §2): the shapes world at a size with the
 power to tell, and what its encoders are pretrained on.
 
-- ``indomain`` — today's demo regime: CLIP and the LLM are pretrained on the downstream training
+- ``indomain`` — the demo's regime: CLIP and the LLM are pretrained on the downstream training
   split itself (its captions, and the ScienceQA/LLaVA text), then fine-tuned on the same captions.
 - ``transfer`` — the paper's regime: CLIP and the LLM are pretrained on a broad web corpus of the
   world (:mod:`eim_harness.shapes.web`: more and different scenes, alt-text style and vocabulary),

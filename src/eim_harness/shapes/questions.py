@@ -2,8 +2,9 @@
 
 MME (docs/design.md §5): each image gets two questions, the true statement first (answer Yes) and a
 minimally changed false one second (No), for the perception subtasks the world can pose:
-existence, count, position, color. ``MME_NEEDS`` says what a scene must hold for a subtask,
-so the writer can redraw until the scene qualifies.
+existence, count, position, color. ``MME_MIN_OBJECTS`` says how many objects a scene needs for a
+subtask and :func:`mme_pair` returns None for a scene that cannot pose its pair, so the writer
+redraws until the scene qualifies.
 
 The chatbot's training mixture (docs/design.md §5, "MME chatbot data") adds two files beside
 ``llava/instruct.json``: short-answer questions on the training images (:func:`vqa_turns`, in

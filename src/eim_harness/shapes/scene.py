@@ -24,7 +24,7 @@ BACKGROUNDS = {"white": (250, 250, 250), "gray": (190, 190, 190), "beige": (236,
 SCENE_BACKGROUNDS = ("white", "gray", "beige")  # downstream (COCO, ScienceQA, MME, LLaVA) scenes
 SIZES = {"small": 0.085, "large": 0.15}  # radius as a fraction of the image side
 ROWS, COLS = ("top", "middle", "bottom"), ("left", "center", "right")
-SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges, still ~1 ms per 64 px image
+SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges, still cheap (cost: benchmarks/RESULTS.md)
 
 
 @dataclass(frozen=True)
