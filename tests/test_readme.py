@@ -274,7 +274,7 @@ def test_line_runs(line, sandbox, capsys):
 
 
 def test_readme_python_example_runs(sandbox):
-    code = next(b for b in README_PYTHON if "eim.api" in b)
+    code = next(b for b in README_PYTHON if "eim.train(" in b)
     subs = {**sandbox["subs"], "DATA/coco": str(sandbox["box"] / "world" / "coco"),
             '"runs/eim"': repr(str(sandbox["box"] / "runs-python" / "eim"))}
     for a, b in subs.items():

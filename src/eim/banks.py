@@ -21,17 +21,19 @@ checks the fingerprint and tells the others; a build splits the blocks across ra
 a contiguous ~N/W of the rows), rank 0 joins the parts into the bank file, and every rank loads
 it. ``shard=True``: each rank keeps only its contiguous row range
 (:func:`eim.distributed.shard_range`, read straight from the file) and the EIM losses use
-:func:`eim.distributed.sharded_bank_infonce` — for banks too large for one device.
+:func:`eim.losses.infonce.sharded_bank_infonce` — for banks too large for one device.
 
     eim banks build clipcap_eim --data DATA/coco --out runs/eim
 """
 
 import json
 import math
+import os
 import shutil
 import struct
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +42,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPModel
 
 from eim import distributed as D
-from eim.config import MAIN
+from eim.config import MAIN, Recipe
+from eim.data.dataset import Dataset
 from eim.digests import file_digest, folder_digest
 from eim.errors import EIMError
 from eim.io import atomic_write, load_tensors, save_tensors, write_json
@@ -53,14 +56,15 @@ BANK_VERSION = 2  # bump when the way a bank is computed changes (2: CLIP's own 
 PART_ROWS = 4096  # rows per part file (one block of an interrupted or multi-process build)
 
 
-def bank_dir(run_dir, banks_dir=None, name=MAIN):
+def bank_dir(run_dir: Union[str, os.PathLike], banks_dir: Optional[Union[str, os.PathLike]] = None,
+             name: str = MAIN) -> Path:
     """Where the banks of dataset ``name`` live: ``banks_dir`` (default ``RUN/banks``) for the main
     dataset, its ``<name>/`` subfolder for a stage's named one (row i is that dataset's sample i)."""
     root = Path(banks_dir) if banks_dir else Path(run_dir) / "banks"
     return root if name == MAIN else root / name
 
 
-def dataset_fingerprint(dataset):
+def dataset_fingerprint(dataset: Dataset) -> dict[str, Any]:
     """What identifies a dataset's rows: format, split, size and index-file digests; a
     :class:`eim.data.mixture.Mixture` adds its parts' own, in order (the order sets the rows)."""
     fp = {"format": getattr(dataset, "format", None), "split": getattr(dataset, "split", None),
@@ -108,8 +112,10 @@ class BankProvider:
 
     NAMES = BANK_NAMES  # text, embed, lm: the banks the losses in eim.losses read
 
-    def __init__(self, recipe, dataset, run_dir, model=None, tokenizer=None, image_processor=None,
-                 no_rebuild=False, quiet=False, device="cpu", banks_dir=None, shard=False):
+    def __init__(self, recipe: Recipe, dataset: Dataset, run_dir: Union[str, os.PathLike], model: Any = None,
+                 tokenizer: Any = None, image_processor: Any = None, no_rebuild: bool = False, quiet: bool = False,
+                 device: Union[str, torch.device] = "cpu", banks_dir: Optional[Union[str, os.PathLike]] = None,
+                 shard: bool = False) -> None:
         self.recipe, self.dataset = recipe, dataset
         self.dir = Path(banks_dir) if banks_dir else Path(run_dir) / "banks"
         self.model, self.tok, self.proc = model, tokenizer, image_processor
@@ -120,11 +126,11 @@ class BankProvider:
 
     # --- public ---------------------------------------------------------------------------------
     @property
-    def sharded(self):
+    def sharded(self) -> bool:
         """True when ``get`` returns row shards (``shard=True`` and several processes)."""
         return self.shard and D.is_distributed()
 
-    def shard_offset(self, name):
+    def shard_offset(self, name: str) -> int:
         """First bank row this rank holds (0 unless ``sharded``); the same for every bank."""
         return self._rows()[0]
 
@@ -134,12 +140,12 @@ class BankProvider:
             return 0, len(self.dataset)
         return D.shard_range(len(self.dataset), D.world_size(), D.rank())
 
-    def get(self, name):
+    def get(self, name: str) -> torch.Tensor:
         if name not in self._banks:
             self._banks[name] = self._load_or_build(name)
         return self._banks[name]
 
-    def groups(self):
+    def groups(self) -> torch.Tensor:
         """LongTensor [N]: an id per distinct image (``same_image: mask``); text-only rows unique."""
         if self._groups is None:
             ids, out = {}, []
@@ -150,7 +156,7 @@ class BankProvider:
             self._groups = torch.tensor(out, dtype=torch.long)
         return self._groups
 
-    def fingerprint(self, name):
+    def fingerprint(self, name: str) -> dict[str, Any]:
         r = self.recipe
         if name == "text":
             model = {"id": r.vision.name_or_path, "digest": folder_digest(r.vision.name_or_path),

@@ -13,12 +13,18 @@ prompt (:mod:`eim.export.llava_hf`), so both give the same greedy answers. Decod
 recipe's (greedy unless it says otherwise), cut at its ``stop_text``.
 """
 
+import os
 from pathlib import Path
+from typing import Any, Optional, Union
+
+from transformers import PreTrainedTokenizerBase
 
 from eim.api import load_for_inference
+from eim.config import Recipe
 from eim.data.formats.llava import instruction_after
 from eim.data.sample import Sample
 from eim.errors import DataError
+from eim.model.multimodal import MultimodalLM
 from eim.model.splice import TextEncoder
 from eim.training.collate import Collator
 
@@ -26,7 +32,8 @@ from eim.training.collate import Collator
 class Chat:
     """One conversation with ``model``: ``ask(question, image=None, streamer=None) -> answer``."""
 
-    def __init__(self, model, tokenizer, image_processor, recipe, max_new_tokens=None, num_beams=None):
+    def __init__(self, model: MultimodalLM, tokenizer: PreTrainedTokenizerBase, image_processor: Any, recipe: Recipe,
+                 max_new_tokens: Optional[int] = None, num_beams: Optional[int] = None) -> None:
         self.model, self.tok, self.proc, self.recipe = model, tokenizer, image_processor, recipe
         g = recipe.generation
         self.max_new_tokens, self.num_beams = max_new_tokens or g.max_new_tokens, num_beams or g.num_beams
@@ -34,18 +41,19 @@ class Chat:
         self.image, self.turns = None, []
 
     @classmethod
-    def load(cls, checkpoint, **kw):
+    def load(cls, checkpoint: Union[str, os.PathLike], **kw: Any) -> "Chat":
+        """A chat with the checkpoint :func:`eim.load_for_inference` loads (``kw``: decoding settings)."""
         return cls(*load_for_inference(checkpoint), **kw)
 
-    def reset(self, image=None):
+    def reset(self, image: Optional[Union[str, os.PathLike]] = None) -> None:
         """Start a new conversation (about ``image``, or none)."""
         self.image, self.turns = _checked(image), []
 
-    def instruction(self, question):
+    def instruction(self, question: str) -> str:
         """The prompt's text for ``question`` after this conversation's turns (the LLaVA loader's rendering)."""
         return instruction_after(self.turns, question.strip())
 
-    def ask(self, question, image=None, streamer=None):
+    def ask(self, question: str, image: Optional[Union[str, os.PathLike]] = None, streamer: Any = None) -> str:
         """The answer to ``question`` (about ``image`` when given: a new image starts a new
         conversation); ``streamer``: a transformers streamer that receives the tokens as they come."""
         if image is not None and _checked(image) != self.image:
@@ -61,7 +69,7 @@ class Chat:
         return answer
 
 
-def _checked(image):
+def _checked(image: Optional[Union[str, os.PathLike]]) -> Optional[str]:
     if image is None:
         return None
     if not Path(image).is_file():

@@ -10,22 +10,26 @@ The typed schema the result is checked against is :mod:`eim.config`.
 """
 
 import dataclasses
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import yaml
 
-from eim.config import StageConfig, _field_type, build_recipe
+from eim.config import Recipe, StageConfig, _field_type, build_recipe
 from eim.errors import ConfigError
 from eim.typed import parse_value
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 
-def recipe_names():
+def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def load_recipe(name_or_path, overrides=None):
+def load_recipe(name_or_path: Union[str, os.PathLike],
+                overrides: Optional[Union[Mapping[str, Any], Sequence[tuple[str, Any]]]] = None) -> Recipe:
     """Load a shipped recipe by name (``clipcap``) or a YAML path, then apply dotted overrides.
 
     ``overrides``: list of ``("train.lr", "1e-4")`` pairs or a dict; string values are read as
@@ -103,7 +107,7 @@ def _set_stage(data, key, parts, value):
     node[parts[-1]] = value
 
 
-def parse_overrides(extra):
+def parse_overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
     """Turn ``['--train.lr', '1e-4', '--vision.features=full']`` into ``[(key, value)]``."""
     out, i = [], 0
     while i < len(extra):

@@ -9,8 +9,8 @@ they check every image, in one of two depths:
 - ``decode`` (``eim data check``, and ``--skip-bad`` everywhere): every image is decoded exactly as
   :func:`load_image` decodes it, on a thread pool (PIL releases the GIL while decoding) with a
   progress bar. So a record that ``data check`` flags is exactly one ``--skip-bad`` skips, and an
-  image that passes can be loaded. About 2.6 ms per 640×480 JPEG on one core: ~4 min for 100k
-  images on one core, divided by the cores there are.
+  image that passes can be loaded. It costs a few milliseconds per COCO-sized JPEG and core
+  (benchmarks/RESULTS.md), divided by the cores there are.
 """
 
 import os

@@ -17,10 +17,14 @@ a folder holding exactly one JSON file of the above         (that file's)
 ==========================================================  =========
 """
 
+import argparse
 import json
 import os
+from typing import Optional, Union
 
 from eim.config import DATA_NAME, MAIN
+from eim.data.base import RecordDataset
+from eim.data.dataset import Dataset
 from eim.data.formats import FORMATS
 from eim.data.formats.mme import is_mme_root
 from eim.data.mixture import Mixture
@@ -83,7 +87,7 @@ def _detect_dir(path):
     return None
 
 
-def detect_format(path):
+def detect_format(path: Union[str, os.PathLike]) -> str:
     """The format name of what `path` holds; DataError naming the path when it is unclear."""
     if not os.path.exists(path):
         raise DataError("no such file or folder", file=path, remedy="check the --data path")
@@ -116,8 +120,9 @@ def dataset_path(path, data_format):
     return path
 
 
-def load_dataset(path, data_format=None, split="train", mode="train", image_root=None,
-                 skip_bad=False, check_images=True):
+def load_dataset(path: Union[str, os.PathLike], data_format: Optional[str] = None, split: str = "train",
+                 mode: str = "train", image_root: Optional[str] = None, skip_bad: bool = False,
+                 check_images: Union[bool, str] = True) -> RecordDataset:
     """Open the dataset at `path` (format detected unless given) as a map-style dataset.
 
     split: train/val/test for COCO (restval joins train); a pid_splits.json key for ScienceQA;
@@ -183,7 +188,7 @@ def split_named(value):
     return None, value
 
 
-def datasets_from_args(args, mode="train"):
+def datasets_from_args(args: argparse.Namespace, mode: str = "train") -> dict[str, Dataset]:
     """``{name: dataset}`` of a ``named`` ``--data`` (:func:`add_data_args`): a plain ``--data PATH``
     is :data:`eim.config.MAIN`, the dataset of stages that name none. A name given more than once
     (plain paths too) is the :class:`eim.data.mixture.Mixture` of its paths, in the order given

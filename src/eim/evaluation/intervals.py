@@ -18,9 +18,9 @@ point estimate is the mean over seeds of each seed's difference on the whole tes
 interval is ``diff ± t · se``, where ``se²`` adds the seeds' part (the per-seed differences'
 sample variance over S) and the items' part (a paired bootstrap of the test items, the same items
 for both models and every seed), and ``t`` is Student's with Welch-Satterthwaite degrees of
-freedom. An earlier version resampled the seeds too and took percentiles; with three seeds that
-was too narrow (docs/evidence.md §4): a resample of three values cannot show how far a fourth
-seed may fall.
+freedom. Why not resample the seeds too and take percentiles: with three seeds that interval is too
+narrow (docs/evidence.md §4), since a resample of three values cannot show how far a fourth seed
+may fall.
 """
 
 import math

@@ -19,7 +19,7 @@ online (running-max) reduction; both give the same value to float rounding.
 **CPU workers.** On a CPU the bank is split into one contiguous row range per torch thread, each
 streamed by its own Python thread running single-threaded torch ops: the products of a cache-sized
 block are too small to split across cores without a barrier per op, and on a shared (loaded)
-machine those barriers cost more than the arithmetic (issue 16). Partial sums merge in a fixed
+machine those barriers cost more than the arithmetic. Partial sums merge in a fixed
 order, so a result depends on the thread count only through float summation order.
 
 **CUDA.** With Triton installed, :mod:`eim.losses.stream_triton` runs the block's two products as

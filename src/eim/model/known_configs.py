@@ -1,7 +1,7 @@
 """Architecture configs of the paper's reference models, for building them without a download.
 
 ``eim params`` builds models on the ``meta`` device; it needs only the architecture. When a
-hub id is not a local folder and no hub is reachable (this platform, docs/design.md §7), the config is
+hub id is not a local folder and no hub is reachable (offline, docs/design.md §7), the config is
 taken from here. Values are the published ``config.json`` fields that determine parameter count.
 """
 

@@ -38,7 +38,8 @@ def build_lm(cfg, device=None):
 def fused_activations(model):
     """Swap transformers' ``gelu_new`` (GPT-2's activation, written as a chain of eight
     elementwise ops whose backward keeps every intermediate) for PyTorch's one-kernel tanh GELU:
-    the same function, equal to float rounding, 5× faster forward+backward on CPU (issue 16).
+    the same function, equal to float rounding, several times faster forward+backward on a CPU
+    (benchmarks/RESULTS.md).
     No parameters change; the config still names ``gelu_new``."""
     for module in list(model.modules()):
         for name, child in module.named_children():

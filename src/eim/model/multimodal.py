@@ -15,10 +15,13 @@ its modality token before each row; both happen in :meth:`MultimodalLM.embed`.
 """
 
 from contextlib import nullcontext
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from eim.config import Recipe
 from eim.model.adapters import lm_adapter
 from eim.model.lm import build_lm, lm_tunable_parameters
 from eim.model.projector import build_projector
@@ -27,14 +30,15 @@ from eim.model.vision import build_vision
 
 
 class MultimodalLM(nn.Module):
-    def __init__(self, vision, projector, lm, padding_side="right", inject="splice"):
+    def __init__(self, vision: nn.Module, projector: nn.Module, lm: nn.Module, padding_side: str = "right",
+                 inject: str = "splice") -> None:
         super().__init__()
         self.vision, self.projector, self.lm = vision, projector, lm
         self.padding_side = padding_side
         self.inject = inject  # splice: ST tokens in the input | adapter_prompt: added to LLaMA-Adapter's prompts
 
     # --- segments -------------------------------------------------------------------------
-    def segment_tunable(self, segment):
+    def segment_tunable(self, segment: str) -> list[nn.Parameter]:
         """Parameters a stage may train in ``segment`` (its configured tuning method)."""
         if segment == "vision":
             return self.vision.tunable_parameters()
@@ -42,7 +46,7 @@ class MultimodalLM(nn.Module):
             return list(self.projector.parameters())
         return lm_tunable_parameters(self.lm, self.lm_cfg)
 
-    def image_features(self, batch):
+    def image_features(self, batch: dict[str, Any]) -> Optional[torch.Tensor]:
         """Vision output for the batch: precomputed ``features`` if present, else run CLIP."""
         if batch.get("features") is not None:
             return batch["features"]
@@ -50,10 +54,11 @@ class MultimodalLM(nn.Module):
             return None
         return self.vision(batch["pixel_values"])
 
-    def image_tokens(self, features):
+    def image_tokens(self, features: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None if features is None else self.projector(features)  # [B, P, D_lm]
 
-    def embed(self, batch, features=None, with_labels=True, side=None):
+    def embed(self, batch: dict[str, Any], features: Optional[torch.Tensor] = None, with_labels: bool = True,
+              side: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """-> (inputs_embeds, attention_mask, position_ids, labels) with image tokens spliced.
 
         With an LLM-side adapter, the adapter gets the last word (LaVIN: modality token first;
@@ -73,7 +78,8 @@ class MultimodalLM(nn.Module):
             out = adapter.prepare(*out, has_image=has, visual=visual)
         return out
 
-    def forward(self, batch, features=None, output_hidden_states=False):
+    def forward(self, batch: dict[str, Any], features: Optional[torch.Tensor] = None,
+                output_hidden_states: bool = False) -> Any:
         """LM output; ``.loss`` is loss_base: cross-entropy on response tokens only (eq. 1)."""
         embeds, mask, pos, labels = self.embed(batch, features)
         return self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, labels=labels,
@@ -81,7 +87,9 @@ class MultimodalLM(nn.Module):
 
     # --- generation -----------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, batch, tokenizer, num_beams=1, max_new_tokens=30, stop_text=None, **generate_kwargs):
+    def generate(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, num_beams: int = 1,
+                 max_new_tokens: int = 30, stop_text: Optional[Union[str, list[str]]] = None,
+                 **generate_kwargs: Any) -> list[str]:
         """Decode with the LM's own ``generate`` from ``inputs_embeds`` (prompt = lead+image+instruction).
 
         ``batch`` holds prompt ids only (no response); prompts are left-padded here because
@@ -108,7 +116,7 @@ def _stops(stop_text):
     return [s for s in ([stop_text] if isinstance(stop_text, str) else stop_text or ()) if s]
 
 
-def cut_at_stop(text, stop_text):
+def cut_at_stop(text: str, stop_text: Optional[Union[str, list[str]]]) -> str:
     """Keep text up to and including the first ``stop_text`` (ClipCap keeps the final '.'); with a
     list, up to the end of whichever of them ends first."""
     text = text.strip()
@@ -116,7 +124,7 @@ def cut_at_stop(text, stop_text):
     return text[: min(ends)] if ends else text
 
 
-def build_model(recipe, device=None):
+def build_model(recipe: Recipe, device: Optional[str] = None) -> tuple[MultimodalLM, Optional[PreTrainedTokenizerBase]]:
     """Build ``(model, tokenizer)`` from a :class:`eim.config.Recipe`.
 
     ``device="meta"``: architecture only (parameter reports for 7B-scale recipes, no memory).
@@ -136,7 +144,7 @@ def build_model(recipe, device=None):
     return model, tok
 
 
-def segment_counts(model):
+def segment_counts(model: MultimodalLM) -> dict[str, dict[str, Any]]:
     """``{segment: {"total", "trainable", "parts"}}``; trainable = what the tuning methods train.
 
     ``parts`` splits the vision segment into the CLIP tower (HF ``CLIPVisionModel``), its output

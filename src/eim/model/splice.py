@@ -100,7 +100,7 @@ def splice(text_embeds, text_lengths, n_lead, prefix=None, has_prefix=None, labe
     Row b is ``text[b, :k] · prefix[b] · text[b, k:n]`` (k = n_lead, n = text length), placed at
     the start (right padding) or the end (left padding) of its output row. Built with one scatter
     per source, not per row: its backward is one gather, where per-row slicing cost B full-size
-    zero-filled gradients (docs/design.md §1; issue 16).
+    zero-filled gradients (docs/design.md §1).
     """
     B, Lt, D = text_embeds.shape
     dev = text_embeds.device

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
 
-try:  # transformers 5: the PIL backend by name (torchvision must not be installed beside the CPU torch)
+try:  # transformers 5: the PIL backend by name (it needs no torchvision)
     from transformers import CLIPImageProcessorPil as CLIPImageProcessor
 except ImportError:  # transformers 4: the default processor is the PIL one
     from transformers import CLIPImageProcessor
@@ -248,7 +248,7 @@ def build_vision(cfg, device=None):
 
 def load_image_processor(clip_path, image_size=None):
     """The CLIP image processor saved beside the weights, or CLIP's standard one at ``image_size``
-    (PIL backend: torchvision must not be installed beside the CPU torch here)."""
+    (its PIL backend, which needs no torchvision)."""
     logging.getLogger("transformers.models.clip").setLevel(logging.ERROR)
     if (Path(clip_path) / "preprocessor_config.json").exists():
         return CLIPImageProcessor.from_pretrained(clip_path)

@@ -5,8 +5,8 @@ import torch
 
 def adamw(params, lr, weight_decay, fused=True):
     """AdamW, fused where torch has the kernel for these parameters (CPU, CUDA): one pass per
-    tensor instead of seven, the same update to float rounding (issue 16: 0.15 s instead of 1.0 s
-    for 119M parameters on 2 CPU cores). FSDP/DeepSpeed keep their engine's default."""
+    tensor instead of seven, the same update to float rounding (several times faster on a CPU,
+    benchmarks/RESULTS.md). FSDP/DeepSpeed keep their engine's default."""
     if fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
         try:
             return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)

@@ -91,7 +91,7 @@ class Trainer:
         return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
     # ------------------------------------------------------------------------------------------
-    def run(self, resume=False, overwrite=False):
+    def run(self, resume: bool = False, overwrite: bool = False) -> list[dict[str, Any]]:
         """Train every stage in order; returns ``[stage summary dicts]``.
 
         Nothing in the run folder is touched before :meth:`RunFolder.check` has accepted it
@@ -124,7 +124,7 @@ class Trainer:
         self.folder.write_identity()  # a run that reused every stage may have new generation settings
         return summaries
 
-    def run_stage(self, k, stage, d, resume):
+    def run_stage(self, k: int, stage: StageConfig, d: Path, resume: bool) -> dict[str, Any]:
         """One stage: set up (optimizer, schedule, resume), prepare, loop, finish."""
         run = self._setup_stage(k, stage, d, resume)
         loader = self._loader(run)
@@ -338,7 +338,7 @@ class Trainer:
             replace_dir(tmp, ckpt)
         acc.wait_for_everyone()  # a job killed after this point resumes from this checkpoint
 
-    def stage_dataset(self, stage):
+    def stage_dataset(self, stage: StageConfig) -> Dataset:
         return self.datasets[stage_data_name(stage)]
 
     def _stage_banks(self, stage):
