@@ -140,7 +140,7 @@ def _versions():
             "accelerate": accelerate.__version__, "python": platform.python_version()}
 
 
-class _Condition:
+class Condition:
     """One condition's data, encoders and runs (a helper of :func:`run_study`); what is task specific
     comes from the task (:class:`eim_harness.task.Task`: ``study_datasets``, ``study_encoders``,
     ``study_preset``, ``recipe``, ``evaluate``, ``interval_metrics``)."""
@@ -207,7 +207,7 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
                            if spec.path else None, "versions": _versions(), "seeds": list(range(seeds)),
                            "schedule": asdict(p)}}
     for cond in conditions:
-        c = _Condition(spec, cond, preset, p, cache, quiet)
+        c = Condition(spec, cond, preset, p, cache, quiet)
         if spec.sweeps and select_on not in c.splits:
             raise ConfigError(f"study {spec.name}: task {spec.task} has no {select_on!r} split to choose on "
                               f"(it has {', '.join(c.splits)}); drop the sweeps")

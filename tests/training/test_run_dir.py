@@ -130,3 +130,23 @@ def test_other_weights_at_the_base_models_path_are_another_run(world, capsys):
     assert snapshot(run) == before
     assert train(world, "f5", "--overwrite", "--lm.name_or_path", str(lm)) == 0
     assert snapshot(run)["stage-0-base/model.safetensors"] != before["stage-0-base/model.safetensors"]
+
+
+def test_identity_is_the_recipes_non_default_fields_and_reads_the_whole_recipe_form():
+    """A run is identified by the recipe fields that differ from their defaults, so a field added
+    later with a default changes no identity; a run.json holding the whole recipe (as earlier
+    versions wrote it) names the same run."""
+    import dataclasses
+
+    from eim.config import recipe_delta
+    from eim.recipe import load_recipe
+    from eim.training.run_dir import differences, same
+
+    recipe = load_recipe("clipcap_eim", {"train.lr": 1e-4})
+    delta = recipe_delta(recipe)
+    assert delta["train"] == {"lr": 1e-4} and "eim" not in delta and len(delta["stages"]) == 3
+    new = {"recipe": delta, "data": {"records": 1}, "models": None}
+    whole = {**new, "recipe": json.loads(json.dumps(dataclasses.asdict(recipe)))}
+    assert same(whole, new) and same(new, whole) and not differences(whole, new)
+    other = {**new, "recipe": recipe_delta(load_recipe("clipcap_eim", {"train.lr": 2e-4}))}
+    assert not same(new, other) and differences(new, other) == ["train.lr: 0.0001 -> 0.0002"]

@@ -16,7 +16,7 @@ from eim.errors import ConfigError
 
 
 def add_parser(sub):
-    p = sub.add_parser("demo", help="run baseline vs EIM end to end, offline (ClipCap, or LaVIN with --task)",
+    p = sub.add_parser("demo", help="run baseline vs EIM end to end, offline (ClipCap, or LaVIN/LLaVA with --task)",
                        description=coco.__doc__ + "\n" + lavin.__doc__ + "\n" + llava.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="coco", choices=tuple(TASKS),
