@@ -35,9 +35,11 @@ class ListDataset(torch.utils.data.Dataset):
 
 
 def draw(path, colour, shape, size=32):
-    im = Image.new("RGB", (size, size), (255, 255, 255))
+    """A shape on white, ``size`` pixels square (or ``(width, height)``)."""
+    w, h = (size, size) if isinstance(size, int) else size
+    im = Image.new("RGB", (w, h), (255, 255, 255))
     d = ImageDraw.Draw(im)
-    box = (6, 6, size - 6, size - 6)
+    box = (6, 6, w - 6, h - 6)
     (d.ellipse if shape == "circle" else d.rectangle)(box, fill=COLOURS[colour])
     im.save(path)
     return str(path)
@@ -90,6 +92,8 @@ def tiny_recipe(tiny_dir, name="clipcap", lm="gpt2", overrides=None):
     }
     if name == "clipcap":
         base["projector.prefix_length"] = 2
+    if name.startswith("llava"):  # vicuna_v1's system line is 143 tokens of the tiny tokenizers (128 positions)
+        base["data.system"] = "A chat."
     base.update(overrides or {})
     return load_recipe(name, base)
 

@@ -174,3 +174,50 @@ def test_text_bank_encodes_scienceqa_captions_where_given(tiny_dir, tmp_path):
     assert cos(before[0].float(), feature(ds[0].response), dim=0) > 0.999
     assert cos(bank[0].float(), before[0].float(), dim=0) < 0.99  # the caption, not the response
     torch.testing.assert_close(bank[1], before[1])  # text-only problem: its response, as before
+
+
+def test_a_conversations_bank_row_and_its_loss_lm_query_read_the_bare_text(tiny_dir, tmp_path):
+    """A multi-turn sample's ``lm`` bank row is the frozen LLM at the last EOS of every turn in the bare
+    layout (docs/design.md §2), whatever the stage's template; loss_LM's query in a vicuna_v1 stage
+    reads those same ids (``bank_ids``), so at step 0 it is the bank row."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eim.data.sample import Sample
+    from eim.losses import LMLoss, StepContext
+    from eim.model.multimodal import build_model
+    from eim.model.splice import IGNORE, TextEncoder
+    from eim.training.collate import Collator
+    from helpers import ListDataset
+
+    caps = caption_samples(tmp_path / "img", 4)
+    rows = [Sample(i, s.image, "What is it?", s.response, turns=[("What is it?", s.response), ("Is it big?", "No.")])
+            for i, s in enumerate(caps)]
+    data = ListDataset(rows)
+    data.files, data.format, data.split = [], "list", "train"
+    recipe = tiny_recipe(tiny_dir, "llava_eim", lm="llama", overrides={"eim.bank_dtype": "float32",
+                                                                        "train.max_length": 40})
+    prov = BankProvider(recipe, data, tmp_path / "banks", quiet=True)
+    bank = prov.get("lm")
+    lm = AutoModelForCausalLM.from_pretrained(recipe.lm.name_or_path).eval()
+    tok = AutoTokenizer.from_pretrained(recipe.lm.name_or_path)
+    bare = TextEncoder(tok, 40)
+    for i, s in enumerate(rows):
+        ids = bare.encode_bare(s)
+        assert ids == bare.encode_sample(Sample(0, None, "", "", turns=s.turns))[0]  # the raw layout of both turns
+        assert tok.decode(ids).count(tok.eos_token) == 2
+        with torch.no_grad():
+            h = lm(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0, -1]
+        torch.testing.assert_close(bank[i], torch.nn.functional.normalize(h, dim=0), atol=1e-5, rtol=0)
+    model, tok = build_model(recipe)
+    model.eval()
+    enc = TextEncoder.for_recipe(tok, recipe, recipe.stages[1])  # the lm stage: vicuna_v1
+    batch = Collator(enc, None, mode="text", bank_text=True)(rows)
+    assert (batch["labels"] != IGNORE).any()
+    loss, got = LMLoss(recipe, prov), {}
+    loss.infonce = lambda q, index, like=None: got.setdefault("q", q.detach()).sum()
+    loss(StepContext(model, batch))
+    cos = torch.nn.functional.cosine_similarity(got["q"], bank[batch["index"]], dim=1)
+    assert (cos > 0.9999).all(), cos
+    templated = Collator(enc, None, mode="train", bank_text=True, load_pixels=False)(rows)  # a base + lm stage
+    assert templated["input_ids"].shape != batch["input_ids"].shape and "bank_ids" in templated
+    assert torch.equal(templated["bank_ids"], batch["input_ids"])

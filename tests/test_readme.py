@@ -10,7 +10,7 @@ each. How each is checked:
   exit 0. Substitutions, so they run offline in seconds: ``D/``, ``DATA/``, ``data/shapes/``,
   ``data/coco`` ... name one tiny generated world (``eim data shapes --train 20 --val 4 --test 8
   --size 32``); ``/models/clip...`` and ``/models/gpt2`` are tiny models (conftest's CLIP, a tiny
-  GPT-2 with room for ScienceQA prompts); ``eim train`` / ``eim banks build`` lines that name no
+  GPT-2 with room for ScienceQA prompts); ``eim train`` / ``eim banks build`` / ``eim data tokens`` lines that name no
   model get ``--vision.name_or_path``/``--lm.name_or_path`` of those tiny models appended (the
   recipes' hub ids cannot be downloaded here) and write into a fresh ``runs<i>/`` folder each;
   the run folders ``eim eval`` reads (``runs/clipcap``, ``runs/lavin``) are tiny ClipCap runs
@@ -246,7 +246,7 @@ def concrete(line, i, sb):
     if argv[:2] == ["data", "shapes"]:  # a new world, beside the one the other lines read
         at = argv.index("--out") + 1
         argv[at] = f"new{i}/{argv[at].lstrip('/')}"
-    if argv[0] in ("train", "banks"):
+    if argv[0] in ("train", "banks") or argv[:2] == ["data", "tokens"]:
         argv = [a.replace("runs/", f"runs{i}/") for a in argv]
         if "--vision.name_or_path" not in argv:
             argv += ["--vision.name_or_path", sb["models"]["clip"]]

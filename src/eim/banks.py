@@ -288,7 +288,7 @@ class BankProvider:
         body = lm.base_model  # the decoder without its LM head: the bank needs no vocabulary logits
 
         def prepare(samples):
-            seqs = enc.encode_text_eos_many([(s.instruction, s.response) for s in samples])
+            seqs = enc.encode_bare_many(samples)  # every turn in the bare layout, whatever the template (§2)
             if name == "embed":  # instruction + response tokens: drop lead (BOS) and the EOS
                 seqs = [q[len(enc.lead):-1] or q[-1:] for q in seqs]
             return seqs

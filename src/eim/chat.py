@@ -5,12 +5,12 @@
     chat.ask("What is in the image?", image="cat.png")          # greedy answer
     chat.ask("Is it big?")                                        # follows up on the same image
 
-A conversation is rendered into one prompt exactly as eim's LLaVA loader renders the training
-conversations (:mod:`eim.data.formats.llava`): earlier turns as ``Human: q\\nAssistant: a\\n``
-before the bare question, the image tokens after the lead, ``[lead][image x P][instruction]``
-(:mod:`eim.model.splice`). The exported ``llava-hf`` folder's chat template renders the same
-prompt (:mod:`eim.export.llava_hf`), so both give the same greedy answers. Decoding is the
-recipe's (greedy unless it says otherwise), cut at its ``stop_text``.
+A conversation is rendered into one prompt by the run's last stage's conversation template, exactly
+as training renders a conversation (:mod:`eim.model.template`, :class:`eim.model.splice.TextEncoder`):
+its earlier turns, then the question and the template's assistant prefix. The exported
+``llava-hf`` folder's chat template renders the same prompt (:mod:`eim.export.llava_hf`), so both
+give the same greedy answers. Decoding is the recipe's (greedy unless it says otherwise), cut at
+its ``stop_text``.
 """
 
 import os
@@ -21,11 +21,11 @@ from transformers import PreTrainedTokenizerBase
 
 from eim.api import load_for_inference
 from eim.config import Recipe
-from eim.data.formats.llava import instruction_after
 from eim.data.sample import Sample
 from eim.errors import DataError
 from eim.model.multimodal import MultimodalLM
 from eim.model.splice import TextEncoder
+from eim.model.template import stop_text as template_stop
 from eim.training.collate import Collator
 
 
@@ -37,7 +37,11 @@ class Chat:
         self.model, self.tok, self.proc, self.recipe = model, tokenizer, image_processor, recipe
         g = recipe.generation
         self.max_new_tokens, self.num_beams = max_new_tokens or g.max_new_tokens, num_beams or g.num_beams
-        self.collate = Collator(TextEncoder(tokenizer, recipe.train.max_length), image_processor, mode="prompt")
+        self.template = recipe.stage_template()
+        # a conversation grows past what one training sample holds: prompts are cut only at the LLM's context
+        context = getattr(model.lm.config, "max_position_embeddings", None) or 10 ** 6
+        self.collate = Collator(TextEncoder.for_recipe(tokenizer, recipe, max_length=context), image_processor,
+                                mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)
         self.image, self.turns = None, []
 
     @classmethod
@@ -49,9 +53,11 @@ class Chat:
         """Start a new conversation (about ``image``, or none)."""
         self.image, self.turns = _checked(image), []
 
-    def instruction(self, question: str) -> str:
-        """The prompt's text for ``question`` after this conversation's turns (the LLaVA loader's rendering)."""
-        return instruction_after(self.turns, question.strip())
+    def sample(self, question: str) -> Sample:
+        """This conversation's turns and ``question`` as a sample (its prompt: the conversation so far)."""
+        turns = self.turns + [(question.strip(), "")]
+        return Sample(index=0, image=self.image, instruction=turns[0][0], response=turns[0][1],
+                      turns=turns if len(turns) > 1 else None)
 
     def ask(self, question: str, image: Optional[Union[str, os.PathLike]] = None, streamer: Any = None) -> str:
         """The answer to ``question`` (about ``image`` when given: a new image starts a new
@@ -60,11 +66,11 @@ class Chat:
             self.reset(image)
         if not question.strip():
             raise DataError("empty question", remedy="type a question")
-        sample = Sample(index=0, image=self.image, instruction=self.instruction(question), response="")
-        batch = self.collate([sample])
+        batch = self.collate([self.sample(question)])
         extra = {"streamer": streamer} if streamer is not None else {}
         answer = self.model.generate(batch, self.tok, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
-                                     stop_text=self.recipe.generation.stop_text, **extra)[0]
+                                     stop_text=self.recipe.generation.stop_text, end_text=template_stop(self.template),
+                                     **extra)[0]
         self.turns.append((question.strip(), answer))
         return answer
 

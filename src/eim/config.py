@@ -28,6 +28,9 @@ ADAPTER_TYPES = ("router", "repadapter")  # LaVIN: mixture-of-modality router ad
 PROJECTOR_INJECT = ("splice", "adapter_prompt")
 LOSS_NAMES = ("base", "st", "lm", "ie")  # the losses a stage may name (their classes: eim.losses.LOSSES)
 SEGMENTS = ("vision", "projector", "lm")
+TEMPLATES = ("raw", "plain", "vicuna_v1", "llama_2", "chatml", "tokenizer")  # eim.model.template
+IMAGE_ASPECT_RATIOS = ("crop", "pad")
+GROUP_BY = ("modality_length",)
 MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
 DATA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # a dataset's name (`--data NAME=PATH`, stages.<k>.data)
 
@@ -156,6 +159,8 @@ class StageConfig:
     # the dataset this stage trains on, by name (`eim train --data NAME=PATH`; LLaVA: captions for the
     # projector stage, instructions for tuning); None: the run's main dataset (plain --data PATH)
     data: Optional[str] = None
+    # the conversation template of this stage's text (eim.model.template); None: data.template
+    template: Optional[str] = None
 
     def __post_init__(self):
         for name, w in self.losses.items():
@@ -172,6 +177,8 @@ class StageConfig:
             _choice(f"stages[{self.name}].trainable", seg, SEGMENTS)
         if (self.epochs is None) == (self.steps is None):
             raise ConfigError(f"stages[{self.name}]: give exactly one of 'epochs' or 'steps'")
+        if self.template is not None:
+            _choice(f"stages[{self.name}].template", self.template, TEMPLATES)
         if self.data is not None and not DATA_NAME.match(str(self.data)):
             raise ConfigError(f"stages[{self.name}].data: {self.data!r} is not a dataset name (letters, digits, "
                               "'_' or '-', starting with a letter; given as --data NAME=PATH)")
@@ -192,12 +199,36 @@ class TrainConfig:
     save_every: int = 500  # optimiser steps between checkpoints (and at the end of each stage)
     num_workers: int = 0
     cache_clip_features: bool = True  # precompute frozen-CLIP features once (ClipCap does)
+    # modality_length: LLaVA's sampler (image rows and text-only rows batched apart, longest first
+    # within each global batch); None: batches in the epoch's random order
+    group_by: Optional[str] = None
 
     def __post_init__(self):
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
+        if self.group_by is not None:
+            _choice("train.group_by", self.group_by, GROUP_BY)
         for k in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+
+
+@dataclass
+class DataConfig:
+    """How samples become the model's input (docs/design.md §5)."""
+
+    # the conversation template of every stage that names none (stages.<k>.template): raw is the
+    # bare layout of ClipCap, LaVIN and LLaMA-Adapter; LLaVA-1.5 trains plain, then vicuna_v1
+    template: str = "raw"
+    # crop: the CLIP processor's resize and centre crop; pad: first pad to a square in the
+    # processor's mean colour (LLaVA-1.5's image_aspect_ratio pad)
+    image_aspect_ratio: str = "crop"
+    # the system line of the templates that have one (vicuna_v1, llama_2, chatml, tokenizer); None: the
+    # template's own (LLaVA's); a sample's own system message wins
+    system: Optional[str] = None
+
+    def __post_init__(self):
+        _choice("data.template", self.template, TEMPLATES)
+        _choice("data.image_aspect_ratio", self.image_aspect_ratio, IMAGE_ASPECT_RATIOS)
 
 
 @dataclass
@@ -233,6 +264,7 @@ class Recipe:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     eim: EIMConfig = field(default_factory=EIMConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
@@ -277,6 +309,12 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def stage_template(self, stage: Optional[StageConfig] = None) -> str:
+        """The conversation template of ``stage`` (default: the last stage's, what a trained run is
+        served with: ``eim chat``, ``eim eval``, ``eim export``)."""
+        stage = self.stages[-1] if stage is None else stage
+        return stage.template or self.data.template
 
     def stage_lr(self, stage: StageConfig) -> float:
         """The stage's own ``lr`` when set, else ``train.lr × lr_scale`` (docs/design.md §3)."""

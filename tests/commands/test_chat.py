@@ -15,7 +15,7 @@ from eim.cli import main
 def run(tiny_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("chat")
     data = llava_datasets(root / "images")
-    over = {"train.lr": 1e-2, "stages.0.lr": 1e-2, "train.max_length": 32, "generation.max_new_tokens": 6}
+    over = {"train.lr": 1e-2, "stages.0.lr": 1e-2, "train.max_length": 64, "generation.max_new_tokens": 6}
     for i in range(2):
         over.update({f"stages.{i}.epochs": None, f"stages.{i}.steps": 20})
     train(tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over), None, root / "run", datasets=data, quiet=True)

@@ -1,5 +1,8 @@
-"""`eim data check` (eim.commands.data): decodes every image, lists every bad record, exits 1 on one."""
+"""`eim data check` and `eim data tokens` (eim.commands.data)."""
 
+import json
+
+import pytest
 from format_files import CAPTIONS, coco_record, truncate, write_coco, write_mme
 
 from eim.cli import main
@@ -26,3 +29,34 @@ def test_check_names_mme_split_test(tmp_path, capsys):
     root = write_mme(tmp_path / "mme")
     assert main(["data", "check", "--data", str(root)]) == 0  # --split defaults to train
     assert "mme test: 4 samples, 0 bad records\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stage, template, data", [("finetune", "vicuna_v1", "instruct"), ("pretrain", "plain", "captions")])
+def test_tokens_prints_what_the_trainer_feeds_as_llava_does(tiny_dir, shapes, tmp_path, capsys, stage, template, data):
+    """``eim data tokens`` prints a sample of a stage's dataset as LLaVA-1.5's preprocessing gives it:
+    the image as -200, -100 wherever the position is not a target (tests/llava_reference.py)."""
+    from helpers import TEXTS
+    from llava_reference import llava_reference
+    from transformers import AutoTokenizer
+
+    from eim.data import load_dataset
+    from eim_harness.tiny import make_tiny_lm, make_tokenizer
+
+    lm = make_tiny_lm(tmp_path / "llama", make_tokenizer(TEXTS, 300, llama_specials=True), arch="llama")
+    paths = {"captions": shapes / "coco", "instruct": shapes / "llava" / "instruct.json"}
+    args = ["data", "tokens", "llava", "--data", f"captions={paths['captions']}", "--data",
+            f"instruct={paths['instruct']}", "--index", "3", "--stage", stage, "--vision.name_or_path",
+            str(tiny_dir / "clip"), "--lm.name_or_path", str(lm), "--data.system", "A chat."]
+    assert main(args + ["--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    sample = load_dataset(paths[data])[3]
+    ids, labels = llava_reference(AutoTokenizer.from_pretrained(lm), sample.conversation, sample.image is not None,
+                                  template, system="A chat.")
+    assert (got["input_ids"], got["labels"]) == (ids, labels) and got["input_ids"].count(-200) == 1
+    assert "<image>" in got["text"] and got["text"].startswith("<s>")
+    assert main(args) == 0  # the readable form: the template, the text, the targets in brackets
+    out = capsys.readouterr().out
+    assert f"stage {stage} ({template} template), sample 3 of" in out
+    assert ("[</s>]" in out) == (template == "vicuna_v1")  # vicuna_v1's answers end with </s>; plain's with \n
+    assert main(args[:9] + ["--index", "100000"] + args[11:]) == 2
+    assert "--index 100000 is outside the stage's dataset" in capsys.readouterr().err

@@ -132,7 +132,8 @@ def _captions(path, caps):
     return path
 
 
-def test_llava_turn_pairs_with_history(tmp_path):
+def test_llava_conversation_is_one_sample(tmp_path):
+    """A LLaVA record is one sample: its turns (every answer a target), <image> stripped from the text."""
     image(tmp_path / "train2017" / "000000033471.jpg", "JPEG")
     data = [
         {"id": "000000033471", "image": "000000033471.jpg", "conversations": [
@@ -147,21 +148,25 @@ def test_llava_turn_pairs_with_history(tmp_path):
     path = tmp_path / "llava_instruct_150k.json"
     path.write_text(json.dumps(data))
     ds = load_dataset(path, image_root=tmp_path / "train2017")
-    assert ds.format == "llava" and len(ds) == 3
-    a, b, c = ds[0], ds[1], ds[2]
+    assert ds.format == "llava" and len(ds) == 2
+    a, c = ds[0], ds[1]
     assert a.instruction == "What are the colors of the bus in the image?"  # <image> stripped
     assert a.response == "The bus in the image is white and red."
-    assert b.instruction == ("Human: What are the colors of the bus in the image?\n"
-                             "Assistant: The bus in the image is white and red.\n"
-                             "What feature can be seen on the back of the bus?")
-    assert a.image == b.image == str(tmp_path / "train2017" / "000000033471.jpg")
-    assert b.meta["turn"] == 1 and b.image_id == "000000033471"
-    assert c.image is None and c.response == "Check that it is homogeneous and distinct."
+    assert a.conversation == [("What are the colors of the bus in the image?", "The bus in the image is white and red."),
+                              ("What feature can be seen on the back of the bus?",
+                               "The back of the bus features an advertisement.")]
+    assert a.image == str(tmp_path / "train2017" / "000000033471.jpg")
+    assert a.meta["turns"] == 2 and a.image_id == "000000033471"
+    assert c.image is None and c.turns is None and c.response == "Check that it is homogeneous and distinct."
+    jsonl = tmp_path / "mix.jsonl"  # the same records as JSON Lines
+    jsonl.write_text("\n".join(json.dumps(r) for r in data) + "\n")
+    same = load_dataset(jsonl, image_root=tmp_path / "train2017")
+    assert same.format == "llava" and [s.conversation for s in same] == [s.conversation for s in ds]
 
 
 def test_llava_optional_caption_is_the_loss_ie_key(tmp_path):
-    """An optional per-record ``caption`` (eim's addition) becomes every turn's Sample.caption, the
-    text loss_IE pairs with the image; without it the key is the response, as before."""
+    """An optional per-record ``caption`` (eim's addition) is the sample's Sample.caption, the text
+    loss_IE pairs with the image; without it the key is the first response."""
     image(tmp_path / "a.png", "PNG")
     conv = [{"from": "human", "value": "<image>\nIs there a red circle? Please answer yes or no."},
             {"from": "gpt", "value": "Yes"}, {"from": "human", "value": "Is it big?"}, {"from": "gpt", "value": "No"}]
@@ -169,12 +174,58 @@ def test_llava_optional_caption_is_the_loss_ie_key(tmp_path):
     path.write_text(json.dumps([{"id": "1", "image": "a.png", "conversations": conv, "caption": " A red circle. "},
                                 {"id": "2", "image": "a.png", "conversations": conv[:2]}]))
     ds = load_dataset(path)
-    assert [s.caption for s in ds] == ["A red circle.", "A red circle.", None]
-    assert [s.ie_text for s in ds] == ["A red circle.", "A red circle.", "Yes"]
+    assert [s.caption for s in ds] == ["A red circle.", None]
+    assert [s.ie_text for s in ds] == ["A red circle.", "Yes"]
     path.write_text(json.dumps([{"id": "1", "image": "a.png", "conversations": conv, "caption": ""}]))
     with pytest.raises(DataError, match="caption is not a non-empty string") as e:
         load_dataset(path)
     assert "vqa.json" in str(e.value) and "1" in str(e.value)
+
+
+def test_messages_layout_string_and_typed_parts(tmp_path):
+    """TRL's / LLaMA-Factory's {"messages", "images"} records, JSON or JSON Lines: a system message is
+    the sample's own system line, the image goes to the first user turn, content may be typed parts."""
+    image(tmp_path / "a.png", "PNG")
+    records = [
+        {"messages": [{"role": "system", "content": "Answer briefly."},
+                      {"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "A circle."},
+                      {"role": "user", "content": "Colour?"}, {"role": "assistant", "content": "Red."}],
+         "images": ["a.png"]},
+        {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]},
+                      {"role": "assistant", "content": [{"type": "text", "text": "A red circle."}]}],
+         "images": ["a.png"], "caption": "a red circle"},
+        {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]},
+    ]
+    for path in (tmp_path / "chat.json", tmp_path / "chat.jsonl"):
+        path.write_text(json.dumps(records) if path.suffix == ".json" else "\n".join(map(json.dumps, records)))
+        ds = load_dataset(path)
+        assert ds.format == "messages" and len(ds) == 3
+        assert ds[0].system == "Answer briefly." and ds[0].conversation == [("What is it?", "A circle."), ("Colour?", "Red.")]
+        assert ds[0].image == ds[1].image == str(tmp_path / "a.png") and ds[2].image is None
+        assert ds[1].conversation == [("Describe it.", "A red circle.")] and ds[1].ie_text == "a red circle"
+
+
+@pytest.mark.parametrize("record, reason", [
+    ({"messages": [{"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A."}],
+      "images": ["a.png", "b.png"]}, "holds 2 images; eim trains one image per sample, as LLaVA-1.5 does"),
+    ({"messages": [{"role": "user", "content": "<image>What?"}, {"role": "assistant", "content": "A."}]},
+     "marks an image but 'images' names none"),
+    ({"messages": [{"role": "user", "content": "What?"}]}, "the conversation must end with an answer"),
+    ({"messages": [{"role": "assistant", "content": "A."}, {"role": "user", "content": "Q?"}]},
+     "expected 'user' then 'assistant'"),
+])
+def test_bad_message_records_are_named_and_skippable(tmp_path, record, reason):
+    image(tmp_path / "a.png", "PNG")
+    image(tmp_path / "b.png", "PNG")
+    good = {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]}
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n{not json\n")
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    assert "chat.jsonl" in str(e.value) and "line 2" in str(e.value) and reason in str(e.value)
+    ds = load_dataset(path, skip_bad=True)
+    assert len(ds) == 1 and [r for r, _ in ds.skipped] == ["line 2", "line 3"]
+    assert "malformed JSON" in ds.skipped[1][1]
 
 
 def test_alpaca_uses_the_stanford_prompt(tmp_path):

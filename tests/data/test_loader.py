@@ -54,8 +54,8 @@ def test_unrecognised_path_is_a_clear_error(tmp_path, paths):
         load_dataset(junk)
     assert str(e.value) == (
         f"{junk}: cannot tell the data format (expected dataset_coco.json, a ScienceQA folder "
-        "with problems.json, a LLaVA or Alpaca JSON list, or an MME folder). pass --data-format "
-        "with one of: coco, scienceqa, llava, alpaca, mme")
+        "with problems.json, LLaVA, messages or Alpaca records (JSON or JSON Lines), or an MME folder). "
+        "pass --data-format with one of: coco, scienceqa, llava, messages, alpaca, mme")
     with pytest.raises(DataError, match="no such file or folder. check the --data path"):
         load_dataset(tmp_path / "missing")
     with pytest.raises(DataError, match="unknown data format 'parquet'"):

@@ -62,7 +62,7 @@ def check_generation_json(out, world, task, **settings):
     assert g["data"].startswith(str(world["data"] / task))
     assert g["generation"] == {"num_beams": 1, "max_new_tokens": 3, "batch_size": 3,
                                "max_prompt_tokens": 64, **settings}
-    assert g["prompt"]["layout"] == PROMPT_LAYOUT and g["prompt"]["image_tokens"] == 2
+    assert g["prompt"]["layout"] == PROMPT_LAYOUT["raw"] and g["prompt"]["template"] == "raw" and g["prompt"]["image_tokens"] == 2
     return g
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TEXTS, llava_datasets, tiny_recipe
+from helpers import TEXTS, draw, llava_datasets, tiny_recipe
 
 from eim.api import train
 from eim.chat import Chat
@@ -49,20 +49,31 @@ print(json.dumps(out))
 """
 
 
+def _run(tiny_dir, root, name, lm, data):
+    """A tiny ``name`` run (a LLaMA whose tokenizer adds BOS) that has learned to name the colour it
+    sees: answers differ from image to image. ``llava_eim`` adds EIM's stages (loss_ST, loss_LM) and
+    tunes CLIP by LoRA for loss_IE in its last stage."""
+    over = {"lm.name_or_path": str(lm), "train.lr": 1e-2, "train.max_length": 64, "generation.max_new_tokens": 8}
+    recipe = tiny_recipe(tiny_dir, name, lm="llama", overrides=over)
+    for i, stage in enumerate(recipe.stages):
+        over.update({f"stages.{i}.epochs": None, f"stages.{i}.steps": 150 if "base" in stage.losses else 10})
+        if stage.lr is not None:
+            over[f"stages.{i}.lr"] = 1e-2
+    train(tiny_recipe(tiny_dir, name, lm="llama", overrides=over), None, root / name, datasets=data, quiet=True)
+    return root / name
+
+
 @pytest.fixture(scope="module")
 def llava_run(tiny_dir, tmp_path_factory):
-    """A tiny ``llava`` run (a LLaMA whose tokenizer adds BOS, so eim's image tokens follow a lead
-    token) that has learned to name the colour it sees: answers differ from image to image."""
+    """The tiny runs of ``llava`` and ``llava_eim`` on the same data, and non-square images to ask
+    about (padded to squares by both eim and the exported processor)."""
     root = tmp_path_factory.mktemp("llava")
     lm = make_tiny_lm(root / "llama", make_tokenizer(TEXTS, 300, llama_specials=True), arch="llama")
     data = llava_datasets(root / "images", QUESTIONS[0])
-    over = {"lm.name_or_path": str(lm), "train.lr": 1e-2, "stages.0.lr": 1e-2, "train.max_length": 32,
-            "generation.max_new_tokens": 8}
-    for i in range(2):
-        over.update({f"stages.{i}.epochs": None, f"stages.{i}.steps": 60})
-    recipe = tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over)
-    train(recipe, None, root / "run", datasets=data, quiet=True)
-    return {"root": root, "run": root / "run", "data": data, "images": [s.image for s in data["captions"]][::2]}
+    wide = [draw(root / f"wide{i}.png", c, s, size=(40, 26)) for i, (c, s) in enumerate([("red", "circle"), ("blue", "square")])]
+    return {"root": root, "run": _run(tiny_dir, root, "llava", lm, data), "data": data,
+            "eim_run": _run(tiny_dir, root, "llava_eim", lm, data),
+            "images": [s.image for s in data["captions"]][::2] + wide}
 
 
 def _chat(run, image, question, capsys):
@@ -70,9 +81,10 @@ def _chat(run, image, question, capsys):
     return capsys.readouterr().out.rstrip("\n").split("\n")[-1]
 
 
-def test_exported_model_answers_as_eim_chat_without_eim(llava_run, tmp_path, capsys):
-    out = tmp_path / "exported"
-    assert main(["export", str(llava_run["run"]), "--format", "llava-hf", "--out", str(out)]) == 0
+@pytest.mark.parametrize("which", ["run", "eim_run"], ids=["llava", "llava_eim"])
+def test_exported_model_answers_as_eim_chat_without_eim(llava_run, which, tmp_path, capsys):
+    run, out = llava_run[which], tmp_path / "exported"
+    assert main(["export", str(run), "--format", "llava-hf", "--out", str(out)]) == 0
     assert "probe logits within" in capsys.readouterr().out
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "chat_template.jinja",
             "processor_config.json"} <= {p.name for p in out.iterdir()}
@@ -80,12 +92,13 @@ def test_exported_model_answers_as_eim_chat_without_eim(llava_run, tmp_path, cap
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "llava" and cfg["vision_feature_layer"] == -2
     assert cfg["vision_feature_select_strategy"] == "default" and cfg["image_seq_length"] == 16
+    assert json.loads((out / "processor_config.json").read_text())["image_processor"]["do_pad"] is True
 
     images = llava_run["images"]
     cases = [(img, [("What is shown here?", None)]) for img in images]  # what it was trained to answer
     cases += [(img, [(q, None)]) for img, q in zip(images, QUESTIONS[1:])]  # and questions it never saw
-    ours = [_chat(llava_run["run"], img, turns[0][0], capsys) for img, turns in cases]
-    chat = Chat.load(llava_run["run"])  # a follow-up turn: the history rendered into the prompt
+    ours = [_chat(run, img, turns[0][0], capsys) for img, turns in cases]
+    chat = Chat.load(run)  # a follow-up turn: the conversation so far in the template
     for img in images[:2]:
         first = chat.ask("What is shown here?", image=img)
         cases.append((img, [("What is shown here?", first), ("What color is it?", None)]))
@@ -99,24 +112,33 @@ def test_exported_model_answers_as_eim_chat_without_eim(llava_run, tmp_path, cap
     assert all(trained) and len(set(trained)) > 1  # words, and answers that depend on the image
 
 
-def test_chat_template_renders_the_prompt_eim_trains_with(llava_run, tmp_path):
-    """Earlier turns as eim's LLaVA loader renders them, the image after the lead, no system text."""
-    from transformers import AutoProcessor
+def test_chat_template_renders_what_eim_trains_with(llava_run, tmp_path):
+    """The exported chat template (the processor's, and the tokenizer's, which vLLM reads) renders the
+    run's last stage's template, vicuna_v1, exactly as eim renders it: a follow-up prompt, a whole
+    conversation, and a system message in place of the system line."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from eim.api import load_for_inference
+    from eim.data.sample import Sample
+    from eim.model.splice import TextEncoder
 
     out = tmp_path / "exported"
     export(llava_run["run"], out)
-    processor = AutoProcessor.from_pretrained(out)
+    processor, tokenizer = AutoProcessor.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    _, tok, _, recipe = load_for_inference(llava_run["run"])
+    enc = TextEncoder.for_recipe(tok, recipe)
     messages = [{"role": "user", "content": [{"type": "text", "text": "Describe it."}, {"type": "image"}]},
                 {"role": "assistant", "content": "A red square."},
                 {"role": "user", "content": [{"type": "text", "text": " Is it big?\n"}]}]
-    chat = Chat.load(llava_run["run"])
-    chat.turns = [("Describe it.", "A red square.")]
-    assert processor.apply_chat_template(messages, add_generation_prompt=True) == "<s><image>" + chat.instruction("Is it big?")
-    assert chat.instruction("Is it big?") == "Human: Describe it.\nAssistant: A red square.\nIs it big?"
-    # a finished conversation renders the training sequence: the response joined as eim joins it
-    assert processor.apply_chat_template(messages[:2]) == "<s><image>Describe it. A red square."
-    with pytest.raises(Exception, match="system"):
-        processor.apply_chat_template([{"role": "system", "content": "Be brief."}] + messages)
+    follow_up = Sample(0, "x.png", "Describe it.", "A red square.", turns=[("Describe it.", "A red square."), ("Is it big?", "")])
+    want = "<s>" + enc.render(follow_up, prompt=True)
+    assert want == "<s>A chat. USER: <image>\nDescribe it. ASSISTANT: A red square.</s>USER: Is it big? ASSISTANT:"
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == want
+    assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == want
+    done = "<s>" + enc.render(Sample(0, "x.png", "Describe it.", "A red square."))  # the training sequence
+    assert processor.apply_chat_template(messages[:2]) == done == "<s>A chat. USER: <image>\nDescribe it. ASSISTANT: A red square.</s>"
+    system = processor.apply_chat_template([{"role": "system", "content": "Be brief."}] + messages[:2])
+    assert system == "<s>Be brief. USER: <image>\nDescribe it. ASSISTANT: A red square.</s>"
 
 
 def test_export_merges_lora_into_clip_exactly(llava_run, tiny_dir, tmp_path):
@@ -138,7 +160,8 @@ def test_export_refuses_what_a_plain_llava_cannot_hold(tmp_path, capsys):
     """VPT prompts, adapters and EIM's post_layernorm features: refused with the reason, before any
     weight loads, and nothing is written."""
     with pytest.raises(ExportError, match="VPT prompts"):
-        check_exportable(load_recipe("llava_eim"))
+        check_exportable(load_recipe("llava_eim", {"vision.trainable": "prompt"}))
+    check_exportable(load_recipe("llava_eim"))  # CLIP tuned by LoRA: merged exactly
     with pytest.raises(ExportError, match="adapters"):
         check_exportable(load_recipe("lavin"))
     with pytest.raises(ExportError, match="feature_layer"):
@@ -146,7 +169,7 @@ def test_export_refuses_what_a_plain_llava_cannot_hold(tmp_path, capsys):
     check_exportable(load_recipe("llava"))
     run = tmp_path / "run"  # a finished llava_eim stage, as far as find_checkpoint can tell
     (run / "stage-0-st").mkdir(parents=True)
-    write_json(load_recipe("llava_eim").to_dict(), run / "recipe.json")
+    write_json(load_recipe("llava_eim", {"vision.trainable": "prompt"}).to_dict(), run / "recipe.json")
     write_json({}, run / "stage-0-st" / "stage.json")
     (run / "stage-0-st" / "model.safetensors").write_bytes(b"")
     assert main(["export", str(run), "--format", "llava-hf", "--out", str(tmp_path / "out")]) == 2

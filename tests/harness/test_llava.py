@@ -15,7 +15,10 @@ def test_recipes_give_both_variants_equal_loss_base_steps(tmp_path):
     assert [(s.name, s.data, s.steps) for s in eim.stages] == [
         ("st", "captions", 60), ("lm", "instruct", 60), ("pretrain", "captions", 300), ("finetune_ie", "instruct", 300)]
     assert base.stages[0].lr == eim.stages[2].lr == p.pretrain_lr and base.stages[1].lr is None
-    assert eim.stages[3].losses == {"base": 1.0, "ie": 1.0} and eim.vision.trainable == "prompt"
+    assert eim.stages[3].losses == {"base": 1.0, "ie": 1.0} and eim.vision.trainable == "lora"
+    assert [(s.name, eim.stage_template(s)) for s in eim.stages] == [
+        ("st", "plain"), ("lm", "vicuna_v1"), ("pretrain", "plain"), ("finetune_ie", "vicuna_v1")]
+    assert base.data.image_aspect_ratio == eim.data.image_aspect_ratio == "pad"
     assert base.vision.feature_layer == -2 and not base.vision.keep_cls
 
 

@@ -37,3 +37,22 @@ def batches(tiny_dir, shapes):
 
 def test_raw_batches_are_unchanged(tiny_dir, shapes):
     assert batches(tiny_dir, shapes) == json.loads(GOLDEN.read_text())  # recorded before templates existed
+
+
+def test_pad_is_a_square_in_the_processors_mean_colour(tiny_dir, tmp_path):
+    """``image_aspect_ratio: pad`` pads to a square in the image processor's mean colour, centred (LLaVA's
+    expand2square, written here by hand with PIL), before the processor's resize; ``crop`` does not."""
+    import torch
+    from PIL import Image
+
+    from eim.training.collate import pixel_values
+
+    proc = load_image_processor(tiny_dir / "clip")
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (40, 26), (10, 200, 30)).save(path)
+    fill = tuple(int(x * 255) for x in proc.image_mean)
+    by_hand = Image.new("RGB", (40, 40), fill)
+    by_hand.paste(Image.open(path).convert("RGB"), (0, 7))
+    want = proc(images=[by_hand], return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixel_values(proc, [str(path)], "pad"), want)
+    assert not torch.equal(pixel_values(proc, [str(path)], "crop"), want)

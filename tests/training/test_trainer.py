@@ -12,9 +12,10 @@ from eim.model.multimodal import build_model
 from eim.training.checkpoint import tunable_state
 
 
-@pytest.mark.parametrize("name,k", [("clipcap", 1), ("clipcap_eim", 3)])
-def test_resume_after_interrupt_equals_uninterrupted(tiny_dir, data, tmp_path, name, k):
-    over = steps(name, 6, k, **{"train.save_every": 2})
+@pytest.mark.parametrize("name,k,group", [("clipcap", 1, None), ("clipcap_eim", 3, None),
+                                          ("clipcap", 1, "modality_length")])
+def test_resume_after_interrupt_equals_uninterrupted(tiny_dir, data, tmp_path, name, k, group):
+    over = steps(name, 6, k, **{"train.save_every": 2, "train.group_by": group})
     torch.manual_seed(0)
     train(tiny_recipe(tiny_dir, name, overrides=over), data, tmp_path / "full", quiet=True)
     # interrupted in the middle of the last stage, after its checkpoint at step 4

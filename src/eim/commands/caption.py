@@ -8,8 +8,7 @@ from pathlib import Path
 from eim.api import load_for_inference
 from eim.data.sample import Sample
 from eim.errors import DataError
-from eim.model.splice import TextEncoder
-from eim.training.collate import Collator
+from eim.evaluation.generate import generate_predictions
 
 
 def add_parser(sub):
@@ -30,9 +29,9 @@ def run(args):
     g = recipe.generation
     samples = [Sample(index=i, image=str(Path(p).resolve()), instruction=args.instruction, response="")
                for i, p in enumerate(args.images)]
-    batch = Collator(TextEncoder(tok, recipe.train.max_length), proc, mode="prompt")(samples)
-    caps = model.generate(batch, tok, num_beams=args.beams or g.num_beams,
-                          max_new_tokens=args.max_new_tokens or g.max_new_tokens, stop_text=g.stop_text)
+    caps = generate_predictions(model, tok, proc, recipe, samples, batch_size=g.batch_size,
+                                num_beams=args.beams or g.num_beams, max_new_tokens=args.max_new_tokens or g.max_new_tokens,
+                                stop_text=g.stop_text, quiet=True)
     for p, c in zip(args.images, caps):
         print(f"{p}\t{c}")
     return 0

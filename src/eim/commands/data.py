@@ -5,6 +5,7 @@
     eim data stats data/shapes                        # every dataset in the folder
     eim data stats data/shapes/coco --json
     eim data check --data data/shapes/scienceqa --split test
+    eim data tokens llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json --index 0
 
 ``check`` decodes every image (on all CPUs, with a progress bar) and lists every bad record with
 its reason, whether or not --skip-bad is given; it exits 1 when it found one, 0 when the data is
@@ -18,8 +19,14 @@ import json
 from eim.commands import plugin_table
 from eim.data.base import plural
 from eim.data.formats import FORMATS
-from eim.data.loader import add_data_args, dataset_from_args
+from eim.data.loader import add_data_args, dataset_from_args, datasets_from_args
 from eim.data.stats import dataset_stats, format_stats
+from eim.errors import ConfigError, DataError
+from eim.model.lm import load_tokenizer
+from eim.model.splice import IGNORE, TextEncoder
+from eim.recipe import load_recipe, parse_overrides
+from eim.training.collate import IMAGE_TOKEN_INDEX, token_view
+from eim.training.stage import collate_mode, resolve_datasets, stage_data_name
 
 
 def add_parser(subparsers):
@@ -44,7 +51,26 @@ def add_parser(subparsers):
     add_data_args(c)
     c.add_argument("--mode", choices=("train", "eval"), default="train")
     c.set_defaults(func=_check)
+
+    k = sub.add_parser("tokens", help="show what the trainer feeds for one sample: text, token ids, labels",
+                       description=TOKENS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("recipe", help="shipped recipe name or a YAML path (recipe overrides too, e.g. --lm.name_or_path)")
+    add_data_args(k, named=True)
+    k.add_argument("--index", type=int, required=True, help="the sample's index in the stage's dataset")
+    k.add_argument("--stage", default=None, help="the stage by name (default: the last, whose template a run is served with)")
+    k.add_argument("--json", action="store_true",
+                   help='print {"text", "input_ids", "labels"}: the image as -200 in input_ids, -100 where not a target')
+    k.set_defaults(func=_tokens, allow_overrides=True)
     return p
+
+
+TOKENS_HELP = """Print what the trainer feeds for sample I of a stage's dataset, in that stage's conversation template:
+the text (the image written as <image>), the token ids and which of them are targets. With --json, one
+object {"text", "input_ids", "labels"} in LLaVA's convention: the image one entry -200 (IMAGE_TOKEN_INDEX),
+labels -100 wherever the position is not a target.
+
+    eim data tokens llava --data captions=D/coco --data instruct=D/llava/instruct.json --index 0 --stage finetune --json
+"""
 
 
 def _stats(args):
@@ -62,3 +88,28 @@ def _check(args):
     for rid, why in ds.skipped:
         print(f"  {rid}: {why}")
     return 1 if n else 0
+
+
+def _tokens(args):
+    """What the trainer feeds for one sample of a stage's dataset: text, ids (the image as -200), labels."""
+    recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
+    names = [s.name for s in recipe.stages]
+    if args.stage is not None and args.stage not in names:
+        raise ConfigError(f"--stage {args.stage!r}: recipe {recipe.name} has no such stage (stages: {', '.join(names)})")
+    stage = recipe.stages[names.index(args.stage) if args.stage else -1]
+    ds = resolve_datasets(recipe, datasets_from_args(args))[stage_data_name(stage)]
+    if not -len(ds) <= args.index < len(ds):
+        raise DataError(f"--index {args.index} is outside the stage's dataset of {plural(len(ds), 'sample')}",
+                        remedy=f"pass --index 0..{len(ds) - 1}")
+    sample, tok = ds[args.index], load_tokenizer(recipe.lm)
+    view = token_view(TextEncoder.for_recipe(tok, recipe, stage), sample,
+                      collate_mode(recipe, stage))
+    if args.json:
+        print(json.dumps(view))
+        return 0
+    print(f"stage {stage.name} ({recipe.stage_template(stage)} template), sample {args.index} of {len(ds)}:\n{view['text']}")
+    shown = [("<image>" if i == IMAGE_TOKEN_INDEX else tok.convert_ids_to_tokens(i), l != IGNORE)
+             for i, l in zip(view["input_ids"], view["labels"])]
+    print(f"{len(shown)} positions, {sum(t for _, t in shown)} targets ([...]):")
+    print(" ".join(f"[{s}]" if t else s for s, t in shown))
+    return 0

@@ -128,3 +128,16 @@ def load_image(path):
     except IMAGE_ERRORS as e:
         raise DataError(f"cannot decode image ({type(e).__name__}: {e})", file=path,
                         remedy=DECODE_REMEDY) from e
+
+
+def expand2square(image, fill):
+    """``image`` padded to a square in colour ``fill`` (an RGB tuple), centred on its long side:
+    LLaVA-1.5's ``expand2square`` (``image_aspect_ratio: pad``), which keeps the edges a centre crop
+    would cut."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    out = Image.new(image.mode, (side, side), fill)
+    out.paste(image, ((side - w) // 2, (side - h) // 2))
+    return out

@@ -10,8 +10,9 @@ path                                                        format
 ==========================================================  =========
 ``dataset_coco.json``, or a folder containing it            coco
 ``problems.json`` / ``pid_splits.json``, or their folder    scienceqa
-a JSON list whose records have ``conversations``            llava
-a JSON list whose records have ``instruction``/``output``   alpaca
+JSON or JSON Lines records with ``conversations``          llava
+JSON or JSON Lines records with ``messages``                messages (TRL, LLaMA-Factory)
+JSON or JSON Lines records with ``instruction``/``output``  alpaca
 a folder of subtask folders holding ``<image>.txt`` files   mme
 a folder holding exactly one JSON file of the above         (that file's)
 ==========================================================  =========
@@ -26,6 +27,7 @@ from eim.config import DATA_NAME, MAIN
 from eim.data.base import RecordDataset
 from eim.data.dataset import Dataset
 from eim.data.formats import FORMATS
+from eim.data.formats.conversation import is_jsonl
 from eim.data.formats.mme import is_mme_root
 from eim.data.mixture import Mixture
 from eim.errors import DataError
@@ -34,14 +36,35 @@ from eim.errors import DataError
 _HINT = "pass --data-format with one of: " + ", ".join(FORMATS)
 
 
+def _record_kind(record):
+    """The conversation or instruction format one record is in (None: none of them)."""
+    if not isinstance(record, dict):
+        return None
+    if "conversations" in record:
+        return "llava"
+    if "messages" in record:
+        return "messages"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    return None
+
+
 def _json_list_kind(path):
-    """'llava' / 'alpaca' / None from the first records of a JSON file (reads 64 KiB first)."""
+    """'llava' / 'messages' / 'alpaca' / None from the first records of a JSON list or a JSON Lines
+    file (reads 64 KiB first)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         head = f.read(65536)
+    if is_jsonl(path) or head.lstrip().startswith("{"):  # JSON Lines: the first record decides
+        try:
+            return _record_kind(json.loads(head.lstrip().split("\n", 1)[0]))
+        except json.JSONDecodeError:
+            return None
     if not head.lstrip().startswith("["):
         return None
     if '"conversations"' in head:
         return "llava"
+    if '"messages"' in head:
+        return "messages"
     if '"instruction"' in head and '"output"' in head:
         return "alpaca"
     try:  # records larger than the peek: parse the whole thing once
@@ -49,12 +72,7 @@ def _json_list_kind(path):
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
-    if "conversations" in first:
-        return "llava"
-    if "instruction" in first and "output" in first:
-        return "alpaca"
-    return None
+    return _record_kind(data[0]) if isinstance(data, list) and data else None
 
 
 def _detect_file(path):
@@ -63,7 +81,7 @@ def _detect_file(path):
         return "coco"
     if name in ("problems.json", "pid_splits.json"):
         return "scienceqa"
-    if name.endswith(".json"):
+    if name.endswith((".json", ".jsonl")):
         kind = _json_list_kind(path)
         if kind:
             return kind
@@ -79,7 +97,7 @@ def _detect_dir(path):
         return "coco"
     if "problems.json" in names:
         return "scienceqa"
-    jsons = sorted(n for n in names if n.endswith(".json"))
+    jsons = sorted(n for n in names if n.endswith((".json", ".jsonl")))
     if len(jsons) == 1:
         return _detect_file(os.path.join(path, jsons[0]))
     if is_mme_root(path):
@@ -105,14 +123,15 @@ def detect_format(path: Union[str, os.PathLike]) -> str:
                         remedy="point --data at one of them")
     raise DataError(
         "cannot tell the data format (expected dataset_coco.json, a ScienceQA folder with "
-        "problems.json, a LLaVA or Alpaca JSON list, or an MME folder)",
+        "problems.json, LLaVA, messages or Alpaca records (JSON or JSON Lines), or an MME folder)",
         file=path, remedy=_HINT)
 
 
 def dataset_path(path, data_format):
-    """The path a loader takes: a folder holding one JSON becomes that JSON for llava/alpaca."""
-    if data_format in ("llava", "alpaca") and os.path.isdir(path):
-        jsons = sorted(n for n in os.listdir(path) if n.endswith(".json"))
+    """The path a loader takes: a folder holding one JSON (Lines) file becomes that file for the
+    record formats."""
+    if data_format in ("llava", "messages", "alpaca") and os.path.isdir(path):
+        jsons = sorted(n for n in os.listdir(path) if n.endswith((".json", ".jsonl")))
         if len(jsons) != 1:
             raise DataError(f"expected one JSON file in the folder, found {len(jsons)}",
                             file=path, remedy="point --data at the JSON file itself")
@@ -158,15 +177,15 @@ def add_data_args(parser, required=True, split="train", named=False):
     g = parser.add_argument_group("data")
     if named:
         g.add_argument("--data", required=required, metavar="[NAME=]PATH", action="append",
-                       help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA or Alpaca "
-                       "JSON, MME folder); NAME=PATH (repeatable) gives the dataset of the stages whose "
+                       help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA, messages or "
+                       "Alpaca JSON / JSON Lines, MME folder); NAME=PATH (repeatable) gives the dataset of the stages whose "
                        "data is NAME, e.g. --data captions=D/coco --data instruct=D/llava/instruct.json; "
                        "a name (or plain PATH) given twice trains on the mixture of both files, e.g. "
                        "--data llava_instruct_150k.json --data alpaca_data.json (LaVIN's chatbot)")
     else:
         g.add_argument("--data", required=required, metavar="PATH",
-                       help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA "
-                       "or Alpaca JSON, MME folder)")
+                       help="dataset file or folder (COCO Karpathy JSON, ScienceQA folder, LLaVA, messages or "
+                       "Alpaca JSON / JSON Lines, MME folder)")
     g.add_argument("--data-format", choices=sorted(FORMATS), default=None,
                    help="format of --data (default: detected from the path)")
     g.add_argument("--image-root", metavar="DIR", default=None,

@@ -18,10 +18,19 @@ class Sample:
     image_id: Any = None  # cocoid / imgid, ScienceQA qid, MME image name, LLaVA id
     meta: dict = field(default_factory=dict)  # fields the evaluations need (answer, subject, ...)
     caption: Optional[str] = None  # the image's caption where the data gives one apart from the response
+    # a conversation of several turns: [(question, answer), ...], the first being (instruction,
+    # response); None for one turn. Every answer is a target (docs/design.md §5)
+    turns: Optional[list[tuple[str, str]]] = None
+    system: Optional[str] = None  # the conversation's own system message: replaces the template's system line
 
     @property
-    def ie_text(self):
+    def conversation(self) -> list[tuple[str, str]]:
+        """Every (question, answer) turn: :attr:`turns`, or the one (instruction, response)."""
+        return list(self.turns) if self.turns else [(self.instruction, self.response)]
+
+    @property
+    def ie_text(self) -> str:
         """The text whose CLIP feature is this sample's ``loss_IE`` key (docs/design.md §2): the
-        caption where the data has one (ScienceQA's ``captions.json``), else the response (which
-        *is* the caption in captioning data)."""
+        caption where the data has one (ScienceQA's ``captions.json``), else the (first) response
+        (which *is* the caption in captioning data)."""
         return self.caption if self.caption else self.response

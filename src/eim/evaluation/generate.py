@@ -43,14 +43,16 @@ from eim.evaluation.coco import score_coco_files
 from eim.evaluation.mme import score_mme_dir
 from eim.evaluation.scienceqa import OPTIONS, score_scienceqa_files
 from eim.model.splice import TextEncoder
+from eim.model.template import stop_text as template_stop
 from eim.training.checkpoint import find_checkpoint
 from eim.training.collate import Collator
 
 BENCHMARKS = ("coco", "scienceqa", "mme")
 # Where each benchmark's predictions go, relative to out_dir.
 PREDICTION_FILES = {"coco": "results.json", "scienceqa": "predictions.json", "mme": "mme_results"}
-# What the model sees; the image tokens are spliced after the tokenizer's lead (BOS, if any).
-PROMPT_LAYOUT = "[lead][image tokens x P][instruction]"
+# What the model sees: the run's last stage's conversation template (raw: the image tokens after
+# the tokenizer's lead, BOS if any, then the instruction; docs/design.md §5)
+PROMPT_LAYOUT = {"raw": "[lead][image tokens x P][instruction]"}
 PROMPTS = {
     "coco": "empty instruction: the caption follows the image tokens (ClipCap)",
     "scienceqa": "LaVIN QCM-ALE prompt (eim.data.formats.scienceqa.PROMPT_TEMPLATE); text-only "
@@ -103,12 +105,13 @@ def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_b
                          desc="generate"):
     """One generated string per sample, in order (batched, with a tqdm bar unless ``quiet``).
 
-    samples: any sequence of :class:`eim.data.Sample` (a dataset works). Each prompt is
-    ``[lead][image tokens][instruction]``; text-only samples (``image`` None) get no image
-    tokens. The model runs on whatever device it is on.
+    samples: any sequence of :class:`eim.data.Sample` (a dataset works). Each prompt is the sample's
+    conversation in the run's last stage's template (``raw``: ``[lead][image tokens][instruction]``);
+    text-only samples (``image`` None) get no image tokens. The model runs on whatever device it is on.
     """
-    collate = Collator(TextEncoder(tok, max_prompt_tokens or recipe.train.max_length), proc,
-                       mode="prompt")
+    template = recipe.stage_template()
+    collate = Collator(TextEncoder.for_recipe(tok, recipe, max_length=max_prompt_tokens), proc,
+                       mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)
     device = next(model.parameters()).device
     out = []
     with tqdm(total=len(samples), desc=desc, unit="sample", disable=quiet) as bar:
@@ -116,25 +119,28 @@ def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_b
             chunk = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
             batch = _to(collate(chunk), device)
             out += model.generate(batch, tok, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                  stop_text=stop_text)
+                                  stop_text=stop_text, end_text=template_stop(template))
             bar.update(len(chunk))
     return out
 
 
 def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
-    """The prompt's layout for generation.json: lead tokens, P, first instruction, truncations."""
-    enc = TextEncoder(tok, max_prompt_tokens)
+    """The prompt's layout for generation.json: template, lead tokens, P, first prompt, truncations."""
+    template = recipe.stage_template()
+    enc = TextEncoder.for_recipe(tok, recipe, max_length=max_prompt_tokens)
     n_image_tokens = None
     first_image = next((s for s in samples if s.image), None)
     if first_image is not None:  # P from one forward: it depends on projector and feature mode
-        batch = _to(Collator(enc, proc, mode="prompt")([first_image]),
+        batch = _to(Collator(enc, proc, mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)([first_image]),
                     next(model.parameters()).device)
         with torch.no_grad():
             n_image_tokens = int(model.image_tokens(model.image_features(batch)).shape[1])
-    too_long = sum(len(enc.lead) + len(tok(s.instruction, add_special_tokens=False).input_ids)
-                   > max_prompt_tokens for s in samples if s.instruction)
+    whole = TextEncoder.for_recipe(tok, recipe, max_length=10 ** 9)
+    too_long = sum(len(whole.encode_prompt_sample(s)[0]) > max_prompt_tokens for s in samples)
     return {
-        "layout": PROMPT_LAYOUT,
+        "template": template,
+        "layout": PROMPT_LAYOUT.get(template, f"the {template} template (eim data tokens RECIPE ... shows it)"),
+        "first_prompt": whole.render(samples[0], prompt=True) if len(samples) and template != "raw" else None,
         "lead": tok.convert_ids_to_tokens(enc.lead),
         "image_tokens": n_image_tokens,
         "first_instruction": samples[0].instruction if len(samples) else None,

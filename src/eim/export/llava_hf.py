@@ -8,16 +8,17 @@
 
 The folder holds ``config.json`` (``LlavaConfig``: the CLIP vision config, the LLM's config, the
 feature layer and selection), ``model.safetensors``, ``generation_config.json`` (greedy, eim's
-EOS and pad), the tokenizer with an ``<image>`` token, the CLIP image processor and a chat
-template that renders eim's own prompt, so nothing of eim is needed to load or serve it.
+EOS and pad), the tokenizer with an ``<image>`` token, the image processor (``LlavaImageProcessor``
+with ``do_pad`` when the run pads its images to squares) and, in the processor and the tokenizer, a
+chat template that renders the run's conversation template (:mod:`eim.export.chat_templates`), so
+nothing of eim is needed to load or serve it.
 
 What has to agree for the same answers, and how each is kept:
 
-- **the layout.** eim splices the image tokens after the tokenizer's lead (BOS when it adds one):
-  ``[lead][image x P][instruction]``, earlier turns rendered into the instruction as eim's LLaVA
-  loader renders them (``Human: q\\nAssistant: a\\n``), no system prompt, no assistant prefix.
-  LLaVA puts its features wherever ``<image>`` stands; the template writes one ``<image>`` right
-  after the lead wherever the image sits in the messages, and the processor expands it to P.
+- **the layout.** The run's last stage's conversation template (``vicuna_v1`` for ``llava``: the
+  system line, ``USER: <image>\\nQ ASSISTANT: A</s>``...; ``raw``: ``[lead][image x P][q1] [a1]
+  [EOS][q2]``...) written as Jinja; LLaVA puts its features wherever ``<image>`` stands, where the
+  template puts it (the start of the first user turn), and the processor expands it to P.
 - **the features.** LLaVA reads ``hidden_states[vision_feature_layer]`` of ``CLIPVisionModel``,
   ``[CLS]`` dropped (``default``) or kept (``full``): eim's ``vision.feature_layer`` and
   ``keep_cls`` mean exactly that. eim's own default (``post_layernorm`` of the last block) has no
@@ -41,11 +42,16 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from PIL import Image
 from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-from eim.data.formats.llava import HISTORY_TEMPLATE, instruction_after
+from eim.data.images import expand2square
 from eim.data.sample import Sample
 from eim.errors import EIMError
+from eim.export.chat_templates import chat_template
 from eim.model.splice import TextEncoder
-from eim.training.collate import Collator
+
+try:  # transformers 5: the PIL backend by name (it needs no torchvision)
+    from transformers import LlavaImageProcessorPil as LlavaImageProcessor
+except ImportError:  # transformers 4
+    from transformers import LlavaImageProcessor
 
 IMAGE_TOKEN = "<image>"
 ATOL = 1e-4  # logits of the exported model vs eim's on the probe (float32: ~1e-6 is typical)
@@ -53,44 +59,6 @@ ATOL = 1e-4  # logits of the exported model vs eim's on the probe (float32: ~1e-
 
 class ExportError(EIMError):
     """A run cannot be written in the asked format, or the written model would not match it."""
-
-
-# eim's prompt as a Jinja chat template. HISTORY_TEMPLATE's two halves and the lead are filled in
-# by chat_template(); every earlier (user, assistant) pair is history, the last user turn is the
-# question, a final assistant turn (no generation prompt) is the response, joined as eim joins it.
-_TEMPLATE = """{%- set ns = namespace(images=0, history='', before='', question=none, answer=none) -%}
-{%- for message in messages -%}
-{%- set part = namespace(text='') -%}
-{%- if message['content'] is string -%}{%- set part.text = message['content'] -%}
-{%- else -%}{%- for c in message['content'] -%}
-{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}
-{%- elif c['type'] == 'text' -%}{%- set part.text = part.text + c['text'] -%}{%- endif -%}
-{%- endfor -%}{%- endif -%}
-{%- set text = part.text | replace('<image>', '') | trim -%}
-{%- if message['role'] == 'user' -%}
-{%- if ns.question is not none -%}{{ raise_exception('two user turns in a row: eim trains on (user, assistant) pairs') }}{%- endif -%}
-{%- set ns.question = text -%}{%- set ns.answer = none -%}
-{%- elif message['role'] == 'assistant' -%}
-{%- if ns.question is none -%}{{ raise_exception('an assistant turn must follow a user turn') }}{%- endif -%}
-{%- set ns.before = ns.history -%}
-{%- set ns.history = ns.history + @@Q@@ + ns.question + @@A@@ + text + '\\n' -%}
-{%- set ns.answer = [ns.question, text] -%}{%- set ns.question = none -%}
-{%- else -%}{{ raise_exception('eim trains with user and assistant turns only (no ' + message['role'] + ' turn)') }}
-{%- endif -%}
-{%- endfor -%}
-{%- if ns.images > 1 -%}{{ raise_exception('eim splices one image per conversation') }}{%- endif -%}
-@@LEAD@@{%- if ns.images -%}<image>{%- endif -%}
-{%- if ns.question is not none -%}{{ ns.history + ns.question }}
-{%- elif ns.answer is not none -%}{%- set q = ns.before + ns.answer[0] -%}{{ q }}
-{%- if q and ns.answer[1] and q[-1] not in ' \\n\\t' -%}{{ ' ' }}{%- endif -%}{{ ns.answer[1] }}
-{%- endif -%}"""
-
-
-def chat_template(lead):
-    """The Jinja template rendering eim's prompt; ``lead``: True when the tokenizer leads with BOS."""
-    q, a = HISTORY_TEMPLATE.split("{question}")[0], HISTORY_TEMPLATE.split("{question}")[1].split("{answer}")[0]
-    return (_TEMPLATE.replace("@@Q@@", repr(q)).replace("@@A@@", repr(a))
-            .replace("@@LEAD@@", "{{ bos_token }}" if lead else ""))
 
 
 def check_exportable(recipe):
@@ -179,11 +147,22 @@ def _load(module, state, what):
 
 
 def build_processor(tok2, proc, model, recipe):
-    lead = bool(TextEncoder(tok2).lead)
+    """LLaVA's processor: eim's image processor (as ``LlavaImageProcessor`` with ``do_pad`` when the run
+    pads its images to squares), the tokenizer with ``<image>``, and the run's conversation template
+    as the chat template of both (vLLM reads the tokenizer's, lmms-eval the processor's)."""
+    name = recipe.stage_template()
+    template = chat_template(name, bool(TextEncoder(tok2).lead), getattr(tok2, "chat_template", None) or "",
+                             system=recipe.data.system)
+    tok2.chat_template = template
+    if recipe.data.image_aspect_ratio == "pad":
+        keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+                "do_normalize", "image_mean", "image_std", "do_convert_rgb")
+        settings = proc.to_dict()
+        proc = LlavaImageProcessor(**{k: settings[k] for k in keys if k in settings}, do_pad=True)
     c = model.vision.vision_model.config
     return LlavaProcessor(image_processor=proc, tokenizer=tok2, patch_size=c.patch_size,
                           vision_feature_select_strategy="full" if recipe.vision.keep_cls else "default",
-                          chat_template=chat_template(lead), image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
+                          chat_template=template, image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
 
 
 def generation_config(model, tok, recipe, image_id, added):
@@ -200,36 +179,63 @@ def generation_config(model, tok, recipe, image_id, added):
     return g
 
 
-PROBES = [  # conversations whose token ids must match eim's prompt exactly
-    ("What is in the image?", None),
-    ("  Is there a red circle? Please answer yes or no.", [("Describe the image.", "A red circle on white.")]),
+PROBES = [  # (system, earlier turns, question, answer or None): their token ids must match eim's exactly
+    (None, [], "What is in the image?", None),
+    (None, [("Describe the image.", "A red circle on white.")], "  Is there a red circle? Please answer yes or no.", None),
+    (None, [("Describe the image.", "A red circle on white.")], "Is it big?", "No, it is small."),
+    ("You answer in one word.", [], "What colour is it?", "Red."),
 ]
 
 
+def _messages(system, turns, question, answer):
+    """The probe as the messages LLaVA's processor takes: the image a part of the first user turn."""
+    msgs = [{"role": "system", "content": system}] if system else []
+    for i, (q, a) in enumerate(turns + [(question, answer)]):
+        msgs.append({"role": "user", "content": ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": q}]})
+        if a is not None:
+            msgs.append({"role": "assistant", "content": a})
+    return msgs
+
+
+def _probe(enc, system, turns, question, answer):
+    """(eim's token ids, image position) of a probe: a whole conversation, or a prompt when the
+    last answer is None; the image in the first turn."""
+    conv = [(q, a) for q, a in turns] + [(question.strip(), answer or "")]
+    sample = Sample(0, "probe.png", conv[0][0], conv[0][1], turns=conv if len(conv) > 1 else None, system=system)
+    if answer is None:
+        return enc.encode_prompt_sample(sample)
+    ids, _, at = enc.encode_sample(sample)
+    return ids, at
+
+
 def verify(model, tok, proc, recipe, llava, processor, image_id):
-    """The exported model against eim's on probes: token ids, pixels and logits. Raises ExportError."""
-    enc = TextEncoder(tok, 10 ** 6)
+    """The exported model against eim's on probes: token ids (prompts and whole conversations, in the
+    run's conversation template), pixels and logits. Raises ExportError."""
+    template = recipe.stage_template()
+    enc = TextEncoder.for_recipe(tok, recipe, max_length=10 ** 6)
     P = model.vision.num_tokens
     image = Image.new("RGB", (37, 29), (200, 60, 30))
-    for question, history in PROBES:
-        instruction = instruction_after(history or (), question.strip())
-        messages = [m for q, a in history or () for m in ({"role": "user", "content": q},
-                                                            {"role": "assistant", "content": a})]
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]})
-        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                               return_tensors="pt", processor_kwargs={"images": [image]})
-        ids, k = enc.encode_prompt(instruction)
-        want = ids[:k] + [image_id] * P + ids[k:]
-        got = inputs["input_ids"][0].tolist()
-        if got != want:
-            raise ExportError(f"the exported processor's token ids differ from eim's prompt for {instruction!r}: "
-                              f"{got[:12]}... vs {want[:12]}... (the tokenizer splits text after a special token "
-                              "differently); nothing was written")
-        batch = Collator(enc, proc, mode="prompt")([Sample(0, None, instruction, "")])
-        pix = proc(images=[image], return_tensors="pt")["pixel_values"]
-        if not torch.equal(inputs["pixel_values"], pix):
-            raise ExportError("the exported image processor does not reproduce eim's pixels; nothing was written")
-    batch["pixel_values"], batch["has_image"] = pix, torch.tensor([True])
+
+    def processed(probe):
+        return processor.apply_chat_template(_messages(*probe), add_generation_prompt=probe[3] is None, tokenize=True,
+                                             return_dict=True, return_tensors="pt", processor_kwargs={"images": [image]})
+
+    for probe in (p for p in PROBES if template != "plain" or not p[1]):  # plain renders one turn
+        ids, k = _probe(enc, *probe)
+        got = processed(probe)["input_ids"][0].tolist()
+        if got != ids[:k] + [image_id] * P + ids[k:]:
+            raise ExportError(f"the exported chat template ({template}) gives other token ids than eim for the probe "
+                              f"{probe[2].strip()!r}: {got[:12]}... vs {ids[:12]}... (the tokenizer splits text after "
+                              "a special token differently); nothing was written")
+    inputs = processed(PROBES[0])
+    fill = tuple(int(x * 255) for x in proc.image_mean)
+    pad = recipe.data.image_aspect_ratio == "pad"
+    pix = proc(images=[expand2square(image, fill) if pad else image], return_tensors="pt")["pixel_values"]
+    if not torch.equal(inputs["pixel_values"], pix):
+        raise ExportError("the exported image processor does not reproduce eim's pixels; nothing was written")
+    ids, k = _probe(enc, *PROBES[0])
+    batch = {"input_ids": torch.tensor([ids]), "text_lengths": torch.tensor([len(ids)]), "n_lead": torch.tensor([k]),
+             "pixel_values": pix, "has_image": torch.tensor([True])}
     with torch.no_grad():
         embeds, mask, pos, _ = model.embed(batch, with_labels=False)
         ours = model.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits[0]

@@ -14,6 +14,8 @@ class LMLoss(BankLoss):
 
     def forward(self, ctx):
         b, model = ctx.batch, ctx.model
+        if "bank_ids" in b:  # a templated stage: the query reads the bank's own bare text (docs/design.md §2)
+            b = {**b, "input_ids": b["bank_ids"], "text_lengths": b["bank_lengths"], "n_lead": b["bank_lead"], "labels": None}
         if self.recipe.eim.lm_query_input == "text":
             ids, lengths = b["input_ids"], b["text_lengths"]
             mask = (torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]).long()

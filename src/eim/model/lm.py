@@ -28,11 +28,16 @@ def build_lm(cfg, device=None):
     if cfg.gguf_file:
         kw["gguf_file"] = cfg.gguf_file
     model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, **kw)
+    return _apply_mode(model, cfg), load_tokenizer(cfg)
+
+
+def load_tokenizer(cfg):
+    """The LLM's tokenizer (its EOS doubles as pad when it has no pad token)."""
     tok = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code,
                                         **({"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return _apply_mode(model, cfg), tok
+    return tok
 
 
 def fused_activations(model):

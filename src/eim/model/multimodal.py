@@ -89,25 +89,29 @@ class MultimodalLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, num_beams: int = 1,
                  max_new_tokens: int = 30, stop_text: Optional[Union[str, list[str]]] = None,
-                 **generate_kwargs: Any) -> list[str]:
+                 end_text: Optional[str] = None, **generate_kwargs: Any) -> list[str]:
         """Decode with the LM's own ``generate`` from ``inputs_embeds`` (prompt = lead+image+instruction).
 
         ``batch`` holds prompt ids only (no response); prompts are left-padded here because
         batched decoding appends to the right. Returns one string per sample, cut after
         ``stop_text`` when given: a string, or a list of strings (decoding stops at the first
-        that appears). ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache``).
+        that appears). ``end_text``: the conversation template's end of an answer where it is not
+        EOS (:func:`eim.model.template.stop_text`): decoding stops there and it is cut off, not kept.
+        ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache``).
         """
         embeds, mask, _, _ = self.embed(batch, with_labels=False, side="left")
         kw = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                   num_beams=num_beams, do_sample=False, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
-        stops = _stops(stop_text)
+        stops = _stops(stop_text) + _stops(end_text)
         if stops:
             kw.update(stop_strings=stops, tokenizer=tokenizer)
         adapter = lm_adapter(self.lm)
         with adapter.generating() if adapter is not None else nullcontext():
             out = self.lm.generate(**kw)
         texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        if end_text:
+            texts = [t.lstrip().split(end_text)[0] for t in texts]
         return [cut_at_stop(t, stop_text) for t in texts]
 
 

@@ -1,8 +1,12 @@
 """Tokenising samples and splicing image tokens into the LLM input (docs/design.md §1).
 
-Layout of one training sequence (``lead`` is the tokenizer's BOS when it adds one, else empty)::
+Layout of one training sequence in the ``raw`` template (``lead`` is the tokenizer's BOS when it
+adds one, else empty)::
 
     [lead] [image tokens x P] [instruction] [response] [EOS]      labels: response + EOS only
+
+(a conversation repeats ``[instruction] [response] [EOS]`` per turn, every response and EOS a
+target); the other templates (:mod:`eim.model.template`) place the image where their text says.
 
 Text is tokenised per sample without padding; :func:`splice` builds ``inputs_embeds`` and pads on
 the tokenizer's side. Position ids are ``cumsum(attention_mask) - 1`` so left and right padding
@@ -11,18 +15,35 @@ give the same positions for real tokens, hence the same loss.
 
 import torch
 
+from eim.errors import DataError
+from eim.model.template import IMAGE, render, targets_of
+
 IGNORE = -100  # label of tokens the loss ignores (HF convention)
 
 
 class TextEncoder:
-    """Turns (instruction, response) into token ids and labels with one tokenizer."""
+    """Turns samples into token ids and labels with one tokenizer and one conversation template
+    (:mod:`eim.model.template`; ``raw``: the bare layout above, built from ids).
 
-    def __init__(self, tokenizer, max_length=64):
-        self.tok, self.max_length = tokenizer, max_length
+    ``encode_sample`` (training: ids, labels, image position), ``encode_prompt_sample`` (generation:
+    the conversation so far and the last question, with the template's assistant prefix) and
+    ``encode_bare`` (what EIM's banks read: every turn's instruction and response in the bare layout,
+    each answer followed by EOS, whatever the template; docs/design.md §2).
+    """
+
+    def __init__(self, tokenizer, max_length=64, template="raw", system=None):
+        self.tok, self.max_length, self.template, self.system = tokenizer, max_length, template, system
         probe = tokenizer("a").input_ids
         # BOS leads when the tokenizer adds it (LLaMA); GPT-2-style tokenizers add nothing.
         self.lead = [probe[0]] if tokenizer.bos_token_id is not None and probe and probe[0] == tokenizer.bos_token_id else []
         self.eos = tokenizer.eos_token_id
+
+    @classmethod
+    def for_recipe(cls, tokenizer, recipe, stage=None, max_length=None):
+        """The encoder of ``stage`` of ``recipe`` (default: its last, what a trained run is served with):
+        the stage's template, the recipe's ``data.system`` and ``train.max_length``."""
+        return cls(tokenizer, max_length or recipe.train.max_length, template=recipe.stage_template(stage),
+                   system=recipe.data.system)
 
     def _ids(self, text):
         return self.tok(text, add_special_tokens=False).input_ids if text else []
@@ -43,37 +64,114 @@ class TextEncoder:
             return " " + response
         return response
 
+    # --- samples ---------------------------------------------------------------------------------
+    def encode_sample(self, sample):
+        """-> (ids, labels, n_lead) of a training sample: lists of equal length, at most
+        ``max_length``; ``n_lead`` is where the image tokens go."""
+        if self.template == "raw":
+            return self._raw(sample.conversation)
+        ids, labels, at = self._rendered(sample.conversation, sample.image is not None, self._system(sample))
+        return ids[: self.max_length], labels[: self.max_length], min(at, self.max_length)
+
+    def encode_prompt_sample(self, sample):
+        """-> (ids, n_lead): the conversation's earlier turns, then its last question as a prompt."""
+        turns = sample.conversation
+        if self.template == "raw":
+            history = self._raw(turns[:-1], cut=False)[0] if len(turns) > 1 else self.lead
+            return (history + self._ids(turns[-1][0]))[-self.max_length :], len(self.lead)
+        ids, _, at = self._rendered(turns[:-1] + [(turns[-1][0], None)], sample.image is not None, self._system(sample))
+        drop = max(0, len(ids) - self.max_length)
+        return ids[drop:], max(0, at - drop)
+
+    def encode_bare(self, sample):
+        """The bank's text of a sample: the bare layout of every turn (:meth:`_raw`)."""
+        return self._raw(sample.conversation)[0]
+
+    def encode_sample_bare(self, sample):
+        """-> (ids, labels, n_lead) of the bare layout (:meth:`encode_sample` of ``raw``)."""
+        return self._raw(sample.conversation)
+
+    def encode_bare_many(self, samples):
+        """:meth:`encode_bare` of each sample, its text tokenised in two batched calls."""
+        convs = [s.conversation for s in samples]
+        qs = self._ids_many([q for c in convs for q, _ in c])
+        answers = self._ids_many([self.join(q, a) for c in convs for q, a in c])
+        out, k = [], 0
+        for c in convs:
+            out.append(self._raw_ids(qs[k : k + len(c)], answers[k : k + len(c)])[0])
+            k += len(c)
+        return out
+
+    def render(self, sample, prompt=False):
+        """The template's text of a sample (``<image>`` where the image goes), for ``eim data tokens``."""
+        turns = sample.conversation
+        if prompt:
+            turns = turns[:-1] + [(turns[-1][0], None)]
+        return render(self.template, turns, self.tok, self._system(sample), sample.image is not None).text
+
+    def _system(self, sample):
+        """The sample's own system message, else the recipe's (``data.system``), else None (the template's)."""
+        return sample.system if sample.system is not None else self.system
+
+    # --- the raw layout ----------------------------------------------------------------------------
+    def _raw(self, turns, cut=True):
+        """``[lead] q1 a1 [EOS] q2 a2 [EOS] ...``, labels on every answer and its EOS. Longer than
+        ``max_length``: the first ``max_length - 1`` tokens, then EOS with an IGNORE label (the text
+        does not end there, so nothing learns to stop early); the ``loss_LM`` query of a truncated
+        sample reads exactly its bank row's tokens (docs/design.md §2)."""
+        qs = [self._ids(q) for q, _ in turns]
+        return self._raw_ids(qs, [self._ids(self.join(q, a)) for q, a in turns], cut)
+
+    def _raw_ids(self, questions, answers, cut=True):
+        ids, labels = list(self.lead), [IGNORE] * len(self.lead)
+        for q, a in zip(questions, answers):
+            ids += q + a + [self.eos]
+            labels += [IGNORE] * len(q) + a + [self.eos]
+        if cut and len(ids) > self.max_length:
+            ids, labels = ids[: self.max_length - 1] + [self.eos], labels[: self.max_length - 1] + [IGNORE]
+        return ids, labels, len(self.lead)
+
+    # --- the text templates ------------------------------------------------------------------------
+    def _rendered(self, turns, image, system):
+        """(ids, labels, image position) of a rendered conversation: the text cut at ``<image>``,
+        each piece tokenised on its own (as LLaVA's ``tokenizer_image_token``), BOS once at the start
+        (the ``tokenizer`` template writes its own specials), targets by character span."""
+        r = render(self.template, turns, self.tok, system, image)
+        chunks = r.text.split(IMAGE)
+        if len(chunks) > 2:
+            raise DataError(f"the {self.template} rendering holds {IMAGE} {len(chunks) - 1} times; one image per sample",
+                            remedy="remove <image> from the text of later turns")
+        ids = [] if self.template == "tokenizer" else list(self.lead)
+        targets = [False] * len(ids)
+        at, pos = len(ids), 0
+        for k, chunk in enumerate(chunks):
+            if k:
+                at, pos = len(ids), pos + len(IMAGE)
+            if chunk:
+                enc = self.tok(chunk, add_special_tokens=False, return_offsets_mapping=True)
+                ids += enc.input_ids
+                targets += targets_of(enc.offset_mapping, r.targets, pos)
+            pos += len(chunk)
+        return ids, [i if t else IGNORE for i, t in zip(ids, targets)], at
+
+    # --- the (instruction, response) API of the raw layout --------------------------------------------
     def encode(self, instruction, response):
-        """-> (ids, labels, n_lead): lists of equal length, at most ``max_length``.
-
-        The sequence always ends with EOS, so the ``loss_LM`` query and its bank row read the
-        same tokens (docs/design.md §2): a sample longer than ``max_length`` keeps its first
-        ``max_length - 1`` tokens, then EOS with an IGNORE label (the text does not end there, so
-        nothing learns to stop early).
-        """
-        return self._assemble(self._ids(instruction), self._ids(self.join(instruction, response)))
-
-    def _assemble(self, instruction_ids, answer):
-        prompt = self.lead + instruction_ids
-        ids, labels = prompt + answer, [IGNORE] * len(prompt) + answer
-        if len(ids) < self.max_length:
-            return ids + [self.eos], labels + [self.eos], len(self.lead)
-        return ids[: self.max_length - 1] + [self.eos], labels[: self.max_length - 1] + [IGNORE], len(self.lead)
+        """-> (ids, labels, n_lead) of one (instruction, response) turn in the raw layout."""
+        return self._raw([(instruction, response)])
 
     def encode_prompt(self, instruction):
-        """Generation prompt: ``[lead] [instruction]`` (image tokens are spliced after ``lead``)."""
+        """Generation prompt of the raw layout: ``[lead] [instruction]`` (image tokens go after ``lead``)."""
         return (self.lead + self._ids(instruction))[-self.max_length :], len(self.lead)
 
     def encode_text_eos(self, instruction, response):
-        """Bank text: instruction + response + EOS (no image), as in docs/design.md §2 — the ids of
-        :meth:`encode`, so a truncated sample's query and bank row are the same tokens."""
+        """Bank text of one turn: instruction + response + EOS (no image), the ids of :meth:`encode`."""
         return self.encode(instruction, response)[0]
 
     def encode_text_eos_many(self, pairs):
         """:meth:`encode_text_eos` of each (instruction, response), tokenised in two batched calls."""
         inst = self._ids_many([i for i, _ in pairs])
         ans = self._ids_many([self.join(i, r) for i, r in pairs])
-        return [self._assemble(a, b)[0] for a, b in zip(inst, ans)]
+        return [self._raw_ids([a], [b])[0] for a, b in zip(inst, ans)]
 
 
 def pad_ids(seqs, pad_value, side="right"):

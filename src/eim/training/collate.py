@@ -1,31 +1,56 @@
-"""Batching samples for the model: images through CLIP's image processor, text through the LLM's
-tokenizer (:class:`eim.model.splice.TextEncoder`). Produces the batch dict documented in
-:mod:`eim.model.multimodal`.
+"""Batching samples for the model: images through CLIP's image processor (padded to a square first
+when the recipe says ``data.image_aspect_ratio: pad``), text through the LLM's tokenizer and the
+stage's conversation template (:class:`eim.model.splice.TextEncoder`). Produces the batch dict
+documented in :mod:`eim.model.multimodal`.
 """
+
+from typing import Any, Optional
 
 import torch
 
 from eim.data import load_image
-from eim.model.splice import IGNORE, pad_ids
+from eim.data.images import expand2square
+from eim.data.sample import Sample
+from eim.model.splice import IGNORE, TextEncoder, pad_ids
+
+ASPECT_RATIOS = ("crop", "pad")
+
+
+def pixel_values(image_processor: Any, paths: list[str], aspect_ratio: str = "crop") -> torch.Tensor:
+    """``[n, 3, H, W]`` of the images at ``paths``: ``crop`` gives them to the processor as they are
+    (it resizes the short side and centre-crops); ``pad`` first pads each to a square in the
+    processor's mean colour, as LLaVA-1.5 does (``image_aspect_ratio: pad``)."""
+    images = [load_image(p) for p in paths]
+    if aspect_ratio == "pad":
+        fill = tuple(int(x * 255) for x in image_processor.image_mean)
+        images = [expand2square(im, fill) for im in images]
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]
 
 
 class Collator:
     """``samples -> batch``. ``mode``: ``train`` (ids + labels), ``prompt`` (generation prompt only),
-    ``text`` (no image at all). ``features``: optional ``{image_path: tensor}`` of cached CLIP
-    outputs; when given, pixels are not loaded."""
+    ``text`` (no image at all, and the bare layout EIM's banks read, whatever the template).
+    ``features``: optional ``{image_path: tensor}`` of cached CLIP outputs; when given, pixels are
+    not loaded. ``bank_text``: also give the bare layout's ids (``bank_ids``, ``bank_lengths``), what
+    loss_LM's query reads in a stage whose template is not ``raw`` (docs/design.md §2)."""
 
-    def __init__(self, encoder, image_processor=None, mode="train", features=None, load_pixels=True):
+    def __init__(self, encoder: TextEncoder, image_processor: Any = None, mode: str = "train",
+                 features: Optional[dict] = None, load_pixels: bool = True, image_aspect_ratio: str = "crop",
+                 bank_text: bool = False) -> None:
         self.enc, self.proc, self.mode = encoder, image_processor, mode
         self.features, self.load_pixels = features, load_pixels
+        self.aspect, self.bank_text = image_aspect_ratio, bank_text
 
-    def __call__(self, samples):
+    def __call__(self, samples: list[Sample]) -> dict[str, Any]:
         ids, labels, leads = [], [], []
         for s in samples:
             if self.mode == "prompt":
-                i, k = self.enc.encode_prompt(s.instruction)
+                i, k = self.enc.encode_prompt_sample(s)
                 l = [IGNORE] * len(i)
+            elif self.mode == "text":
+                i, l, k = self.enc.encode_sample_bare(s)
             else:
-                i, l, k = self.enc.encode(s.instruction, s.response)
+                i, l, k = self.enc.encode_sample(s)
             ids.append(i), labels.append(l), leads.append(k)
         pad = self.enc.tok.pad_token_id
         input_ids, lengths = pad_ids(ids, pad)
@@ -37,6 +62,9 @@ class Collator:
             "index": torch.tensor([s.index for s in samples], dtype=torch.long),
             "has_image": torch.tensor([s.image is not None and self.mode != "text" for s in samples]),
         }
+        if self.bank_text and self.enc.template != "raw":
+            batch["bank_ids"], batch["bank_lengths"] = pad_ids([self.enc.encode_bare(s) for s in samples], pad)
+            batch["bank_lead"] = torch.full((len(samples),), len(self.enc.lead), dtype=torch.long)
         if self.mode == "text" or not batch["has_image"].any():
             return batch
         if self.features is not None:
@@ -44,9 +72,23 @@ class Collator:
             batch["features"] = torch.stack([self.features[s.image] if s.image else torch.zeros_like(ref)
                                              for s in samples])
         elif self.load_pixels:
-            images = [load_image(s.image) for s in samples if s.image]
-            pix = self.proc(images=images, return_tensors="pt")["pixel_values"]
+            pix = pixel_values(self.proc, [s.image for s in samples if s.image], self.aspect)
             full = pix.new_zeros(len(samples), *pix.shape[1:])
             full[batch["has_image"]] = pix
             batch["pixel_values"] = full
         return batch
+
+
+IMAGE_TOKEN_INDEX = -200  # LLaVA's stand-in for the image in token ids
+
+
+def token_view(encoder: TextEncoder, sample: Sample, mode: str = "train") -> dict[str, Any]:
+    """``{"text", "input_ids", "labels"}`` of what a collator in ``mode`` feeds for ``sample``, in
+    LLaVA's convention: the image one entry :data:`IMAGE_TOKEN_INDEX` in the ids (``<image>`` in the
+    text, decoded from the ids), labels ``-100`` wherever the position is not a target."""
+    ids, labels, at = encoder.encode_sample_bare(sample) if mode == "text" else encoder.encode_sample(sample)
+    tok = encoder.tok
+    if sample.image is None or mode == "text":
+        return {"text": tok.decode(ids), "input_ids": ids, "labels": labels}
+    return {"text": tok.decode(ids[:at]) + "<image>" + tok.decode(ids[at:]),
+            "input_ids": ids[:at] + [IMAGE_TOKEN_INDEX] + ids[at:], "labels": labels[:at] + [IGNORE] + labels[at:]}

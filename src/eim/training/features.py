@@ -8,9 +8,9 @@ from typing import Any, Union
 import torch
 from tqdm.auto import tqdm
 
-from eim.data import load_image
 from eim.data.dataset import Dataset
 from eim.model.multimodal import MultimodalLM
+from eim.training.collate import pixel_values
 
 
 class FeatureCache:
@@ -23,9 +23,10 @@ class FeatureCache:
     """
 
     def __init__(self, model: MultimodalLM, datasets: Sequence[Dataset], image_processor: Any, batch_size: int,
-                 device: Union[str, torch.device], quiet: bool = True) -> None:
-        """``datasets``: the datasets whose distinct images are cached (once each)."""
-        self.datasets = list(datasets)
+                 device: Union[str, torch.device], quiet: bool = True, image_aspect_ratio: str = "crop") -> None:
+        """``datasets``: the datasets whose distinct images are cached (once each); ``image_aspect_ratio``:
+        as the collator prepares the images (:func:`eim.training.collate.pixel_values`)."""
+        self.datasets, self.aspect = list(datasets), image_aspect_ratio
         self.model, self.proc = model, image_processor
         self.batch_size, self.device, self.quiet = batch_size, device, quiet
         self._version, self._cache = None, None
@@ -47,7 +48,7 @@ class FeatureCache:
         bs = self.batch_size
         for i in tqdm(range(0, len(paths), bs), desc="CLIP features", disable=self.quiet):
             chunk = paths[i : i + bs]
-            pix = self.proc(images=[load_image(p) for p in chunk], return_tensors="pt")["pixel_values"]
+            pix = pixel_values(self.proc, chunk, self.aspect)
             feats = self.model.vision(pix.to(self.device)).float().cpu()
             cache.update(zip(chunk, feats))
         self.model.train()

@@ -108,6 +108,12 @@ def stage_steps(stage: StageConfig, n_samples: int, recipe: Recipe, world: int =
     return max(1, math.ceil(stage.epochs * micro / recipe.train.grad_accum))
 
 
+def collate_mode(recipe: Recipe, stage: StageConfig) -> str:
+    """How a stage's batches are collated (:class:`eim.training.collate.Collator`): ``text`` (the bare
+    layout and no image) for a loss_LM-only stage whose query reads text, else ``train``."""
+    return "text" if set(stage.losses) == {"lm"} and recipe.eim.lm_query_input == "text" else "train"
+
+
 def stage_data_name(stage: StageConfig) -> str:
     """The name of the dataset ``stage`` trains on (its ``data``, else :data:`MAIN`)."""
     return stage.data or MAIN

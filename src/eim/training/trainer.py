@@ -55,9 +55,9 @@ from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rn
 from eim.training.run_dir import RunFolder, identity
 from eim.training.collate import Collator
 from eim.training.features import FeatureCache
-from eim.training.sampler import EpochBatches, Rows, ValidCollate
+from eim.training.sampler import EpochBatches, Rows, ValidCollate, modality_lengths
 from eim.training.optim import adamw
-from eim.training.stage import StageRun, StageStep, resolve_datasets, stage_data_name, stage_steps
+from eim.training.stage import StageRun, StageStep, collate_mode, resolve_datasets, stage_data_name, stage_steps
 
 
 class Trainer:
@@ -78,11 +78,11 @@ class Trainer:
         self.acc.gradient_accumulation_steps = recipe.train.grad_accum
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
-        self.encoder = TextEncoder(tokenizer, recipe.train.max_length)
         # one cache over every dataset's images (LLaVA's captions and instructions share theirs)
         self.features = FeatureCache(model, list(self.datasets.values()), image_processor,
                                      recipe.generation.batch_size * 4, self.acc.device,
-                                     quiet=quiet or not self.acc.is_main_process)
+                                     quiet=quiet or not self.acc.is_main_process,
+                                     image_aspect_ratio=recipe.data.image_aspect_ratio)
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
 
     @property
@@ -192,12 +192,15 @@ class Trainer:
         if "vision" not in stage.trainable and r.train.cache_clip_features and any(
                 n in stage.losses for n in ("base", "st")):
             features = self.features.get()
-        mode = "text" if set(stage.losses) == {"lm"} and r.eim.lm_query_input == "text" else "train"
-        collate = ValidCollate(Collator(self.encoder, self.proc, mode=mode, features=features))
+        mode = collate_mode(r, stage)
+        encoder = TextEncoder.for_recipe(self.tok, r, stage)
+        collate = ValidCollate(Collator(encoder, self.proc, mode=mode, features=features, bank_text="lm" in stage.losses,
+                                        image_aspect_ratio=r.data.image_aspect_ratio))
         A = r.train.grad_accum
         dataset = self.stage_dataset(stage)
+        lengths = modality_lengths(dataset) if r.train.group_by == "modality_length" else None
         sampler = EpochBatches(len(dataset), r.train.batch_size, r.train.seed + 7919 * run.k, run.total * A,
-                               start=run.step * A, world=self.world, rank=self.rank)
+                               start=run.step * A, world=self.world, rank=self.rank, lengths=lengths)
         return torch.utils.data.DataLoader(Rows(dataset), batch_sampler=sampler, collate_fn=collate,
                                            num_workers=r.train.num_workers)
 

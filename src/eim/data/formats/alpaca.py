@@ -2,15 +2,16 @@
 
 The instruction is Stanford Alpaca's own prompt (:data:`PROMPT_INPUT` / :data:`PROMPT_NO_INPUT`),
 the one LLaMA-Adapter trains with, so text-only tuning here matches the published recipe.
-Records have no id; they are named by position (``#17``), so duplicates cannot be told apart
+Records (a JSON list, or JSON Lines) have no id; they are named by position (``#17``, ``line 18``),
+so duplicates cannot be told apart
 from legitimately repeated instructions and are not checked.
 """
 
 import os
 
-from eim.data.base import BadRecord, RecordDataset, read_data_json, require, text_field
+from eim.data.base import BadRecord, RecordDataset, require, text_field
+from eim.data.formats.conversation import read_records
 from eim.data.sample import Sample
-from eim.errors import DataError
 
 PROMPT_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -31,13 +32,10 @@ class Alpaca(RecordDataset):
         super().__init__(split, mode, skip_bad)  # the file is the split; images: none
         path = os.path.abspath(path)
         self.path, self.files = path, [path]
-        data = read_data_json(path)
-        if not isinstance(data, list):
-            raise DataError("expected a JSON list of {instruction, input, output} records",
-                            file=path, remedy="point --data at an Alpaca JSON")
-        for pos, rec in enumerate(data):
-            rid = f"#{pos}"
+        for pos, (rid, rec) in enumerate(read_records(path)):  # a JSON list or JSON Lines
             try:
+                if isinstance(rec, BadRecord):
+                    raise rec
                 require(rec, "instruction", "output")
                 ins = text_field(rec, "instruction")
                 out = text_field(rec, "output", "response")
