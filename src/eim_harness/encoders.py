@@ -88,8 +88,8 @@ def _datasets(data_dir):
 def training_texts(data_dir, corpus=CORPUS_FORMATS):
     """The LM's training text from the datasets of ``data_dir``: (train texts, held-out texts).
 
-    COCO captions; ScienceQA and LLaVA instruction + response, joined as the trainer joins them
-    (:meth:`eim.model.splice.TextEncoder.join`); only the formats in ``corpus``. MME is evaluation
+    COCO captions; ScienceQA and LLaVA instruction + response (:func:`sample_texts`: every turn of a
+    conversation); only the formats in ``corpus``. MME is evaluation
     data, never read. By default (:data:`CORPUS_FORMATS`) the chatbot mixture's files (``alpaca/``,
     ``vqa/`` of a version-4 world) are left out too, so a world's encoders are those of generator
     version 3 and the studies' measurements stay reproducible; the MME task's tiny LLM reads the
@@ -109,8 +109,25 @@ def training_texts(data_dir, corpus=CORPUS_FORMATS):
                 if split == "train":
                     raise
                 continue
-            into += [s.instruction + TextEncoder.join(s.instruction, s.response) for s in ds]
+            into += [text for s in ds for text in sample_texts(s)]
     return train, heldout
+
+
+# How a conversation's later turns were written into the LM's pretraining text: each turn after its
+# history, "Human: q\nAssistant: a\n" per earlier turn. Kept as it was written when the encoders of
+# every cached world were pretrained, so that those caches (fingerprinted by their data and settings,
+# not by this text) stay what a fresh pretraining gives.
+HISTORY = "Human: {question}\nAssistant: {answer}\n"
+
+
+def sample_texts(sample):
+    """The pretraining texts of one sample: each turn, instruction + response joined as the trainer
+    joins them (:meth:`eim.model.splice.TextEncoder.join`), after its earlier turns (:data:`HISTORY`)."""
+    turns, out = sample.conversation, []
+    for k, (q, a) in enumerate(turns):
+        q = "".join(HISTORY.format(question=x, answer=y) for x, y in turns[:k]) + q
+        out.append(q + TextEncoder.join(q, a))
+    return out
 
 
 def _index_files(data_dir, formats):

@@ -249,10 +249,13 @@ def fit_lengths(tokenizer, task, train_ds, test_ds):
     def lengths(texts):
         return [len(x) for x in tokenizer(texts, add_special_tokens=False).input_ids] if texts else [0]
 
-    train = [train_ds[i] for i in range(len(train_ds))]
-    prompts = lengths([s.instruction for s in train])
-    answers = lengths([TextEncoder.join(s.instruction, answer_part(task, s.response)) for s in train])
-    max_length = len(enc.lead) + max(p + a for p, a in zip(prompts, answers)) + 1
+    convs = [train_ds[i].conversation for i in range(len(train_ds))]  # every turn, each answer then EOS
+    prompts = lengths([q for c in convs for q, _ in c])
+    answers = lengths([TextEncoder.join(q, answer_part(task, a)) for c in convs for q, a in c])
+    per_turn, longest, k = [p + a + 1 for p, a in zip(prompts, answers)], 0, 0
+    for c in convs:
+        longest, k = max(longest, sum(per_turn[k : k + len(c)])), k + len(c)
+    max_length = len(enc.lead) + longest
     max_prompt = len(enc.lead) + max(lengths([test_ds[i].instruction for i in range(len(test_ds))]))
     return max_length, max_prompt
 

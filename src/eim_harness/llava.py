@@ -6,13 +6,15 @@
 ``--preset test`` is a seconds-long smoke run of the same pipeline.
 
 LLaVA's two stages are data (``stages.<k>.data``): the projector aligns on the COCO-format captions
-(``coco/``, stage 1), then the projector and the LLM are tuned on the generated LLaVA-format
-conversations (``llava/instruct.json``, stage 2). ``llava_eim`` adds EIM's stages around them
-(loss_ST on the captions, loss_LM on the instructions, then loss_base + loss_IE with VPT in the
-tuning stage). Both are scored twice on the test split: the MME-format yes/no questions
-(``mme/``: MME's score, and accuracy / accuracy+ with paired intervals) and the captions
-(``coco/`` test images with the caption prompt of stage 1: COCO metrics, BLEU-4 / CIDEr with
-intervals). Default output folder: ``eim-demo-llava``.
+(``coco/``, stage 1, LLaVA's ``plain`` template), then the projector and the LLM are tuned on the
+generated LLaVA-format conversations (``llava/instruct.json``, stage 2, ``vicuna_v1``: one sample per
+conversation, every answer a target), images padded to squares, batches grouped by modality and
+length: LLaVA-1.5's data path (docs/design.md §5). ``llava_eim`` adds EIM's stages around them
+(loss_ST on the captions, loss_LM on the instructions, then loss_base + loss_IE with CLIP tuned by
+LoRA in the tuning stage). Both are scored twice on the test split, in ``vicuna_v1`` as they are
+served: the MME-format yes/no questions (``mme/``: MME's score, and accuracy / accuracy+ with paired
+intervals) and the captions (``coco/`` test images asked :data:`CAPTION_QUESTION`: COCO metrics,
+BLEU-4 / CIDEr with intervals). Default output folder: ``eim-demo-llava``.
 
 Decisions, each visible in the report:
 
@@ -27,7 +29,7 @@ Decisions, each visible in the report:
   ``loss_LM`` stage at the recipe's 0.03 × ``lr``. Not chosen on validation.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from eim.data import load_dataset
 from eim_harness.coco import STRUCTURE_KEYS
@@ -108,9 +110,34 @@ def train_datasets(data):
             "instruct": load_dataset(data / "llava" / "instruct.json", mode="train")}
 
 
+# the caption question of the caption evaluation: one of the world's own description requests
+# (eim_harness.shapes.questions.DESCRIBE), which open its instruction conversations with the caption
+# as the answer. The instruction-tuned model is served in vicuna_v1, which asks a question; LLaVA's
+# own caption evaluations ask one too
+CAPTION_QUESTION = "Give a short caption for this image."
+
+
+class Asked:
+    """``dataset`` with every sample asking ``question`` (the caption evaluation's prompt); the rest,
+    scorer inputs included, is the dataset's own."""
+
+    def __init__(self, dataset, question):
+        self.dataset, self.question = dataset, question
+
+    def __getattr__(self, name):
+        return getattr(self.dataset, name)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return replace(self.dataset[i], instruction=self.question)
+
+
 def eval_datasets(data, split="test"):
-    """MME-format questions (the world writes them from the test scenes) and the split's captions."""
-    out = {"coco": load_dataset(data / "coco", split=split, mode="eval")}
+    """MME-format questions (the world writes them from the test scenes) and the split's captions,
+    asked for with :data:`CAPTION_QUESTION`."""
+    out = {"coco": Asked(load_dataset(data / "coco", split=split, mode="eval"), CAPTION_QUESTION)}
     if split == "test":
         out["mme"] = load_dataset(data / "mme", mode="eval")
     return out

@@ -51,3 +51,16 @@ def test_unknown_setting_and_preset_are_clear_errors(shapes, tmp_path):
         cached_encoders(shapes, tmp_path, preset="huge")
     with pytest.raises(EIMError, match="unknown encoder setting"):
         cached_encoders(shapes, tmp_path, overrides={"vocab": 3})
+
+
+def test_a_conversations_pretraining_texts_are_each_turn_after_its_history():
+    """The LM pretrains on each turn of a conversation written after its earlier turns, as the texts
+    every cached encoder was pretrained on were written: the loader's one sample per conversation
+    changes no encoder."""
+    from eim.data.sample import Sample
+    from eim_harness.encoders import sample_texts
+
+    s = Sample(0, None, "What is it?", "A red circle.", turns=[("What is it?", "A red circle."), ("Is it big?", "No.")])
+    assert sample_texts(s) == ["What is it? A red circle.",
+                               "Human: What is it?\nAssistant: A red circle.\nIs it big? No."]
+    assert sample_texts(Sample(0, None, "", "a red circle.")) == ["a red circle."]
