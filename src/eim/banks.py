@@ -161,8 +161,12 @@ class BankProvider:
         if name == "text":
             model = {"id": r.vision.name_or_path, "digest": folder_digest(r.vision.name_or_path),
                      "head": r.eim.ie_head}
+            dtype = r.vision.dtype
         else:
             model = {"id": r.lm.name_or_path, "gguf": r.lm.gguf_file, "digest": folder_digest(r.lm.name_or_path)}
+            dtype = r.lm.dtype
+        if dtype != "float32":  # the frozen model computes in the recipe's dtype (float32 banks keep their fingerprint)
+            model["dtype"] = dtype
         return {"bank": name, "version": BANK_VERSION, "model": model, "data": dataset_fingerprint(self.dataset),
                 "settings": {"max_length": r.train.max_length, "dtype": r.eim.bank_dtype}}
 
@@ -261,7 +265,7 @@ class BankProvider:
         a batch's features (float, un-normalised) from ids of any order."""
         r = self.recipe
         if name == "text":
-            clip = CLIPModel.from_pretrained(r.vision.name_or_path, dtype=torch.float32).to(self.device).eval()
+            clip = CLIPModel.from_pretrained(r.vision.name_or_path, dtype=getattr(torch, r.vision.dtype)).to(self.device).eval()
             ctok = AutoTokenizer.from_pretrained(r.vision.name_or_path)
             max_len = clip.config.text_config.max_position_embeddings
 

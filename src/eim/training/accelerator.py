@@ -6,21 +6,47 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import InitProcessGroupKwargs
+from transformers.integrations import unset_hf_deepspeed_config
 
 
 def make_accelerator(recipe):
     """The ``Accelerator`` for a recipe: its precision and accumulation; distribution (DDP, FSDP,
     DeepSpeed, process count) comes from the launcher (``accelerate launch --config_file``,
-    ``torchrun``). Collective timeouts are long: rank 0 may be writing a large bank meanwhile."""
-    return Accelerator(mixed_precision=_mixed_precision(recipe.train.mixed_precision),
-                       cpu=not torch.cuda.is_available(), gradient_accumulation_steps=recipe.train.grad_accum,
-                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))])
+    ``torchrun``). Collective timeouts are long: rank 0 may be writing a large bank meanwhile.
+
+    accelerate keeps one precision per process; a single process that trains recipes of another
+    precision one after the other (a study, the tests) gets a fresh accelerator state each time."""
+    precision = mixed_precision(recipe)
+    state = AcceleratorState._shared_state
+    if state and not PartialState().use_distributed and precision not in (None, state.get("_mixed_precision")):
+        AcceleratorState._reset_state()
+    # DeepSpeed runs on CPU processes too, over gloo: accelerate's cpu flag would turn it off, and
+    # without a GPU it finds no backend of its own
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    cpu = not torch.cuda.is_available()
+    group = InitProcessGroupKwargs(timeout=timedelta(hours=2), **({"backend": "gloo"} if cpu and deepspeed else {}))
+    acc = Accelerator(mixed_precision=precision, cpu=cpu and not deepspeed,
+                      gradient_accumulation_steps=recipe.train.grad_accum, kwargs_handlers=[group])
+    plugin = acc.state.deepspeed_plugin
+    if plugin is not None and not plugin.zero3_init_flag:
+        # ZeRO-3 without zero3_init_flag (the shipped configs): transformers builds whole modules, which
+        # eim then tunes (LoRA, adapters, prompts) and deepspeed.initialize partitions when the stage is
+        # prepared; with the HF DeepSpeed config left in place it would partition them at construction
+        unset_hf_deepspeed_config()
+    return acc
 
 
-def _mixed_precision(mode):
+def mixed_precision(recipe):
+    """The recipe's ``train.mixed_precision``; ``auto``: the segments' 16-bit dtype when one has it,
+    else what the launcher's config says, else bf16 on CUDA that supports it, else no."""
+    mode = recipe.train.mixed_precision
     if mode != "auto":
         return mode
+    low = {d for d in (recipe.vision.dtype, recipe.lm.dtype) if d != "float32"}
+    if low:
+        return {"bfloat16": "bf16", "float16": "fp16"}[low.pop()]
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):  # `accelerate launch` with a config: it decides
         return None
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():

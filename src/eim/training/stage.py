@@ -104,8 +104,9 @@ def stage_steps(stage: StageConfig, n_samples: int, recipe: Recipe, world: int =
     """Optimiser steps of a stage (``steps`` or ``epochs`` × global micro-batches / accumulation)."""
     if stage.steps is not None:
         return stage.steps
-    micro = math.ceil(n_samples / (recipe.train.batch_size * world))
-    return max(1, math.ceil(stage.epochs * micro / recipe.train.grad_accum))
+    batch, accum = recipe.stage_batch(stage)
+    micro = math.ceil(n_samples / (batch * world))
+    return max(1, math.ceil(stage.epochs * micro / accum))
 
 
 def collate_mode(recipe: Recipe, stage: StageConfig) -> str:

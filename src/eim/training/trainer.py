@@ -47,17 +47,16 @@ from eim.distributed import all_reduce_sum, average_grads, broadcast_object
 from eim.errors import WriteError
 from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import BankSource, build_losses, stage_banks
+from eim.model.lm import checkpointing_layers
 from eim.model.multimodal import MultimodalLM
-from eim.model.splice import TextEncoder
 from eim.training.accelerator import make_accelerator
 from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
                                   save_optimizer, save_rng, set_rng_state, tunable_state)
 from eim.training.run_dir import RunFolder, identity
-from eim.training.collate import Collator
 from eim.training.features import FeatureCache
-from eim.training.sampler import EpochBatches, Rows, ValidCollate, modality_lengths
+from eim.training.loader import stage_loader
 from eim.training.optim import adamw
-from eim.training.stage import StageRun, StageStep, collate_mode, resolve_datasets, stage_data_name, stage_steps
+from eim.training.stage import StageRun, StageStep, resolve_datasets, stage_data_name, stage_steps
 
 
 class Trainer:
@@ -75,7 +74,6 @@ class Trainer:
         self.datasets, self.run_dir = resolve_datasets(recipe, datasets), Path(run_dir)
         self.banks = None if banks is None else dict(banks)
         self.acc = accelerator or make_accelerator(recipe)
-        self.acc.gradient_accumulation_steps = recipe.train.grad_accum
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
         # one cache over every dataset's images (LLaVA's captions and instructions share theirs)
@@ -84,6 +82,8 @@ class Trainer:
                                      quiet=quiet or not self.acc.is_main_process,
                                      image_aspect_ratio=recipe.data.image_aspect_ratio)
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
+        if recipe.train.gradient_checkpointing:
+            model.set_gradient_checkpointing(True)
 
     @property
     def _engine_shards(self):
@@ -185,28 +185,21 @@ class Trainer:
         return run
 
     def _loader(self, run):
-        """This rank's batches from the stage's current step on: cached frozen-CLIP features when
-        CLIP does not train here, text only for a text-mode loss_LM stage."""
+        """This rank's batches from the stage's current step on (:func:`eim.training.loader.stage_loader`):
+        cached frozen-CLIP features when CLIP does not train here and the recipe caches them."""
         r, stage = self.recipe, run.stage
         features = None
         if "vision" not in stage.trainable and r.train.cache_clip_features and any(
                 n in stage.losses for n in ("base", "st")):
             features = self.features.get()
-        mode = collate_mode(r, stage)
-        encoder = TextEncoder.for_recipe(self.tok, r, stage)
-        collate = ValidCollate(Collator(encoder, self.proc, mode=mode, features=features, bank_text="lm" in stage.losses,
-                                        image_aspect_ratio=r.data.image_aspect_ratio))
-        A = r.train.grad_accum
-        dataset = self.stage_dataset(stage)
-        lengths = modality_lengths(dataset) if r.train.group_by == "modality_length" else None
-        sampler = EpochBatches(len(dataset), r.train.batch_size, r.train.seed + 7919 * run.k, run.total * A,
-                               start=run.step * A, world=self.world, rank=self.rank, lengths=lengths)
-        return torch.utils.data.DataLoader(Rows(dataset), batch_sampler=sampler, collate_fn=collate,
-                                           num_workers=r.train.num_workers)
+        return stage_loader(r, stage, run.k, self.stage_dataset(stage), self.tok, self.proc, run.total, run.step,
+                            self.world, self.rank, features=features, cuda=self.acc.device.type == "cuda")
 
     def _prepare(self, run):
         """Wrap the stage's forward and optimizer with accelerate (DDP / FSDP / DeepSpeed)."""
-        r, acc, stage, A = self.recipe, self.acc, run.stage, self.recipe.train.grad_accum
+        r, acc, stage = self.recipe, self.acc, run.stage
+        batch, A = r.stage_batch(stage)
+        acc.gradient_accumulation_steps = A
         image_segs = [p for seg in ("vision", "projector") if seg in stage.trainable
                       for p in self.model.segment_tunable(seg)]
         image_params = (image_segs + run.loss_params) if self.world > 1 else ()
@@ -218,8 +211,8 @@ class Trainer:
             step_module.set_stage(run.losses, need_cls, image_params)
         if acc.state.deepspeed_plugin is not None:  # DeepSpeed wants the batch geometry; we prepare no loader
             acc.state.deepspeed_plugin.deepspeed_config.update(
-                train_micro_batch_size_per_gpu=r.train.batch_size, gradient_accumulation_steps=A,
-                train_batch_size=r.train.batch_size * A * self.world)
+                train_micro_batch_size_per_gpu=batch, gradient_accumulation_steps=A, train_batch_size=batch * A * self.world,
+                gradient_clipping=r.train.max_grad_norm or 0.0)
         run.step_p, run.opt_p = acc.prepare(step_module, run.opt)
         if acc.distributed_type == DistributedType.FSDP:
             self._fsdp_root = run.step_p
@@ -236,7 +229,7 @@ class Trainer:
         gradients over ranks) and by ``grad_accum`` (undoing accelerate's division): the gradient
         is that of the global-batch mean, so W processes with batch b equal one with batch W·b.
         """
-        acc, A, names, weights = self.acc, self.recipe.train.grad_accum, run.names, run.weights
+        acc, A, names, weights = self.acc, self.recipe.stage_batch(run.stage)[1], run.names, run.weights
         window = [_to_device(next(batches), acc.device) for _ in range(A)]
         # per-loss item counts (tokens / queries) of each micro-batch, then over all ranks
         counts = [[run.losses[n][0].count(b) for n in names] for b in window]  # A × L
@@ -253,14 +246,19 @@ class Trainer:
                     cnt, dtype=torch.float64, device=acc.device)
         if acc.distributed_type == DistributedType.FSDP and self.world > 1:
             average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
+        norm = None
+        if self.recipe.train.max_grad_norm:  # accelerate's clipping (DeepSpeed clips in its engine: gradient_clipping)
+            norm = acc.clip_grad_norm_(run.step_p.parameters(), self.recipe.train.max_grad_norm)
         run.opt_p.step()
         run.sched.step()
         run.opt_p.zero_grad(set_to_none=True)
         run.step += 1
         means = (all_reduce_sum(sums) / torch.tensor(n_global, dtype=torch.float64, device=acc.device)
                  .clamp_min(1.0)).tolist()
-        return {"loss": sum(w * v for w, v in zip(weights, means)),
-                **{f"loss_{n}": v for n, v in zip(names, means)}}
+        out = {"loss": sum(w * v for w, v in zip(weights, means)), **{f"loss_{n}": v for n, v in zip(names, means)}}
+        if norm is not None:
+            out["grad_norm"] = float(norm)  # before clipping
+        return out
 
     def _finish_stage(self, run, last):
         """Write the stage's tuned tensors, ``stage.json`` and RNG states, drop its checkpoint and
@@ -290,14 +288,20 @@ class Trainer:
         for seg in SEGMENTS:
             if seg not in run.stage.trainable:
                 getattr(self.model, seg).eval()
+        if self.recipe.train.gradient_checkpointing:  # a frozen LLM gradients flow through recomputes too
+            checkpointing_layers(self.model.lm)
 
     def _set_trainable(self, stage):
-        """Freeze everything, then unfreeze the stage's segments' tunable parameters."""
+        """Freeze everything, then unfreeze the stage's segments' tunable parameters, in float32 (the
+        optimiser updates float32 weights; 16-bit weights of a segment stay 16-bit while frozen) unless
+        DeepSpeed keeps the float32 master copy itself (docs/design.md §9)."""
         self.model.requires_grad_(False)
         params = []
         for seg in stage.trainable:
             for p in self.model.segment_tunable(seg):
                 if not p.requires_grad:
+                    if p.dtype != torch.float32 and self.acc.distributed_type != DistributedType.DEEPSPEED:
+                        p.data = p.data.float()
                     p.requires_grad_(True)
                     params.append(p)
         return params
@@ -308,7 +312,7 @@ class Trainer:
         if not self._engine_shards:
             return tunable_state(self.model)
         names = set(tunable_state(self.model))
-        sd = self.acc.get_state_dict(step_p)
+        sd = self.acc.get_state_dict(step_p) or {}  # ZeRO-3 consolidates on rank 0 only (None elsewhere)
         return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.") and k[len("model."):] in names}
 
     def _checkpoint(self, ckpt, opt, step_p, step):

@@ -5,7 +5,7 @@ An LLM-side adapter's parameters live in one submodule of the Hugging Face LM,
 ``lm.eim_adapter`` (:data:`ADAPTER_ATTR`), so a checkpoint of the tuned tensors is small.
 """
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -67,6 +67,32 @@ class LMAdapter(nn.Module):
     def generating(self):
         """Keep per-sample state for every forward of one ``generate`` call."""
         yield
+
+    def state(self):
+        """The per-call state a layer's forward reads (None: none)."""
+        return None
+
+    def set_state(self, state):
+        pass
+
+    def checkpoint_context(self):
+        """``(forward, recompute)`` contexts for ``torch.utils.checkpoint``'s ``context_fn``: the
+        recompute of a checkpointed layer, in backward, reads the per-call state the layer's forward
+        read, not whatever a later LLM call of the same step left (docs/design.md §9)."""
+        saved = self.state()
+        if saved is None:
+            return nullcontext(), nullcontext()
+
+        @contextmanager
+        def restored():
+            now = self.state()
+            self.set_state(saved)
+            try:
+                yield
+            finally:
+                self.set_state(now)
+
+        return nullcontext(), restored()
 
     def parts(self):
         return {}

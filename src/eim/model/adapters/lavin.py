@@ -45,8 +45,9 @@ class RepAdapter(nn.Module):
         _lavin_init(self.conv_A, self.conv_B)
 
     def forward(self, x, index=None, weights=None):
-        h = self.dropout(F.linear(x, dense_weight(self.conv_A), self.conv_A.bias))  # [B, L, hidden]
-        return x + self.scale * F.linear(h, dense_weight(self.conv_B), self.conv_B.bias)
+        # in the adapter's own dtype (float32 while it trains beside 16-bit weights), back in x's
+        h = self.dropout(F.linear(x.to(self.conv_A.weight.dtype), dense_weight(self.conv_A), self.conv_A.bias))
+        return x + (self.scale * F.linear(h, dense_weight(self.conv_B), self.conv_B.bias)).to(x.dtype)  # [B, L, d]
 
 
 class RouterAdapter(nn.Module):
@@ -70,15 +71,16 @@ class RouterAdapter(nn.Module):
     def router_weights(self, x, index=None):
         """[B, 2] routing weights from token ``index`` [B] of each row (default: position 0)."""
         first = x[:, 0] if index is None else x[torch.arange(x.shape[0], device=x.device), index.to(x.device)]
-        return torch.softmax(self.expert_weights(first) / self.t, dim=-1)
+        return torch.softmax(self.expert_weights(first.to(self.expert_weights.weight.dtype)) / self.t, dim=-1)
 
     def forward(self, x, index=None, weights=None):
-        w = (self.router_weights(x, index) if weights is None else weights).to(x.dtype)  # [B, 2]
-        h = self.dropout(F.linear(x, dense_weight(self.conv_A), self.conv_A.bias))  # [B, L, hidden]
+        dtype = self.conv_A.weight.dtype  # the adapter's own (float32 while it trains beside 16-bit weights)
+        w = (self.router_weights(x, index) if weights is None else weights).to(dtype)  # [B, 2]
+        h = self.dropout(F.linear(x.to(dtype), dense_weight(self.conv_A), self.conv_A.bias))  # [B, L, hidden]
         # w0·(B h + b_B) + w1·(D h + b_D) = (w0 B + w1 D) h + (w0 b_B + w1 b_D): one matmul per sample
         W = w[:, 0, None, None] * dense_weight(self.conv_B) + w[:, 1, None, None] * dense_weight(self.conv_D)
         b = w[:, :1] * self.conv_B.bias + w[:, 1:] * self.conv_D.bias  # [B, d]
-        return x + self.scale * torch.baddbmm(b[:, None], h, W.transpose(1, 2))  # [B, L, d]
+        return x + (self.scale * torch.baddbmm(b[:, None], h, W.transpose(1, 2))).to(x.dtype)  # [B, L, d]
 
 
 def dense_weight(conv):
@@ -153,6 +155,12 @@ class LaVINAdapters(LMAdapter):
         self._fresh = past == 0
         if self._fresh:
             self._index, self._weights = first_real(kwargs.get("attention_mask")), {}
+
+    def state(self):
+        return self._index, dict(self._weights), self._fresh
+
+    def set_state(self, state):
+        self._index, self._weights, self._fresh = state[0], dict(state[1]), state[2]
 
     def weights(self, i, adapter, x):
         """Router weights [B, 2] of layer ``i`` for its attention input ``x`` (the ``routing`` callable)."""

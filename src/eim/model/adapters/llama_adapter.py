@@ -86,6 +86,12 @@ class AdaptionPrompt(LMAdapter):
         finally:
             self._visual, self._sticky = None, False
 
+    def state(self):
+        return (self._visual,)
+
+    def set_state(self, state):
+        self._visual = state[0]
+
     # --- the adapter attention ------------------------------------------------------------------
     def attend(self, slot, module, query):
         """Gated attention of ``query`` [B, H, L, hd] (rotary applied) to this layer's prompts ->
