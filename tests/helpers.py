@@ -94,6 +94,11 @@ def tiny_recipe(tiny_dir, name="clipcap", lm="gpt2", overrides=None):
         base["projector.prefix_length"] = 2
     if name.startswith("llava"):  # vicuna_v1's system line is 143 tokens of the tiny tokenizers (128 positions)
         base["data.system"] = "A chat."
+    # the real-size recipes' memory levers off: tiny float32 models, one batch size for every stage
+    base.update({"vision.dtype": "float32", "lm.dtype": "float32", "train.gradient_checkpointing": False,
+                 "train.cache_clip_features": True})
+    for i in range(len(load_recipe(name).stages)):
+        base[f"stages.{i}.batch_size"] = None
     base.update(overrides or {})
     return load_recipe(name, base)
 

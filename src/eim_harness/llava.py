@@ -66,7 +66,9 @@ class LLaVAPreset:
     pretrain_lr: float = 1e-3  # LLaVA's stage-1 rate (the projector alone)
     lr: float = 1e-3  # stage 2 (and EIM's stages, loss_LM at the recipe's 0.03 x)
     warmup: int = 20
-    max_length: int = 128  # text tokens per sample: every generated conversation fits (the LLM's context)
+    # text tokens per sample: every generated conversation fits in vicuna_v1 (its system line is 75 of the
+    # tiny tokenizer's tokens; the longest conversation 204), within the tiny LLaMA's 256 positions
+    max_length: int = 208
     max_new_tokens: int = 4  # MME: "Yes" / "No"
     caption_new_tokens: int = 24  # captions, cut at the first "."
     beams: int = 1
@@ -92,12 +94,17 @@ def recipe_for(variant, p, clip_dir, lm_dir, seed, extra=None):
             "train.batch_size": p.batch_size, "train.lr": p.lr, "train.warmup_steps": p.warmup,
             "train.max_length": p.max_length, "train.seed": seed, "train.scheduler": "cosine",
             "train.save_every": 10_000, "train.log_every": 5, "generation.num_beams": p.beams,
-            "generation.max_new_tokens": p.max_new_tokens}
+            "generation.max_new_tokens": p.max_new_tokens,
+            # the real-size recipe's memory levers off for the tiny float32 models: weights in float32, no
+            # recomputation, the frozen CLIP's features cached, one batch size for every stage
+            "vision.dtype": "float32", "lm.dtype": "float32", "lm.attn_implementation": None,
+            "train.gradient_checkpointing": False, "train.cache_clip_features": True, "train.max_grad_norm": None}
     lengths = {"pretrain": p.pretrain_steps, "finetune": p.finetune_steps, "finetune_ie": p.finetune_steps,
                "st": p.st_steps, "lm": p.lm_steps}
     for i, stage in enumerate(load_recipe(variant, structure).stages):
         over[f"stages.{i}.epochs"] = None
         over[f"stages.{i}.steps"] = lengths.get(stage.name, p.finetune_steps)
+        over[f"stages.{i}.batch_size"] = None  # the preset's batch
         if stage.lr is not None:  # the recipe's absolute rates (LLaVA's 1e-3 for the projector) -> the preset's
             over[f"stages.{i}.lr"] = p.pretrain_lr
     over.update(p.overrides)
