@@ -53,3 +53,46 @@ def test_step_benchmark_eim_side_trains(monkeypatch, tmp_path):
         fn = step.eim_side(root, tok, texts, 3, unfused=unfused)
         losses = [fn(), fn()]
         assert all(0 < x < 20 for x in losses), losses
+
+
+def _bench_module(monkeypatch, name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_memory_benchmark_steps_every_stage(monkeypatch, tmp_path):
+    """``benchmarks/memory.py``'s step of each llava_eim stage at toy shapes, in this process, float32
+    without and bfloat16 with checkpointing (the pair its target compares); the tables render."""
+    memory = _bench_module(monkeypatch, "memory")
+    monkeypatch.setenv("EIM_CACHE_DIR", str(tmp_path / "digests"))
+    memory.prepare(tmp_path, memory.SHAPES["toy"])
+    memory.prepare_banks(tmp_path, memory.SHAPES["toy"], ("float32", "bfloat16"))
+    results = [memory.one(tmp_path, stage, dtype, ckpt, 2) for stage in memory.STAGES
+               for dtype, ckpt in (("float32", False), ("bfloat16", True))]
+    for r in results:
+        assert len(r["step_s"]) == 2 and r["peak_mb"] > 0 and r["trainable"] > 0, r
+    by = {r["stage"]: r for r in results if not r["checkpointing"]}
+    assert by["st"]["llm_positions"] == 0 and by["st"]["saved_mb"]["lm"] == 0  # loss_ST runs no LLM
+    assert by["lm"]["saved_mb"]["vision"] == 0 and by["lm"]["saved_mb"]["lm"] > 0  # text only
+    assert by["finetune_ie"]["saved_mb"]["vision"] > 0 and by["finetune_ie"]["saved_mb"]["lm_vocab"] > 0
+    assert "| finetune_ie | bfloat16 | on |" in memory.table(results)
+    assert len(memory.ratios(results).splitlines()) == 2 + len(memory.STAGES)
+
+
+def test_memory_benchmark_runs_a_configuration_in_its_own_process(tmp_path):
+    out = _run("memory.py", "--toy", "--stages", "lm", "--dtypes", "bfloat16", "--checkpointing", "on", "--steps", "1",
+               "--dir", str(tmp_path))
+    assert "| lm | bfloat16 | on |" in out and "failed" not in out
+
+
+def test_gpu_real_scale_benchmark_runs_at_toy_size():
+    """``benchmarks/gpu_real_scale.py --toy`` on the CPU: the anchor (transformers' LLaVA with peft LoRA),
+    eim's llava finetune step and each llava_eim stage, one step each."""
+    out = _run("gpu_real_scale.py", "--toy")
+    assert "| transformers LlavaForConditionalGeneration |" in out and "Target, eim llava finetune" in out
+    for stage in ("st", "lm", "pretrain", "finetune_ie"):
+        assert f"| eim llava_eim {stage} (" in out
+    assert "Error" not in out and "skipped: --time-limit" not in out
