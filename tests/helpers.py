@@ -131,13 +131,22 @@ def final_weights(run_dir):
     return load_tensors(last)[0]
 
 
-def launch(args, env=None, launcher="torchrun"):
-    """Run a 2-process job; returns the CompletedProcess (output in .stdout)."""
+def launch(args, env=None, launcher="torchrun", config=None, precision="no"):
+    """Run a 2-process job; returns the CompletedProcess (output in .stdout). ``launcher``: torchrun,
+    or accelerate launch: DDP (``--multi_gpu``, which falls back to CPU processes and gloo here), or
+    the shipped accelerate ``config`` file (``deepspeed_zero2``, ...) with 2 processes: without a GPU
+    DeepSpeed runs on CPU processes over gloo (accelerate's ``--cpu`` would turn DeepSpeed off)."""
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    else:  # accelerate launch: DDP (--multi_gpu), which falls back to CPU processes and gloo here
+    elif config is not None:
+        import eim
+
+        path = Path(eim.__file__).parent / "accelerate_configs" / f"{config}.yaml"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path), "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", precision, "--main_process_port", str(free_port())]
+    else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no",
                "--main_process_port", str(free_port())]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
     return subprocess.run(cmd + args, capture_output=True, text=True, env=full_env, timeout=300)

@@ -74,6 +74,9 @@ def test_stages_from_the_command_line_every_way(capsys):
     ("vision.num_tokens", "none", None), ("vision.num_tokens", "50", 50),
     ("generation.stop_text", "none", None), ("generation.stop_text", ".", "."),
     ("vision.name_or_path", "007", "007"), ("vision.name_or_path", "1.10", "1.10"),  # strings as typed
+    ("train.report_to", "tensorboard", ["tensorboard"]), ("train.report_to", "tensorboard,wandb", ["tensorboard", "wandb"]),
+    ("train.report_to", "[tensorboard, wandb]", ["tensorboard", "wandb"]), ("train.report_to", "[]", []),
+    ("lm.lora_target", "q_proj, v_proj", ["q_proj", "v_proj"]),
 ])
 def test_override_takes_every_spelling_of_its_type(key, text, value):
     r = load_recipe("clipcap_eim", [(key, text)])

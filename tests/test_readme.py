@@ -81,7 +81,7 @@ def readme():
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(\w*)\n(.*?)```", text, re.S)
     python = [b for lang, b in blocks if lang == "python"]
-    lines = [ln for lang, b in blocks if lang in ("bash", "sh", "") for ln in b.splitlines()]
+    lines = [ln for lang, b in blocks if lang in ("bash", "sh", "") for ln in b.replace("\\\n", " ").splitlines()]
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     return _commands(re.findall(r"`([^`]+)`", text) + lines), python
 

@@ -50,7 +50,7 @@ def train(recipe: Recipe, dataset: Optional[Dataset], out: PathLike, *,
           datasets: Optional[Mapping[str, Dataset]] = None, resume: bool = False, no_rebuild: bool = False,
           quiet: bool = False, callbacks: Sequence[Callable] = (), accelerator: Optional[Accelerator] = None,
           banks_dir: Optional[PathLike] = None, shard_banks: Optional[bool] = None,
-          overwrite: bool = False) -> list[dict[str, Any]]:
+          overwrite: bool = False, val_datasets: Optional[Mapping[str, Dataset]] = None) -> list[dict[str, Any]]:
     """Build the model from ``recipe`` and run all its stages into ``out``.
 
     ``dataset``: what the stages that name no data train on. ``datasets``: ``{name: dataset}`` for the
@@ -65,12 +65,14 @@ def train(recipe: Recipe, dataset: Optional[Dataset], out: PathLike, *,
     bank is only reused when its fingerprint matches. ``shard_banks``: split banks by rows across
     processes (default: on when the recipe's ``eim.shard_banks`` or the ``EIM_SHARD_BANKS=1``
     environment variable says so). ``callbacks``: ``f(trainer, stage_index, step)`` after each
-    optimiser step.
+    optimiser step. ``val_datasets``: ``{name: dataset}`` held out for ``train.eval_every`` /
+    ``train.eval_generate`` (default: each dataset's own validation split where its files hold one;
+    :mod:`eim.training.validation`).
     """
     quiet_transformers()
     named = {**({MAIN: dataset} if dataset is not None else {}), **(datasets or {})}
     named = resolve_datasets(recipe, named)  # before any model loads: a missing --data NAME=PATH fails at once
-    acc = accelerator or make_accelerator(recipe)  # first: it joins the process group of a launcher
+    acc = accelerator or make_accelerator(recipe, out)  # first: it joins the process group of a launcher
     if shard_banks is None:  # the recipe's eim.shard_banks or the environment turns it on
         shard_banks = recipe.eim.shard_banks or (
             os.environ.get("EIM_SHARD_BANKS", "0").lower() not in ("", "0", "false", "no"))
@@ -82,7 +84,7 @@ def train(recipe: Recipe, dataset: Optional[Dataset], out: PathLike, *,
                                 shard=bool(shard_banks))
              for name, ds in named.items()}
     trainer = Trainer(recipe, model, tok, proc, named, out, banks=banks, callbacks=callbacks, quiet=quiet,
-                      accelerator=acc)
+                      accelerator=acc, val_datasets=val_datasets)
     return trainer.run(resume=resume, overwrite=overwrite)
 
 

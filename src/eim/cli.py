@@ -26,6 +26,7 @@ COMMANDS = {
     "banks": ("eim.commands.banks", "build feature banks"),
     "score": ("eim.commands.score", "score saved predictions (COCO captions, ScienceQA, MME)"),
     "eval": ("eim.commands.evaluate", "generate with a checkpoint on a benchmark and score it"),
+    "runs": ("eim.commands.runs", "show what a run folder holds (stages, steps, losses, checkpoints)"),
 }
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from eim.errors import ConfigError
-from eim.typed import build as _build, coerce
+from eim.typed import build as _build, coerce, field_default, json_value
 
 VISION_FEATURES = ("pooled", "full", "cls", "full_projected")
 VISION_TRAINABLE = ("frozen", "prompt", "lora", "full", "lavin")
@@ -219,22 +218,28 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 on CUDA that supports it, else no | no | fp16 | bf16
     log_every: int = 10
     save_every: int = 500  # optimiser steps between checkpoints (and at the end of each stage)
-    # data-loader worker processes: auto = 0 without CUDA (tests and CPU runs decode in the loop), on
-    # CUDA up to 4 per process (persistent, pinned memory); or a number
-    num_workers: str = "auto"
+    num_workers: str = "auto"  # data-loader workers: auto = 0 without CUDA, up to 4 per process on CUDA
     cache_clip_features: bool = True  # precompute frozen-CLIP features once (ClipCap does)
-    # modality_length: LLaVA's sampler (image rows and text-only rows batched apart, longest first
-    # within each global batch); None: batches in the epoch's random order
-    group_by: Optional[str] = None
-    # recompute each transformer block's activations in backward (the LLM's and CLIP's): memory for
-    # compute, the same gradients (docs/design.md §9)
-    gradient_checkpointing: bool = False
+    group_by: Optional[str] = None  # modality_length: LLaVA's sampler; None: the epoch's random order
+    gradient_checkpointing: bool = False  # recompute the LLM's and CLIP's blocks in backward (§9)
     max_grad_norm: Optional[float] = None  # clip the gradients' global norm (LLaVA-1.5: 1.0); None: no clipping
+    # trackers through accelerate (tensorboard, wandb, mlflow, ...), one run named run_name (default:
+    # the run folder's); validation every eval_every steps on eval_samples held-out samples (§9)
+    report_to: list[str] = field(default_factory=list)
+    run_name: Optional[str] = None
+    eval_every: Optional[int] = None
+    eval_samples: int = 256
+    eval_banks: bool = False
+    eval_generate: bool = False
 
     def __post_init__(self):
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "fp16", "bf16"))
         if self.num_workers != "auto" and not str(self.num_workers).isdigit():
             raise ConfigError(f"train.num_workers: {self.num_workers!r} is not allowed (allowed: auto or a whole number >= 0)")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"train.eval_every must be >= 1 (or none), got {self.eval_every}")
+        if self.eval_samples < 1:
+            raise ConfigError(f"train.eval_samples must be >= 1, got {self.eval_samples}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"train.max_grad_norm must be > 0 (or none), got {self.max_grad_norm}")
         if self.group_by is not None:
@@ -370,28 +375,6 @@ def _choice(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
 
 
-def _field_type(key):
-    """The annotated type of dotted ``key`` (``train.lr`` -> float, ``stages.0.steps`` ->
-    Optional[int]), or None when the key names no field (its error comes later, from _build)."""
-    cls, tp = Recipe, None
-    parts = key.split(".")
-    i = 0
-    while i < len(parts):
-        if not dataclasses.is_dataclass(cls):
-            return None
-        hints = typing.get_type_hints(cls)
-        if parts[i] not in hints:
-            return None
-        if cls is Recipe and parts[i] == "stages":  # stages.<index or name>.<field>
-            if i + 2 >= len(parts):
-                return None  # stages, stages.drop: a list or names, read as YAML
-            cls, i = StageConfig, i + 2
-            continue
-        tp = hints[parts[i]]
-        cls, i = tp, i + 1
-    return tp
-
-
 def build_recipe(data: dict[str, Any]) -> Recipe:
     """A :class:`Recipe` from a plain dict (a YAML file's, ``recipe.json``), keys and types checked."""
     return _build(Recipe, data, "recipe")
@@ -410,23 +393,8 @@ def recipe_delta(recipe: Recipe) -> dict[str, Any]:
                 sub = diff(value)
                 if sub:
                     out[f.name] = sub
-            elif f.name != "stages" and value != _default(f):
+            elif f.name != "stages" and value != field_default(f):
                 out[f.name] = json_value(value)
         return out
 
     return {**diff(recipe), "stages": [diff(s) for s in recipe.stages]}
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def json_value(value: Any) -> Any:
-    """``value`` as JSON-ready plain data (dataclasses as dicts, tuples as lists)."""
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_value(v) for k, v in value.items()}
-    return value

@@ -11,13 +11,14 @@ The typed schema the result is checked against is :mod:`eim.config`.
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
 
-from eim.config import Recipe, StageConfig, _field_type, build_recipe
+from eim.config import Recipe, StageConfig, build_recipe
 from eim.errors import ConfigError
 from eim.typed import parse_value
 
@@ -26,6 +27,28 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 
 def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def field_type(key):
+    """The annotated type of dotted ``key`` (``train.lr`` -> float, ``stages.0.steps`` ->
+    Optional[int]), or None when the key names no field (its error comes later, from _build)."""
+    cls, tp = Recipe, None
+    parts = key.split(".")
+    i = 0
+    while i < len(parts):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if parts[i] not in hints:
+            return None
+        if cls is Recipe and parts[i] == "stages":  # stages.<index or name>.<field>
+            if i + 2 >= len(parts):
+                return None  # stages, stages.drop: a list or names, read as YAML
+            cls, i = StageConfig, i + 2
+            continue
+        tp = hints[parts[i]]
+        cls, i = tp, i + 1
+    return tp
 
 
 def load_recipe(name_or_path: Union[str, os.PathLike],
@@ -50,7 +73,7 @@ def load_recipe(name_or_path: Union[str, os.PathLike],
     data.setdefault("name", path.stem)
     items = overrides.items() if isinstance(overrides, dict) else (overrides or [])
     for key, raw in items:
-        _set_dotted(data, key, parse_value(raw, _field_type(key)) if isinstance(raw, str) else raw)
+        _set_dotted(data, key, parse_value(raw, field_type(key)) if isinstance(raw, str) else raw)
     return build_recipe(data)
 
 

@@ -9,6 +9,7 @@ key, what it expects and what it got.
 import dataclasses
 import types
 import typing
+from typing import Any
 
 import yaml
 
@@ -39,8 +40,8 @@ def coerce(tp, value, key):
     """``value`` as type ``tp``, accepting every spelling a user types for it.
 
     float: ``1e-4``, ``1E-4``, ``.5``, ``1_000``, ints; int: ``1_000``, ``1e3`` and integral floats;
-    bool: true/false, yes/no, on/off, 1/0; an optional field: None, ``null``, ``none``, ``~`` or
-    ``""``. Strings are parsed here too, so a YAML file's ``lr: 1e-4`` (a string in YAML 1.1)
+    bool: true/false, yes/no, on/off, 1/0; a list of strings: ``[a, b]`` or ``a,b`` (one name
+    alone is a list of one); an optional field: None, ``null``, ``none``, ``~`` or ``""``. Strings are parsed here too, so a YAML file's ``lr: 1e-4`` (a string in YAML 1.1)
     means what it looks like.
     """
     origin = typing.get_origin(tp)
@@ -83,6 +84,8 @@ def coerce(tp, value, key):
             return text.lower() in TRUE
     if tp is str and isinstance(value, (str, int)) and not isinstance(value, bool):
         return str(value)  # an id like 123; floats are refused (1.10 would lose its 0)
+    if origin is list and typing.get_args(tp) == (str,) and text is not None and not text.startswith("["):
+        return [x.strip() for x in text.split(",") if x.strip()]  # --train.report_to tensorboard,wandb
     if (tp is list or origin is list) and isinstance(value, list):
         (item,) = typing.get_args(tp) or (None,)
         if item is None or dataclasses.is_dataclass(item):  # a list of sections: built by its owner
@@ -113,3 +116,19 @@ def parse_value(text, tp=None):
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text  # not YAML (e.g. "a: b: c"): the field's check names it
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default value (its factory's, for a list or a dict)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as JSON-ready plain data (dataclasses as dicts, tuples as lists)."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    return value

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from eim.plot import loss_plot
+
 GALLERY = 8  # images in the COCO gallery
 EXAMPLES = 8  # questions in the ScienceQA / MME examples
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}"
@@ -66,32 +68,6 @@ def _wallclock(summary):
     h.append("</table><p class='small'>Pipeline: " + ", ".join(f"{k} {x:.1f} s" for k, x in summary["timings"].items())
              + ". Stage times include building the feature banks a stage needs.</p>")
     return h
-
-
-def loss_plot(run_dirs, path):
-    import matplotlib  # heavy: only the report draws plots
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after use("Agg"): no display here
-
-    stage_dirs = sorted(Path(run_dirs[0]).glob("stage-*"))
-    fig, axes = plt.subplots(1, len(stage_dirs), figsize=(4.2 * len(stage_dirs), 3.2), squeeze=False)
-    for ax, sd in zip(axes[0], stage_dirs):
-        for si, rd in enumerate(run_dirs):
-            f = Path(rd) / sd.name / "metrics.jsonl"
-            if not f.exists():
-                continue
-            rows = [json.loads(line) for line in f.read_text().splitlines()]
-            for key in sorted(k for k in rows[0] if k.startswith("loss_")):
-                ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=f"{key} (seed {si})",
-                        alpha=1.0 if si == 0 else 0.45)
-        ax.set_title(sd.name.replace("stage-", "stage "))
-        ax.set_xlabel("optimiser step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def loss_curves_html(results, summary, plots, stem):

@@ -5,7 +5,8 @@ in ``plots/`` beside it."""
 
 from pathlib import Path
 
-from eim_harness.report import CSS, esc, loss_plot
+from eim.plot import loss_plot
+from eim_harness.report import CSS, esc
 
 
 def _forest(comps, metric, path, title):

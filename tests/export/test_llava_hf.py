@@ -189,3 +189,18 @@ def test_eim_is_not_importable_in_the_clean_python(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode != 0 and "No module named 'eim'" in res.stderr
     assert Path(torch.__file__).is_relative_to(sysconfig.get_paths()["purelib"])  # torch comes from site-packages
+
+
+def test_a_16bit_run_exports_checked_in_float32(llava_run, tiny_dir, tmp_path, capsys):
+    """A run of bfloat16 CLIP and LLM weights (the real-size recipes' setting): the export is built and
+    checked in float32, and written in the asked dtype, its config saying so throughout."""
+    over = {"lm.name_or_path": str(llava_run["root"] / "llama"), "vision.dtype": "bfloat16", "lm.dtype": "bfloat16",
+            **{f"stages.{i}.{k}": v for i in range(2) for k, v in (("epochs", None), ("steps", 1))}}
+    run = tmp_path / "run"
+    train(tiny_recipe(tiny_dir, "llava", lm="llama", overrides=over), None, run, datasets=llava_run["data"], quiet=True)
+    for dtype in ("bfloat16", "float32"):
+        out = tmp_path / dtype
+        assert main(["export", str(run), "--format", "llava-hf", "--out", str(out), "--dtype", dtype]) == 0
+        assert "probe logits within" in capsys.readouterr().out
+        cfg = json.loads((out / "config.json").read_text())
+        assert {cfg.get("dtype"), cfg["text_config"].get("dtype"), cfg["vision_config"].get("dtype")} == {dtype}

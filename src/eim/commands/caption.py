@@ -8,7 +8,7 @@ from pathlib import Path
 from eim.api import load_for_inference
 from eim.data.sample import Sample
 from eim.errors import DataError
-from eim.evaluation.generate import generate_predictions
+from eim.evaluation.predictions import generate_predictions
 
 
 def add_parser(sub):

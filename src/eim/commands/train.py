@@ -28,6 +28,10 @@ def add_parser(sub):
                               "--train.lr 1e-4 --stages.0.steps 100 --vision.features full")
     p.add_argument("recipe", help="shipped recipe name (clipcap, clipcap_eim, ...) or a YAML path")
     add_data_args(p, named=True)
+    p.add_argument("--val-data", metavar="[NAME=]PATH", action="append", default=None,
+                   help="held-out data for train.eval_every / train.eval_generate (read with --split val): "
+                   "NAME=PATH per stage dataset like --data; default: each dataset's own validation split "
+                   "where its files hold one (COCO Karpathy, ScienceQA)")
     p.add_argument("--out", required=True, help="run folder (stages, checkpoints, metrics, banks)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished stages in --out and continue the running one from its checkpoint")
@@ -43,7 +47,8 @@ def add_parser(sub):
 def run(args):
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
     summaries = train(recipe, None, args.out, datasets=datasets_from_args(args, mode="train"), resume=args.resume,
-                      overwrite=args.overwrite, no_rebuild=args.no_rebuild, quiet=args.quiet)
+                      overwrite=args.overwrite, no_rebuild=args.no_rebuild, quiet=args.quiet,
+                      val_datasets=datasets_from_args(args, mode="train", flag="val-data", split="val") or None)
     if rank() != 0:
         return 0
     for s in summaries:

@@ -207,19 +207,24 @@ def split_named(value):
     return None, value
 
 
-def datasets_from_args(args: argparse.Namespace, mode: str = "train") -> dict[str, Dataset]:
+def datasets_from_args(args: argparse.Namespace, mode: str = "train", flag: str = "data",
+                       split: Optional[str] = None) -> dict[str, Dataset]:
     """``{name: dataset}`` of a ``named`` ``--data`` (:func:`add_data_args`): a plain ``--data PATH``
     is :data:`eim.config.MAIN`, the dataset of stages that name none. A name given more than once
     (plain paths too) is the :class:`eim.data.mixture.Mixture` of its paths, in the order given
-    (LaVIN's LLaVA + Alpaca)."""
-    values = args.data if isinstance(args.data, list) else [args.data]
+    (LaVIN's LLaVA + Alpaca). ``flag``: another repeatable ``[NAME=]PATH`` flag read the same way
+    (``eim train --val-data``), with its own ``split``."""
+    values = getattr(args, flag.replace("-", "_"), None)
+    values = values if isinstance(values, list) else [values]
     pairs = [split_named(v) for v in values if v]
     if not pairs:
+        if flag != "data":
+            return {}
         raise DataError("no dataset given", remedy="pass --data PATH (or --data NAME=PATH per stage dataset)")
     paths = {}
     for name, path in pairs:
         paths.setdefault(name or MAIN, []).append(path)
-    load = lambda path: load_dataset(path, data_format=args.data_format, split=args.split, mode=mode,  # noqa: E731
+    load = lambda path: load_dataset(path, data_format=args.data_format, split=split or args.split, mode=mode,  # noqa: E731
                                      image_root=args.image_root, skip_bad=args.skip_bad)
     return {n: load(ps[0]) if len(ps) == 1 else Mixture([load(x) for x in ps]) for n, ps in paths.items()}
 

@@ -110,7 +110,10 @@ def build_llava(model, tok, recipe):
     added = image_id >= vocab  # a new row (else the token takes an unused row of a padded vocabulary)
     text_config = copy.deepcopy(lm.config)
     text_config.vocab_size = max(vocab, image_id + 1)
-    config = LlavaConfig(vision_config=v.vision_model.config.to_dict(), text_config=text_config.to_dict(),
+    parts = [v.vision_model.config.to_dict(), text_config.to_dict()]
+    for d in parts:  # built in float32 (a 16-bit recipe's dtype would build 16-bit parts); written in --dtype
+        d.pop("dtype", None), d.pop("torch_dtype", None)
+    config = LlavaConfig(vision_config=parts[0], text_config=parts[1],
                          image_token_index=image_id, image_seq_length=v.num_tokens, projector_hidden_act="gelu",
                          vision_feature_select_strategy="full" if recipe.vision.keep_cls else "default",
                          vision_feature_layer=recipe.vision.feature_layer, multimodal_projector_bias=True,
@@ -249,14 +252,20 @@ def verify(model, tok, proc, recipe, llava, processor, image_id):
 
 def export_llava_hf(model, tok, proc, recipe, out, dtype="float32"):
     """Write ``model`` (loaded by :func:`eim.api.load_for_inference`) into the folder ``out`` (it
-    must be new or empty: the caller moves it into place). Returns a summary dict."""
+    must be new or empty: the caller moves it into place). Returns a summary dict. The export is built
+    and checked in float32 (a 16-bit recipe's model is cast: its trained parts are float32 and the
+    check compares logits to a float32 tolerance; host memory ~4 bytes per parameter), then written
+    in ``dtype``."""
     check_exportable(recipe)
     check_lm(model.lm)
+    model.float()
     llava, tok2, image_id, added = build_llava(model, tok, recipe)
     processor = build_processor(tok2, proc, model, recipe)
     err = verify(model, tok, proc, recipe, llava, processor, image_id)
     llava.generation_config = generation_config(model, tok, recipe, image_id, added)
     llava.to(getattr(torch, dtype))
+    for part in (llava.config.text_config, llava.config.vision_config):  # every part says what it holds
+        part.dtype = getattr(torch, dtype)
     llava.save_pretrained(out)
     processor.save_pretrained(out)
     return {"format": "llava-hf", "recipe": recipe.name, "image_token": IMAGE_TOKEN, "image_token_id": image_id,

@@ -7,14 +7,18 @@ from datetime import timedelta
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import InitProcessGroupKwargs
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration
 from transformers.integrations import unset_hf_deepspeed_config
 
+from eim.errors import ConfigError
 
-def make_accelerator(recipe):
+
+def make_accelerator(recipe, run_dir=None):
     """The ``Accelerator`` for a recipe: its precision and accumulation; distribution (DDP, FSDP,
     DeepSpeed, process count) comes from the launcher (``accelerate launch --config_file``,
     ``torchrun``). Collective timeouts are long: rank 0 may be writing a large bank meanwhile.
+    ``train.report_to`` names its trackers, which write under ``run_dir/tracking``
+    (:mod:`eim.training.tracking`).
 
     accelerate keeps one precision per process; a single process that trains recipes of another
     precision one after the other (a study, the tests) gets a fresh accelerator state each time."""
@@ -27,8 +31,17 @@ def make_accelerator(recipe):
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     cpu = not torch.cuda.is_available()
     group = InitProcessGroupKwargs(timeout=timedelta(hours=2), **({"backend": "gloo"} if cpu and deepspeed else {}))
-    acc = Accelerator(mixed_precision=precision, cpu=cpu and not deepspeed,
-                      gradient_accumulation_steps=recipe.train.grad_accum, kwargs_handlers=[group])
+    trackers = list(recipe.train.report_to)
+    if trackers and run_dir is None:
+        raise ConfigError("train.report_to needs the run folder (the trackers write under RUN/tracking)")
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=os.path.join(str(run_dir), "tracking")) \
+        if trackers else None
+    acc = Accelerator(mixed_precision=precision, cpu=cpu and not deepspeed, log_with=trackers or None,
+                      project_config=project, gradient_accumulation_steps=recipe.train.grad_accum,
+                      kwargs_handlers=[group])
+    if acc.num_processes > 1 and acc.distributed_type == DistributedType.NO:  # nothing would sync the gradients
+        raise ConfigError(f"{acc.num_processes} processes but accelerate found no way to train them together "
+                          "(distributed type NO); launch with a config accelerate can run on this machine")
     plugin = acc.state.deepspeed_plugin
     if plugin is not None and not plugin.zero3_init_flag:
         # ZeRO-3 without zero3_init_flag (the shipped configs): transformers builds whole modules, which

@@ -22,8 +22,9 @@ contents decide (:meth:`RunFolder.check`):
   they are removed, so a failure before that leaves them as they were.
 
 Settings that do not change what is trained (``generation``, ``train.log_every``,
-``train.save_every``, ``train.num_workers``) are not part of the identity, nor is where the data
-lives (its index files are compared by content: a moved dataset is the same data).
+``train.save_every``, ``train.num_workers``, the trackers and the validation settings) are not part
+of the identity, nor is where the data lives (its index files are compared by content: a moved
+dataset is the same data).
 """
 
 import json
@@ -40,7 +41,9 @@ from eim.errors import CheckpointError, ConfigError
 from eim.io import read_json, recover_dir, replace_dir, write_json
 from eim.training.stage import stage_dir
 
-RUNTIME = {"generation": None, "train": ("log_every", "save_every", "num_workers")}  # not identity
+# what changes how a run is watched or fed, not what it trains: not part of its identity
+RUNTIME = {"generation": None, "train": ("log_every", "save_every", "num_workers", "report_to", "run_name", "eval_every",
+                                         "eval_samples", "eval_banks", "eval_generate")}
 PARTIAL = ".partial"
 
 

@@ -38,14 +38,13 @@ from typing import Any, Optional, Union
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from eim.config import SEGMENTS, Recipe, StageConfig
 from eim.data.dataset import Dataset
 from eim.distributed import all_reduce_sum, average_grads, broadcast_object
 from eim.errors import WriteError
-from eim.io import append_line, load_tensors, replace_dir, save_tensors, write_json
+from eim.io import load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import BankSource, build_losses, stage_banks
 from eim.model.lm import checkpointing_layers
 from eim.model.multimodal import MultimodalLM
@@ -55,6 +54,9 @@ from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rn
 from eim.training.run_dir import RunFolder, identity
 from eim.training.features import FeatureCache
 from eim.training.loader import stage_loader
+from eim.training.progress import StageProgress
+from eim.training.tracking import Tracking, batch_samples, batch_tokens, image_positions
+from eim.training.validation import Validation
 from eim.training.optim import adamw
 from eim.training.stage import StageRun, StageStep, resolve_datasets, stage_data_name, stage_steps
 
@@ -69,11 +71,11 @@ class Trainer:
     def __init__(self, recipe: Recipe, model: MultimodalLM, tokenizer: PreTrainedTokenizerBase, image_processor: Any,
                  datasets: Mapping[str, Dataset], run_dir: Union[str, Path], accelerator: Optional[Accelerator] = None,
                  banks: Optional[Mapping[str, BankSource]] = None, callbacks: Sequence[Callable] = (),
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, val_datasets: Optional[Mapping[str, Dataset]] = None) -> None:
         self.recipe, self.model, self.tok, self.proc = recipe, model, tokenizer, image_processor
         self.datasets, self.run_dir = resolve_datasets(recipe, datasets), Path(run_dir)
         self.banks = None if banks is None else dict(banks)
-        self.acc = accelerator or make_accelerator(recipe)
+        self.acc = accelerator or make_accelerator(recipe, run_dir)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.callbacks, self.quiet = list(callbacks), quiet
         # one cache over every dataset's images (LLaVA's captions and instructions share theirs)
@@ -82,6 +84,8 @@ class Trainer:
                                      quiet=quiet or not self.acc.is_main_process,
                                      image_aspect_ratio=recipe.data.image_aspect_ratio)
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
+        self.positions = image_positions(model)  # an image's positions in the LLM input (tokens/s)
+        self.validation = Validation(self, dict(val_datasets or {}))  # refuses what it cannot do, before any training
         if recipe.train.gradient_checkpointing:
             model.set_gradient_checkpointing(True)
 
@@ -104,6 +108,11 @@ class Trainer:
         self.folder.accept(broadcast_object(self.folder.check(resume, overwrite) if acc.is_main_process else None))
         acc.wait_for_everyone()
         self.model.to(acc.device)  # before anything runs it (the CLIP feature cache precedes prepare)
+        totals = [stage_steps(s, len(self.stage_dataset(s)), self.recipe, self.world) for s in self.recipe.stages]
+        self._offsets = [sum(totals[:k]) for k in range(len(totals))]
+        self._later = [sum(totals[k + 1:]) for k in range(len(totals))]
+        self.tracking = Tracking(acc, self.recipe, self.run_dir, self.folder.ident["data"])
+        self.tracking.start(resume)
         summaries = []
         for k, stage in enumerate(self.recipe.stages):
             state = broadcast_object(self.folder.stage_state(k, stage, resume) if acc.is_main_process else None)
@@ -122,6 +131,7 @@ class Trainer:
                 self.folder.abandon(k, stage)  # keeps it only when it holds a checkpoint to resume
                 raise
         self.folder.write_identity()  # a run that reused every stage may have new generation settings
+        self.tracking.finish()
         return summaries
 
     def run_stage(self, k: int, stage: StageConfig, d: Path, resume: bool) -> dict[str, Any]:
@@ -129,24 +139,25 @@ class Trainer:
         run = self._setup_stage(k, stage, d, resume)
         loader = self._loader(run)
         self._prepare(run)
-        bar = tqdm(total=run.total, initial=run.step, desc=f"stage {k} {stage.name}",
-                   disable=self.quiet or not self.acc.is_main_process, dynamic_ncols=True)
+        progress = StageProgress(run, self.recipe.train.log_every, self.tracking, self._offsets[k], self._later[k],
+                                 main=self.acc.is_main_process, quiet=self.quiet)
         last = {}
         batches = iter(loader)  # draws a seed from the RNG: restore the checkpoint's after it
         if run.rng is not None:
             set_rng_state(run.rng)
         while run.step < run.total:
             last = self._optimizer_step(run, batches)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if run.step % self.recipe.train.log_every == 0 or run.step == run.total:
-                self._log(d, {"step": run.step, **last, "lr": run.sched.get_last_lr()[0], "time": time.time() - run.t0})
+            progress.step(last)
+            if self.validation.due(run.step, run.total):
+                progress.validation(self.validation.losses(stage, k))
             if run.step % self.recipe.train.save_every == 0 and run.step < run.total:
                 self._checkpoint(run.ckpt, run.opt, run.step_p, run.step)
             for cb in self.callbacks:
                 cb(self, k, run.step)
-        bar.close()
-        return self._finish_stage(run, last)
+        rates = progress.close()
+        if self.recipe.train.eval_generate:  # the task metric on the held-out data, in the stage folder
+            progress.validation(self.validation.generate(stage, d / "eval-val"))
+        return self._finish_stage(run, last, rates)
 
     # --- the named steps of a stage -------------------------------------------------------------
     def _setup_stage(self, k, stage, d, resume):
@@ -236,6 +247,9 @@ class Trainer:
         n_global = all_reduce_sum(torch.tensor([sum(c[i] for c in counts) for i in range(len(names))],
                                                dtype=torch.float64, device=acc.device)).tolist()
         sums = torch.zeros(len(names), dtype=torch.float64, device=acc.device)
+        seen = all_reduce_sum(torch.tensor([sum(batch_samples(b) for b in window),
+                                            sum(batch_tokens(b, self.positions) for b in window)],
+                                           dtype=torch.float64, device=acc.device)).tolist()
         for batch, cnt in zip(window, counts):
             with acc.accumulate(run.step_p):
                 terms = run.step_p(batch)
@@ -246,9 +260,11 @@ class Trainer:
                     cnt, dtype=torch.float64, device=acc.device)
         if acc.distributed_type == DistributedType.FSDP and self.world > 1:
             average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
-        norm = None
+        norm, log = None, (run.step + 1) % self.recipe.train.log_every == 0 or run.step + 1 == run.total
         if self.recipe.train.max_grad_norm:  # accelerate's clipping (DeepSpeed clips in its engine: gradient_clipping)
             norm = acc.clip_grad_norm_(run.step_p.parameters(), self.recipe.train.max_grad_norm)
+        elif log and acc.distributed_type != DistributedType.DEEPSPEED:  # the norm alone, on the rows that log it
+            norm = acc.clip_grad_norm_(run.step_p.parameters(), float("inf"))
         run.opt_p.step()
         run.sched.step()
         run.opt_p.zero_grad(set_to_none=True)
@@ -258,15 +274,16 @@ class Trainer:
         out = {"loss": sum(w * v for w, v in zip(weights, means)), **{f"loss_{n}": v for n, v in zip(names, means)}}
         if norm is not None:
             out["grad_norm"] = float(norm)  # before clipping
-        return out
+        return {**out, "samples": int(seen[0]), "tokens": int(seen[1])}
 
-    def _finish_stage(self, run, last):
+    def _finish_stage(self, run, last, rates):
         """Write the stage's tuned tensors, ``stage.json`` and RNG states, drop its checkpoint and
         move the folder into place; returns the summary."""
         acc, stage = self.acc, run.stage
         tensors = self._tunable_tensors(run.step_p)
         summary = {"stage": run.k, "name": stage.name, "steps": run.total, "losses": stage.losses,
-                   "trainable": stage.trainable, "final": last, "seconds": round(time.time() - run.t0, 3)}
+                   "trainable": stage.trainable, "final": {k: v for k, v in last.items() if k.startswith("loss")},
+                   "seconds": round(time.time() - run.t0, 3), **rates}
         save_rng(run.dir, self.rank)  # every rank its own: where the next stage's RNG starts
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -362,10 +379,6 @@ class Trainer:
         for name in stage_banks(stage):
             with torch.random.fork_rng(devices=cuda):
                 banks.get(name)
-
-    def _log(self, d, record):
-        if self.acc.is_main_process:
-            append_line(d / "metrics.jsonl", json.dumps(record))
 
     def _say(self, msg):
         if self.acc.is_main_process and not self.quiet:
