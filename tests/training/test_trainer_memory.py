@@ -113,3 +113,30 @@ def test_loader_workers_auto_is_none_without_cuda():
     assert 1 <= loader_workers("auto", cuda=True) <= 4
     with pytest.raises(ConfigError, match="train.num_workers"):
         load_recipe("clipcap", {"train.num_workers": "many"})
+
+
+def test_a_16bit_llm_trained_then_frozen_is_16bit_again_and_resumes_exactly(tiny_dir, data, tmp_path):
+    """llava_eim with the whole bfloat16 LLM trained by loss_LM, then frozen while the projector
+    trains: the LLM is float32 for its stage only, bfloat16 again after it, and a run killed in the
+    later stage resumes (from the earlier stage's float32 file) to the same weights, bit for bit."""
+    from helpers import Interrupt, final_weights, interrupt_at
+
+    seen = {}
+
+    def record(trainer, k, step):
+        seen[k] = trainer.model.lm.get_input_embeddings().weight.dtype
+
+    over = {"lm.trainable": "full", "vision.dtype": "bfloat16", "lm.dtype": "bfloat16", "train.save_every": 2,
+            **steps("llava_eim", 4, 3)}
+    recipe = tiny_recipe(tiny_dir, "llava_eim", lm="llama", overrides=over)
+    recipe.stages = recipe.stages[:3]  # st (projector), lm (the LLM), pretrain (projector, LLM frozen)
+    for s in recipe.stages:
+        s.data = None
+    assert [s.trainable for s in recipe.stages][1:] == [["lm"], ["projector"]]
+    train(recipe, data, tmp_path / "full", quiet=True, callbacks=[record])
+    assert seen == {0: torch.bfloat16, 1: torch.float32, 2: torch.bfloat16}
+    with pytest.raises(Interrupt):
+        train(recipe, data, tmp_path / "cut", quiet=True, callbacks=[interrupt_at(2, 3)])
+    train(recipe, data, tmp_path / "cut", quiet=True, resume=True)
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

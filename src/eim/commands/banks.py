@@ -6,6 +6,8 @@ Builds (or reuses, when the fingerprint matches) the feature banks the recipe's 
 this command builds them ahead of time (e.g. on a different machine or job).
 """
 
+import torch
+
 from eim.api import quiet_transformers
 from eim.banks import BankProvider, bank_dir
 from eim.recipe import load_recipe, parse_overrides
@@ -25,12 +27,15 @@ def add_parser(sub):
     b.add_argument("--bank", action="append", choices=sorted(BANK_NAMES),
                    help="build only this bank (repeatable; default: every bank the recipe's stages use)")
     b.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a stale bank")
+    b.add_argument("--device", default=None,
+                   help="where the frozen encoders compute the banks (default: cuda when there is one, else cpu)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=run, allow_overrides=True)
 
 
 def run(args):
     quiet_transformers()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     recipe = load_recipe(args.recipe, parse_overrides(args.overrides))
     datasets = resolve_datasets(recipe, datasets_from_args(args, mode="train"))
     wanted = {}  # dataset name -> the banks its stages read
@@ -42,7 +47,7 @@ def run(args):
         print(f"recipe {recipe.name} uses no feature bank (its stages have no ie/st/lm loss)")
     for data, names in wanted.items():
         provider = BankProvider(recipe, datasets[data], args.out, banks_dir=bank_dir(args.out, None, data),
-                                no_rebuild=args.no_rebuild, quiet=args.quiet)
+                                no_rebuild=args.no_rebuild, quiet=args.quiet, device=device)
         for name in sorted(names):
             bank = provider.get(name)
             print(f"{name}: {bank.shape[0]} rows x {bank.shape[1]} ({bank.dtype}) -> "

@@ -247,8 +247,9 @@ def build_vision(cfg, device=None):
     if device == "meta":
         clip_cfg = clip_config(cfg.name_or_path)
         with torch.device("meta"):
-            vm = CLIPVisionModel(clip_cfg.vision_config)
-            proj = nn.Linear(clip_cfg.vision_config.hidden_size, clip_cfg.projection_dim, bias=False)
+            dtype = getattr(torch, cfg.dtype)
+            vm = CLIPVisionModel(clip_cfg.vision_config).to(dtype)
+            proj = nn.Linear(clip_cfg.vision_config.hidden_size, clip_cfg.projection_dim, bias=False).to(dtype)
             return VisionTower(vm, proj, cfg)
     clip = CLIPModel.from_pretrained(cfg.name_or_path, dtype=getattr(torch, cfg.dtype))
     return VisionTower(clip.vision_model, clip.visual_projection, cfg)

@@ -84,6 +84,7 @@ class Trainer:
                                      quiet=quiet or not self.acc.is_main_process,
                                      image_aspect_ratio=recipe.data.image_aspect_ratio)
         self._fsdp_root = None  # FSDP shards the model in place, once: later stages reuse the root
+        self._built_dtypes = {n: p.dtype for n, p in model.named_parameters()}  # restored between stages
         self.positions = image_positions(model)  # an image's positions in the LLM input (tokens/s)
         self.validation = Validation(self, dict(val_datasets or {}))  # refuses what it cannot do, before any training
         if recipe.train.gradient_checkpointing:
@@ -310,9 +311,15 @@ class Trainer:
 
     def _set_trainable(self, stage):
         """Freeze everything, then unfreeze the stage's segments' tunable parameters, in float32 (the
-        optimiser updates float32 weights; 16-bit weights of a segment stay 16-bit while frozen) unless
-        DeepSpeed keeps the float32 master copy itself (docs/design.md §9)."""
+        optimiser updates float32 weights) unless DeepSpeed keeps the float32 master copy itself
+        (docs/design.md §9). Between stages every weight returns to the dtype it was built in: a 16-bit
+        LLM that one stage trained is 16-bit again while a later stage keeps it frozen (its memory),
+        and a run resumed from a finished stage's float32 file holds exactly what it would have held."""
         self.model.requires_grad_(False)
+        if not self._engine_shards:
+            for name, p in self.model.named_parameters():
+                if p.dtype != self._built_dtypes.get(name, p.dtype):
+                    p.data = p.data.to(self._built_dtypes[name])
         params = []
         for seg in stage.trainable:
             for p in self.model.segment_tunable(seg):
