@@ -146,3 +146,6 @@ def test_wandb_offline_run(tiny_dir, data, tmp_path, monkeypatch):
     offline = list((tmp_path / "tracking" / "wandb").glob(f"offline-run-*-{state['id']}"))
     assert offline, list((tmp_path / "tracking").rglob("*"))[:10]
     assert final_weights(tmp_path)
+    train(recipe, data, tmp_path, quiet=True, resume=True)  # --resume continues the same tracker run
+    assert json.loads((tmp_path / "tracking" / "run.json").read_text())["id"] == state["id"]
+    assert len(list((tmp_path / "tracking" / "wandb").glob(f"offline-run-*-{state['id']}"))) >= 1
