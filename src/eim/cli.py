@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from eim import __version__
+from eim.cli_help import verb_help
 from eim.commands import plugin_table
 from eim.errors import EIMError
 
@@ -42,11 +43,13 @@ def commands():
 
 def build_parser(verb=None):
     """The ``eim`` parser; ``verb`` (or every verb, when ``"all"``) gets its full sub-parser."""
-    parser = argparse.ArgumentParser(
-        prog="eim",
-        description="EIM: train CLIP -> projector -> LLM models with feature banks, contrastive "
-        "losses and segmented training (no extra inference parameters).",
-    )
+    parser = argparse.ArgumentParser(prog="eim", **verb_help(
+        "EIM: train CLIP -> projector -> LLM models with feature banks, contrastive losses and "
+        "segmented training (no extra inference parameters), then caption, chat, evaluate and export "
+        "them. Each command has its own options and examples: eim COMMAND --help.",
+        "eim demo --out eim-demo                                # baseline vs EIM, offline, in minutes",
+        "eim train clipcap_eim --data data/coco --out runs/eim",
+        "eim runs show runs/clipcap"))
     parser.add_argument("--version", action="version", version=f"eim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_line) in commands().items():

@@ -10,6 +10,7 @@ import torch
 
 from eim.api import quiet_transformers
 from eim.banks import BankProvider, bank_dir
+from eim.cli_help import verb_help
 from eim.recipe import load_recipe, parse_overrides
 from eim.data import add_data_args
 from eim.data.loader import datasets_from_args
@@ -17,19 +18,29 @@ from eim.losses import BANK_NAMES, stage_banks
 from eim.training.stage import resolve_datasets, stage_data_name
 
 
+BUILD = ("Build the feature banks a recipe's EIM losses read (text for loss_IE, embed for loss_ST, lm for "
+         "loss_LM) under RUN_DIR/banks/, or reuse them when their fingerprint matches. eim train builds them "
+         "itself before the stage that needs one; this builds them ahead of time, e.g. on another machine or job.")
+
+
 def add_parser(sub):
-    p = sub.add_parser("banks", help="build feature banks", description=__doc__)
+    p = sub.add_parser("banks", help="build feature banks", **verb_help(
+        BUILD,
+        "eim banks build clipcap_eim --data data/coco --out runs/eim"))
     bsub = p.add_subparsers(dest="banks_command", metavar="ACTION", required=True)
-    b = bsub.add_parser("build", help="build or reuse the banks a recipe needs", description=__doc__)
-    b.add_argument("recipe")
+    b = bsub.add_parser("build", help="build or reuse the banks a recipe needs", **verb_help(
+        BUILD,
+        "eim banks build clipcap_eim --data data/coco --out runs/eim",
+        "eim banks build clipcap_eim --data data/coco --out runs/eim --bank text --device cpu"))
+    b.add_argument("recipe", help="shipped recipe name (clipcap_eim, llava_eim, ...) or a YAML path")
     add_data_args(b, named=True)
-    b.add_argument("--out", required=True, help="run folder; banks go to RUN_DIR/banks/")
+    b.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder; banks go to RUN_DIR/banks/")
     b.add_argument("--bank", action="append", choices=sorted(BANK_NAMES),
                    help="build only this bank (repeatable; default: every bank the recipe's stages use)")
     b.add_argument("--no-rebuild", action="store_true", help="fail instead of rebuilding a stale bank")
     b.add_argument("--device", default=None,
                    help="where the frozen encoders compute the banks (default: cuda when there is one, else cpu)")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=run, allow_overrides=True)
 
 

@@ -6,18 +6,24 @@ CHECKPOINT is a run folder (its last finished stage), a stage folder or a ``mode
 from pathlib import Path
 
 from eim.api import load_for_inference
+from eim.cli_help import verb_help
 from eim.data.sample import Sample
 from eim.errors import DataError
 from eim.evaluation.predictions import generate_predictions
 
 
 def add_parser(sub):
-    p = sub.add_parser("caption", help="caption images with a trained checkpoint", description=__doc__)
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+")
+    p = sub.add_parser("caption", help="caption images with a trained checkpoint", **verb_help(
+        "Print a caption for each image (its path, a tab, the caption) with a trained checkpoint. "
+        "Beam width and length default to the recipe's generation section.",
+        "eim caption runs/clipcap data/coco/images/test/shapes_test_000000.png",
+        "eim caption runs/clipcap data/coco/images/test/shapes_test_000001.png --beams 1 --max-new-tokens 20"))
+    p.add_argument("checkpoint", help="run folder (its last finished stage), stage folder or model.safetensors")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--instruction", default="", help="text after the image tokens (default: none)")
     p.add_argument("--beams", type=int, default=None, help="beam width (default: the recipe's; 1 = greedy)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest caption in tokens (default: the recipe's generation.max_new_tokens)")
     p.set_defaults(func=run)
 
 

@@ -11,18 +11,25 @@ input) stops.
     eim chat RUN_DIR --image IMAGE --prompt TEXT
 """
 
-import argparse
 import sys
 
 from transformers import TextStreamer
 
 from eim.chat import Chat
+from eim.cli_help import verb_help
 from eim.errors import EIMError
 
 
 def add_parser(sub):
     p = sub.add_parser("chat", help="chat with a trained checkpoint about an image (streamed, or one-shot)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       **verb_help(
+        "Talk with a trained checkpoint about an image. With --prompt it answers once (greedy) and "
+        "prints the answer as its last line. Without it, it reads one question per line from stdin "
+        "and streams each answer as it is decoded; the conversation carries over from turn to turn. "
+        "In the conversation, /image PATH starts one about another image, /reset forgets the turns "
+        "and /quit (or the end of input) stops.",
+        'eim chat runs/llava --image data/coco/images/test/shapes_test_000000.png --prompt "What is shown here?"',
+        "eim chat runs/llava --image IMAGE                      # a conversation, one question per line"))
     p.add_argument("checkpoint", help="run folder (its last stage), stage folder or model.safetensors")
     p.add_argument("--image", default=None, help="the image the conversation is about (none: text only)")
     p.add_argument("--prompt", default=None, help="answer this once and exit (the answer is the last line)")

@@ -12,10 +12,10 @@ its reason, whether or not --skip-bad is given; it exits 1 when it found one, 0 
 clean. ``--skip-bad`` in ``eim train`` / ``eim eval`` skips exactly the records it lists.
 """
 
-import argparse
 import importlib
 import json
 
+from eim.cli_help import verb_help
 from eim.commands import plugin_table
 from eim.data.base import plural
 from eim.data.formats import FORMATS
@@ -30,14 +30,23 @@ from eim.training.stage import collate_mode, resolve_datasets, stage_data_name
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("data", help="generate, inspect and validate datasets", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("data", help="generate, inspect and validate datasets", **verb_help(
+        "Generate the synthetic shapes world, summarise a dataset, validate one, or show what the "
+        "trainer feeds for one sample. Each action has its own options and examples: eim data ACTION --help.",
+        "eim data shapes --out data/shapes                     # 2000/200/200 images at 64 px, seed 0",
+        "eim data check --data data/coco"))
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     for name, (module, _) in plugin_table("DATA_ACTIONS").items():  # eim data shapes (the harness)
         importlib.import_module(module).add_action(sub)
 
-    st = sub.add_parser("stats", help="images, captions and caption diversity of a dataset")
+    st = sub.add_parser("stats", help="images, captions and caption diversity of a dataset", **verb_help(
+        "Summarise a dataset, or every dataset in a folder such as the one eim data shapes writes: "
+        "images, captions (or problems) per split and, for captions, their diversity: the mean "
+        "pairwise BLEU-4 among the captions of one image (near 1: they say the same thing in the same "
+        "words) and each caption's BLEU-4 against the others of its image.",
+        "eim data stats data/shapes",
+        "eim data stats data/shapes/coco --json"))
     st.add_argument("path", help="a dataset path, or a folder of datasets (eim data shapes)")
     st.add_argument("--data-format", choices=sorted(FORMATS), default=None,
                     help="format of path (default: detected)")
@@ -47,13 +56,26 @@ def add_parser(subparsers):
     st.set_defaults(func=_stats)
 
     c = sub.add_parser("check", help="validate a dataset (decoding every image) and list every bad "
-                       "record; exit 1 when there is one")
+                       "record; exit 1 when there is one", **verb_help(
+        "Validate a dataset: decode every image (on all CPUs, with a progress bar) and list every bad "
+        "record with its reason. Exits 1 when it found one, 0 when the data is clean. --skip-bad in "
+        "eim train and eim eval skips exactly the records it lists.",
+        "eim data check --data data/coco",
+        "eim data check --data data/scienceqa --split test"))
     add_data_args(c)
-    c.add_argument("--mode", choices=("train", "eval"), default="train")
+    c.add_argument("--mode", choices=("train", "eval"), default="train",
+                   help="train (default): COCO gives one sample per caption; eval: one per image, with its "
+                   "references (the other formats read the same in both)")
     c.set_defaults(func=_check)
 
     k = sub.add_parser("tokens", help="show what the trainer feeds for one sample: text, token ids, labels",
-                       description=TOKENS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       **verb_help(
+        "Print what the trainer feeds for one sample of a stage's dataset, in that stage's conversation "
+        "template: the text (the image written as <image>), the token ids and which of them are targets. "
+        'With --json, one object {"text", "input_ids", "labels"} in LLaVA\'s convention: the image is '
+        "one entry -200 (IMAGE_TOKEN_INDEX) and labels are -100 wherever the position is not a target.",
+        "eim data tokens llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json --index 0",
+        "eim data tokens llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json --index 0 --stage pretrain --json"))
     k.add_argument("recipe", help="shipped recipe name or a YAML path (recipe overrides too, e.g. --lm.name_or_path)")
     add_data_args(k, named=True)
     k.add_argument("--index", type=int, required=True, help="the sample's index in the stage's dataset")
@@ -62,15 +84,6 @@ def add_parser(subparsers):
                    help='print {"text", "input_ids", "labels"}: the image as -200 in input_ids, -100 where not a target')
     k.set_defaults(func=_tokens, allow_overrides=True)
     return p
-
-
-TOKENS_HELP = """Print what the trainer feeds for sample I of a stage's dataset, in that stage's conversation template:
-the text (the image written as <image>), the token ids and which of them are targets. With --json, one
-object {"text", "input_ids", "labels"} in LLaVA's convention: the image one entry -200 (IMAGE_TOKEN_INDEX),
-labels -100 wherever the position is not a target.
-
-    eim data tokens llava --data captions=D/coco --data instruct=D/llava/instruct.json --index 0 --stage finetune --json
-"""
 
 
 def _stats(args):

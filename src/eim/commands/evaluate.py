@@ -13,9 +13,9 @@ Everything is written beside ``--out`` and moved in once scored, so a failed eva
 earlier one there as it was. The library behind it is :mod:`eim.evaluation.generate`.
 """
 
-import argparse
 import json
 
+from eim.cli_help import verb_help
 from eim.data import add_data_args, dataset_from_args
 from eim.evaluation import coco, mme, scienceqa
 from eim.evaluation.generate import BENCHMARKS, evaluate_checkpoint
@@ -24,12 +24,18 @@ TABLES = {"coco": coco.format_coco, "scienceqa": scienceqa.format_scienceqa, "mm
 
 
 def add_parser(sub):
-    p = sub.add_parser("eval", help="generate with a checkpoint on a benchmark and score it",
-                       description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("eval", help="generate with a checkpoint on a benchmark and score it", **verb_help(
+        "Generate with a trained checkpoint on a benchmark (the test split by default) and score the "
+        "output as eim score does. --out gets the predictions (COCO results.json, ScienceQA "
+        "predictions.json, MME mme_results/<subtask>.txt), generation.json (how they were made) and "
+        "scores.json; the scorer's table is printed. With --skip-bad the records eim data check flags "
+        "are neither generated nor scored (scores.json lists them). A failed evaluation leaves an "
+        "earlier one in --out as it was.",
+        "eim eval runs/clipcap --task coco --data data/coco --out eval/coco",
+        "eim eval runs/lavin --task scienceqa --data data/scienceqa --out eval/sqa --batch-size 8"))
     p.add_argument("checkpoint", help="run folder (last finished stage), stage folder or "
                    "model.safetensors")
-    p.add_argument("--task", required=True, choices=BENCHMARKS)
+    p.add_argument("--task", required=True, choices=BENCHMARKS, help="the benchmark, and so its scorer")
     add_data_args(p, split="test")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for predictions, generation.json and scores.json")
@@ -37,7 +43,7 @@ def add_parser(sub):
     g.add_argument("--beams", type=int, default=None, help="beam width (1 = greedy)")
     g.add_argument("--max-new-tokens", type=int, default=None,
                    help="default: the recipe's (ScienceQA: at least 64)")
-    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="samples generated at once")
     g.add_argument("--stop-text", default=None, metavar="TEXT",
                    help="cut each output after TEXT; '' for none (default: the recipe's; ScienceQA: "
                    "the answer sentence 'The answer is X.', as only the letter is scored)")

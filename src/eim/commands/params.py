@@ -7,12 +7,18 @@ The model is built on the ``meta`` device, so 7B-scale recipes cost no memory an
 import json
 
 from eim.api import param_report
+from eim.cli_help import verb_help
 from eim.recipe import load_recipe, parse_overrides
 
 
 def add_parser(sub):
-    p = sub.add_parser("params", help="parameter counts per segment (meta device, no weights)",
-                       description=__doc__)
+    p = sub.add_parser("params", help="parameter counts per segment (meta device, no weights)", **verb_help(
+        "Print the total and trainable parameters of each segment of a recipe's model (CLIP vision, "
+        "projector, LLM) in the paper's Table 2 layout. The model is built on the meta device, so "
+        "7B-scale recipes need no memory and no weights. Trainable counts what the recipe's tuning "
+        "methods train (e.g. VPT prompts for CLIP); recipe overrides such as --lm.name_or_path apply.",
+        "eim params clipcap_eim",
+        "eim params lavin_7b --json"))
     p.add_argument("recipe", help="shipped recipe name (e.g. clipcap) or a YAML path")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=run, allow_overrides=True)

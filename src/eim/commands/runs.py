@@ -13,20 +13,27 @@ Examples::
     eim runs show runs/llava --plot runs/llava/curves.html   # every stage's loss curves
 """
 
-import argparse
 import json
 
+from eim.cli_help import verb_help
 from eim.plot import run_page
 from eim.training.run_summary import format_run, run_summary
 
 
+SHOW = ("Show what a run folder holds, one row per stage of its recipe: its state (finished, running, "
+        "checkpointed, not started), the steps it has logged, wall-clock, samples/s, the final training "
+        "losses and the best value of every validation term; then where each stage's weights are. It "
+        "only reads, so it is safe on a run that is still training.")
+SHOW_EXAMPLES = ("eim runs show runs/clipcap",
+                 "eim runs show runs/clipcap --plot curves.html          # also every stage's loss curves")
+
+
 def add_parser(sub):
     p = sub.add_parser("runs", help="show what a run folder holds (stages, steps, losses, checkpoints)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       **verb_help(SHOW, *SHOW_EXAMPLES))
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    s = actions.add_parser("show", help="a run's stages as a table", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("run", help="the run folder (the --out of `eim train`)")
+    s = actions.add_parser("show", help="a run's stages as a table", **verb_help(SHOW, *SHOW_EXAMPLES))
+    s.add_argument("run", help="the run folder (the --out of 'eim train')")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--plot", metavar="OUT.html", default=None,
                    help="also write one HTML page with the table and every stage's loss curves "

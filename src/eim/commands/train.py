@@ -16,6 +16,7 @@ without --resume) is refused unless --overwrite is given (docs/design.md §8).
 """
 
 from eim.api import train
+from eim.cli_help import verb_help
 from eim.recipe import load_recipe, parse_overrides
 from eim.data import add_data_args
 from eim.data.loader import datasets_from_args
@@ -23,9 +24,18 @@ from eim.distributed import rank
 
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="train a recipe's stages on a dataset", description=__doc__,
-                       epilog="Any recipe field can be overridden with a dotted flag, e.g. "
-                              "--train.lr 1e-4 --stages.0.steps 100 --vision.features full")
+    p = sub.add_parser("train", help="train a recipe's stages on a dataset", **verb_help(
+        "Train every stage of a recipe (a shipped name or a YAML file) on a dataset, building the "
+        "feature banks its EIM losses need before the stage that reads them. Any recipe field can be "
+        "overridden with a dotted flag (--train.lr 1e-4, --stages.0.steps 100). A command that fails "
+        "leaves --out as it was. On several processes, replace 'eim' with 'accelerate launch -m eim.cli' "
+        "or 'torchrun --nproc-per-node N -m eim.cli'; train.batch_size is per process and "
+        "EIM_SHARD_BANKS=1 splits each feature bank across the processes.",
+        "eim train clipcap_eim --data data/coco --out runs/eim",
+        "eim train llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json "
+        "--out runs/llava --train.batch_size 4",
+        "accelerate launch --config_file src/eim/accelerate_configs/ddp.yaml -m eim.cli train clipcap_eim "
+        "--data data/coco --out runs/eim"))
     p.add_argument("recipe", help="shipped recipe name (clipcap, clipcap_eim, ...) or a YAML path")
     add_data_args(p, named=True)
     p.add_argument("--val-data", metavar="[NAME=]PATH", action="append", default=None,

@@ -192,7 +192,7 @@ def add_data_args(parser, required=True, split="train", named=False):
                    help="folder relative image paths resolve against")
     g.add_argument("--skip-bad", action="store_true",
                    help="skip invalid records (and list them) instead of stopping; decodes every "
-                   "image first, so it skips every record `eim data check` flags")
+                   "image first, so it skips every record 'eim data check' flags")
     g.add_argument("--split", default=split,
                    help=f"dataset split (default {split}; COCO restval joins train)")
     return parser

@@ -7,13 +7,19 @@
 import argparse
 import time
 
+from eim.cli_help import verb_help
 from eim_harness.shapes.writer import write_shapes
 
 
 def add_action(sub: argparse._SubParsersAction) -> None:
     """Register ``shapes`` on the ``eim data`` action parsers."""
-    s = sub.add_parser("shapes", help="write the synthetic shapes world in the real formats", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = sub.add_parser("shapes", help="write the synthetic shapes world in the real formats", **verb_help(
+        "Write the synthetic shapes world, images of coloured shapes with captions, questions and "
+        "conversations about them, in the real formats under one folder: coco (Karpathy captions), "
+        "scienceqa, llava (instructions), mme and mme_val, vqa, alpaca (text only). eim train, eim eval "
+        "and eim data read it as they read the real data sets. The same seed writes byte-identical files.",
+        "eim data shapes --out data/shapes                     # 2000/200/200 images at 64 px, seed 0",
+        "eim data shapes --out /tmp/s --train 50 --val 10 --test 10 --size 32 --seed 1"))
     s.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     s.add_argument("--train", type=int, default=2000, help="train images (default 2000)")
     s.add_argument("--val", type=int, default=200, help="val images (default 200)")

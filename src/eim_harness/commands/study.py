@@ -12,22 +12,30 @@ and encoders live in --cache (default DIR/cache): studies that share it share ev
 have in common, and a re-run resumes where it stopped.
 """
 
-import argparse
 import shlex
 import sys
 
 from eim_harness.study import load_spec, run_study, spec_names
 from eim_harness.worlds import WORLDS
+from eim.cli_help import verb_help
 from eim.evaluation.intervals import half_width
 
 
 def add_parser(sub):
     p = sub.add_parser("study", help="run an ablation study with confidence intervals (eim study --list)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       **verb_help(
+        "Run one of the paper's ablations (or your own YAML spec) over seeds and write DIR/study.json "
+        "(per variant each metric's per-seed values, mean and std, and paired differences with 95% "
+        "intervals) and DIR/report.html. Hyper-parameters are chosen on the validation split; "
+        "selecting on the test split is refused. Runs, data and encoders live in --cache: studies "
+        "that share it share every run they have in common, and a re-run resumes where it stopped.",
+        "eim study --list                                            # the shipped studies",
+        "eim study clipcap-t4 --out studies/t4 --cache studies/cache  # Table 4: cumulative components"))
     p.add_argument("spec", nargs="?", help="shipped study name (see --list) or a YAML path")
     p.add_argument("--list", action="store_true", help="list the shipped studies and exit")
-    p.add_argument("--out", help="output folder (study.json, report.html)")
-    p.add_argument("--cache", default=None, help="data, encoders and runs, shareable between studies (default OUT/cache)")
+    p.add_argument("--out", metavar="DIR", help="output folder (study.json, report.html)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="data, encoders and runs, shareable between studies (default: --out's cache/)")
     p.add_argument("--preset", default="tiny", choices=sorted(WORLDS),
                    help="tiny: small CLIP + small GPT-2 (default); smol: SmolLM2-135M; test: seconds")
     p.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the spec's)")
@@ -35,7 +43,7 @@ def add_parser(sub):
                    help="run only this condition (transfer, indomain; repeatable; default: the spec's)")
     p.add_argument("--select-on", default=None, help="split hyper-parameters are chosen on (default: the "
                    "spec's, val); 'test' is refused")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
