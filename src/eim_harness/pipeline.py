@@ -281,7 +281,9 @@ def verdict(task, base, eim, comps):
         return f"{eim['label']} vs {base['label']}: {delta * task.key_scale:+.2f} {unit} ({key}), no interval"
     lo, hi = c["ci95"]
     what = (f"{eim['label']} − {base['label']}: {c['diff']:+.2f} {unit} ({key}), 95% interval [{lo:+.2f}, {hi:+.2f}] "
-            f"over {c['n_seeds']} seed(s) and {c['n_images']} test items")
+            f"over {c['n_seeds']} seed{'s' if c['n_seeds'] != 1 else ''} and {c['n_images']} test items")
+    if c["n_seeds"] < 2:  # the interval is over the test items only: it cannot call a difference clear
+        return f"{what}: items only (one seed: training noise not counted; --seeds 3 or more to judge)"
     if lo > 0:
         return f"{what}: {eim['label']} is better"
     if hi < 0:

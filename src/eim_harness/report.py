@@ -23,7 +23,9 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;c
        ".card{border:1px solid #ddd;padding:8px;display:flex;gap:10px;margin:8px 0}"
        ".card img{image-rendering:pixelated;width:128px;height:128px}.noimg{width:96px;height:96px;background:#eee;"
        "display:flex;align-items:center;justify-content:center;font-size:0.8em;color:#777}"
-       ".small{font-size:0.85em;color:#555}pre{white-space:pre-wrap;margin:0}")
+       ".small{font-size:0.85em;color:#555}pre{white-space:pre-wrap;margin:0}img{max-width:100%;height:auto}"
+       "td:not(:first-child):not(.w){white-space:nowrap}th.w,td.w{text-align:left}.io{font-style:italic;color:#6b5a00}"
+       ".nw{white-space:nowrap}")
 esc = html.escape
 
 
@@ -36,6 +38,27 @@ def _label(summary, v):
     return summary["variants"][v]["label"]
 
 
+ITEMS_ONLY = ("<i>items only</i>: one seed, so the interval counts the test items and not training noise; it is "
+              "not coloured as a difference (three seeds or more measure both)")
+
+
+def items_only(c):
+    """A one-seed comparison: its interval is over the test items alone (df = ∞), blind to training noise."""
+    return c["n_seeds"] < 2
+
+
+def diff_class(c):
+    """The CSS class of a comparison's difference: ``pos`` / ``neg`` only where an interval over seeds
+    and items clears zero; a one-seed (items-only) interval is never coloured."""
+    lo, hi = c["ci95"]
+    return "" if items_only(c) else "pos" if lo > 0 else "neg" if hi < 0 else ""
+
+
+def interval_html(c):
+    lo, hi = c["ci95"]
+    return f"[{lo:+.2f}, {hi:+.2f}]" + (" <span class='io'>items only</span>" if items_only(c) else "")
+
+
 def comparisons_html(summary):
     """The paired differences to the baseline with their 95% intervals (``summary["comparisons"]``)."""
     comps = summary.get("comparisons") or []
@@ -44,26 +67,26 @@ def comparisons_html(summary):
     h = ["<h2>Differences to the baseline (95% interval)</h2><table><tr><th>model</th><th>metric</th>"
          "<th>difference</th><th>95% interval</th><th>seeds</th><th>test items</th></tr>"]
     for c in comps:
-        lo, hi = c["ci95"]
-        cls = "pos" if lo > 0 else "neg" if hi < 0 else ""
         h.append(f"<tr><td>{esc(_label(summary, c['variant']))} − {esc(_label(summary, c['reference']))}</td>"
-                 f"<td>{esc(c['metric'])}</td><td class='{cls}'>{c['diff']:+.2f}</td><td>[{lo:+.2f}, {hi:+.2f}]</td>"
+                 f"<td>{esc(c['metric'])}</td><td class='{diff_class(c)}'>{c['diff']:+.2f}</td>"
+                 f"<td>{interval_html(c)}</td>"
                  f"<td>{c['n_seeds']}</td><td>{c['n_images']}</td></tr>")
     h.append("</table><p class='small'>Paired over seeds and test items: difference ± t · standard error, "
              f"the error from the seeds' spread and a bootstrap of the items ({comps[0]['n_boot']} resamples; "
-             "docs/design.md §11). Scores in points: COCO metrics x100, accuracies in percent.</p>")
+             "docs/design.md §11). Scores in points: COCO metrics x100, accuracies in percent."
+             + (f" {ITEMS_ONLY}." if any(map(items_only, comps)) else "") + "</p>")
     return h
 
 
 def _wallclock(summary):
     """Stages (steps, seconds, final losses), training and evaluation seconds per variant."""
-    h = ["<h2>Wall-clock</h2><table><tr><th>model</th><th>stages (steps, seconds, final losses)</th>"
+    h = ["<h2>Wall-clock</h2><table><tr><th>model</th><th class='w'>stages (steps, seconds, final losses)</th>"
          "<th>train s</th><th>eval s</th></tr>"]
     for d in summary["variants"].values():
         st = "<br>".join(f"{s['name']} [{'+'.join(s['losses'])}]: {s['steps']} steps, {s['seconds_mean']:.1f} s"
                          + "".join(f", {k} {x:.3f}" for k, x in s["final"].items() if k.startswith("loss_"))
                          for s in d["stages"])
-        h.append(f"<tr><td>{esc(d['label'])}</td><td style='text-align:left'>{st}</td>"
+        h.append(f"<tr><td>{esc(d['label'])}</td><td class='w'>{st}</td>"
                  f"<td>{d['train_seconds_mean']:.1f}</td><td>{d['eval_seconds_mean']:.1f}</td></tr>")
     h.append("</table><p class='small'>Pipeline: " + ", ".join(f"{k} {x:.1f} s" for k, x in summary["timings"].items())
              + ". Stage times include building the feature banks a stage needs.</p>")

@@ -201,8 +201,9 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
         raise ConfigError(f"study {spec.name}: task {spec.task} has no {preset!r} preset (allowed: {', '.join(schedules)})")
     p = schedules[preset]
     t0 = time.time()
-    study = {"spec": spec.name, "title": spec.title, "preset": preset, "seeds": seeds, "select_on": select_on,
-             "reference": spec.reference, "metrics": spec.metrics, "table": spec.table, "conditions": {},
+    study = {"spec": spec.name, "title": spec.title, "preset": preset, "seeds": seeds, "spec_seeds": spec.seeds,
+             "select_on": select_on, "reference": spec.reference, "metrics": spec.metrics, "table": spec.table,
+             "conditions": {},
              "reproduce": {"command": command, "spec_file": spec.path, "spec_sha256": file_digest(spec.path)
                            if spec.path else None, "versions": _versions(), "seeds": list(range(seeds)),
                            "schedule": asdict(p)}}
@@ -221,11 +222,11 @@ def run_study(spec, out, preset="tiny", seeds=None, select_on=None, conditions=N
                     point = dict(zip(keys, values))
                     run_dir, _ = c.run(v, {**v.overrides, **chosen.get(v.name, {}), **point}, 0)
                     scores, _, _ = c.evaluate(run_dir, select_on, meteor=False)
-                    tried.append({"point": point, "value": scores[sw.metric]})
+                    tried.append({"point": point, "value": scores[sw.metric] * task.key_scale})  # points
                 best = max(tried, key=lambda t: t["value"])
                 chosen.setdefault(v.name, {}).update(best["point"])
-                selection.append({"variant": v.name, "split": select_on, "metric": sw.metric, "tried": tried,
-                                  "chosen": best["point"]})
+                selection.append({"variant": v.name, "split": select_on, "metric": sw.metric, "unit": "points",
+                                  "tried": tried, "chosen": best["point"]})
         variants, evals = {}, {}
         for v in spec.variants:  # 3. every variant x seed, scored once on the test split
             overrides = {**v.overrides, **chosen.get(v.name, {})}

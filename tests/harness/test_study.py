@@ -42,6 +42,15 @@ def test_shipped_specs_load_and_build_their_recipes(tmp_path):
         assert set(spec.metrics) <= set(task.interval_metrics)  # every compared metric has its interval
 
 
+def test_no_shipped_title_names_a_seed_count():
+    """The report heads a study with the seeds it ran (a one-seed smoke run of a ten-seed spec is
+    not "ten seeds"), so a title naming its own count would contradict it."""
+    import re
+
+    counts = r"\b(\d+|one|two|three|four|five|six|seven|eight|nine|ten|twenty)[ -]seeds?\b"
+    assert not [n for n in spec_names() if re.search(counts, load_spec(n).title, re.I)]
+
+
 def test_headline_spec_shares_clipcap_t4s_runs():
     """clipcap-eim's variants and sweep are clipcap-t4's first and last, so one cache serves both."""
     head, t4 = load_spec("clipcap-eim"), load_spec("clipcap-t4")
@@ -58,6 +67,7 @@ def test_study_end_to_end_then_rerun_reuses_runs(tmp_path, capsys):
     c = study["conditions"]["transfer"]
     assert c["world"]["pretrain"] == "web" and c["data"]["test"]["records"] == 8
     assert [s["variant"] for s in c["selection"]] == ["eim"] and c["selection"][0]["split"] == "val"
+    assert c["selection"][0]["unit"] == "points" and study["seeds"] == study["spec_seeds"] == 2  # as the tables
     assert c["variants"]["eim"]["overrides"]["stages.base_ie.losses.ie"] == c["selection"][0]["chosen"][
         "stages.base_ie.losses.ie"]
     for v in c["variants"].values():
