@@ -14,5 +14,5 @@ this package is what the project measures it with, offline, and the library neve
   :mod:`eim_harness.llava` and their reports: ``eim demo``;
 - :mod:`eim_harness.study`, :mod:`eim_harness.worlds` and the specs in ``studies/``: ``eim study``;
 - :mod:`eim_harness.commands`: the verbs above, which ``eim``'s command line finds through the
-  ``eim.cli`` entry point (docs/design.md §10).
+  ``eim.cli`` entry point (docs/harness.md).
 """

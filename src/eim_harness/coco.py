@@ -1,4 +1,4 @@
-"""``eim demo``: the paper's ClipCap experiment in miniature, offline, end to end (docs/design.md §10).
+"""``eim demo``: the paper's ClipCap experiment in miniature, offline, end to end (docs/harness.md).
 
     eim demo --out eim-demo                 # tiny preset, one seed: a few minutes on a laptop-class CPU
     eim demo --out eim-demo --seeds 3       # mean ± std over 3 seeds

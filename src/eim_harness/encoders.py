@@ -1,4 +1,4 @@
-"""The demo's pretrained encoders, cached (docs/design.md §10): a small CLIP and a small LLM (or
+"""The demo's pretrained encoders, cached (docs/harness.md): a small CLIP and a small LLM (or
 SmolLM2-135M), built once per data revision and settings by :mod:`eim_harness.pretrain`.
 
     from eim_harness.encoders import cached_encoders
@@ -52,7 +52,7 @@ PRESETS = {
 # without them stay valid). "drills": after pretraining, instruction-tune the tiny LM on
 # drills (eim_harness.pretrain.drill_lm; keys kind — "quiz": multiple choice, with scene_fraction, or
 # "yesno": yes/no about scenes in words — problems, steps, batch_size, lr, max_length, seed), the
-# skill a real LLaMA brings to ScienceQA and MME (docs/design.md §10).
+# skill a real LLaMA brings to ScienceQA and MME (docs/harness.md).
 OPTIONAL = ("drills", "corpus")  # corpus: the formats training_texts reads (default CORPUS_FORMATS)
 # what the tiny LLM is pretrained on (training_texts); a folder scan takes the first folder of each
 # format in name order, so a world's llava/ comes before its vqa/
@@ -93,7 +93,7 @@ def training_texts(data_dir, corpus=CORPUS_FORMATS):
     data, never read. By default (:data:`CORPUS_FORMATS`) the chatbot mixture's files (``alpaca/``,
     ``vqa/`` of a version-4 world) are left out too, so a world's encoders are those of generator
     version 3 and the studies' measurements stay reproducible; the MME task's tiny LLM reads the
-    Alpaca file as well (setting ``corpus``, docs/design.md §10). Held-out texts come from the
+    Alpaca file as well (setting ``corpus``, docs/harness.md). Held-out texts come from the
     ``val`` splits of COCO and ScienceQA.
     """
     train, heldout = [], []

@@ -1,4 +1,4 @@
-"""``eim demo --task scienceqa|mme``: LaVIN vs LaVIN + EIM on the embedded data, end to end (docs/design.md §10).
+"""``eim demo --task scienceqa|mme``: LaVIN vs LaVIN + EIM on the embedded data, end to end (docs/harness.md).
 
     eim demo --task scienceqa --preset smol    # SmolLM2-135M as the LLM: within an hour on a CPU
     eim demo --task scienceqa                  # tiny preset: a tiny LLaMA, drilled on multiple choice first
@@ -25,7 +25,7 @@ Decisions, each visible in the report:
   cache in the same folder is never overwritten, nor one task's LLM by another's. The CLIP is the
   demo's small pretrained one. For ScienceQA the tiny LLaMA is then drilled on multiple-choice
   problems (:data:`TINY_DRILLS`, :func:`eim_harness.pretrain.drill_lm`): the skill a real LLaMA
-  brings and LaVIN relies on (docs/design.md §10). For MME it is drilled on yes/no questions about
+  brings and LaVIN relies on (docs/harness.md). For MME it is drilled on yes/no questions about
   scenes written out in words instead (:data:`YESNO_DRILLS`) and also pretrains on the
   Alpaca-format file.
 - **Equal training on the final objective.** LaVIN trains ``steps`` optimiser steps on
@@ -66,7 +66,7 @@ SQA_METRICS = ("NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg")
 MME_SUBTASKS = ("existence", "count", "position", "color")  # the subtasks the shapes world has
 # MME: scores (points, max 200 per subtask), accuracy / accuracy+ over all images and each
 # subtask's accuracy (%): whether LaVIN learned a subtask at all shows in its own accuracy
-# (docs/design.md §10), which the pooled score can hide
+# (docs/harness.md), which the pooled score can hide
 MME_ACCURACIES = tuple(f"{s}_acc" for s in MME_SUBTASKS)
 MME_METRICS = ("perception",) + MME_SUBTASKS + ("mme_acc", "mme_acc_plus") + MME_ACCURACIES
 # tiny/test LLM: a LLaMA (LaVIN's architecture) instead of the ClipCap demo's GPT-2; ScienceQA
@@ -113,7 +113,7 @@ _TEST_ENCODERS = {"vocab_size": 300,
 PRESETS = {
     "scienceqa": {
         # The tiny LLaMA is drilled on 16,000 multiple-choice problems (half of them scenes written
-        # out in words) before LaVIN sees it: the skill a real LLaMA brings (docs/design.md §10).
+        # out in words) before LaVIN sees it: the skill a real LLaMA brings (docs/harness.md).
         # Chosen on the validation split: 1500 LaVIN steps (300 left the image unused).
         "tiny": TaskPreset(steps=1500, warmup=100, encoders={"drills": TINY_DRILLS}),
         # SmolLM2-135M: sized so both variants finish within an hour on a laptop-class CPU (the
@@ -131,7 +131,7 @@ PRESETS = {
     "mme": {
         # The tiny LLM also pretrains on the chat mixture's Alpaca-format file (its tokenizer knows
         # Alpaca's prompt) and is drilled on yes/no questions about scenes in words. Chosen on the
-        # MME validation questions (mme_val/, one seed; docs/design.md §10): 1500 steps at lr 3e-3
+        # MME validation questions (mme_val/, one seed; docs/harness.md): 1500 steps at lr 3e-3
         # (accuracy 61.5 %; 9e-3: 49.0, 1e-3: 55.2, 3000 steps at 3e-3: 59.2).
         "tiny": TaskPreset(steps=1500, warmup=100, lr=3e-3, max_new_tokens=4,
                            encoders={"corpus": CHAT_CORPUS, "drills": YESNO_DRILLS}),

@@ -1,4 +1,4 @@
-"""``eim demo --task llava``: LLaVA-1.5 vs LLaVA + EIM on the embedded data, end to end (docs/design.md §10).
+"""``eim demo --task llava``: LLaVA-1.5 vs LLaVA + EIM on the embedded data, end to end (docs/harness.md).
 
     eim demo --task llava                  # tiny preset: small CLIP + a tiny pretrained LLaMA
     eim study llava-eim --out studies/llava --cache studies/cache-llava   # 3 seeds, intervals

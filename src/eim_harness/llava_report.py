@@ -1,4 +1,4 @@
-"""``report.html`` of the LLaVA demo (docs/design.md §10): MME and caption scores with deltas and
+"""``report.html`` of the LLaVA demo (docs/harness.md): MME and caption scores with deltas and
 intervals, wall-clock, parameters, loss curves, examples from both benchmarks."""
 
 import json

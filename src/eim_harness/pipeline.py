@@ -1,4 +1,4 @@
-"""The demo pipeline every ``eim demo --task`` runs (docs/design.md §10): one comparison loop.
+"""The demo pipeline every ``eim demo --task`` runs (docs/harness.md): one comparison loop.
 
     1/5 data      the shapes world, generated once (:func:`ensure_shapes`)
     2/5 encoders  a small pretrained CLIP and LLM (:mod:`eim_harness.encoders`), cached

@@ -16,7 +16,7 @@ included.
 Each folder carries a ``pretrain.json`` with what was measured: CLIP image->text and
 text->image R@1 on the held-out val split (and chance level), LM train/val loss and perplexity.
 :func:`drill_lm` then optionally instruction-tunes the LM on multiple-choice drills, the skill a
-real LLaMA brings to ScienceQA (docs/design.md §10).
+real LLaMA brings to ScienceQA (docs/harness.md).
 """
 
 import json

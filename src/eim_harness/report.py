@@ -1,4 +1,4 @@
-"""The demos' ``report.html`` (docs/design.md §10): metric tables with deltas, wall-clock, parameters
+"""The demos' ``report.html`` (docs/harness.md): metric tables with deltas, wall-clock, parameters
 per segment (paper Table 2 layout), loss curves, and examples. Opens offline: plots are PNG files
 in ``plots/`` beside it, images are embedded as data URIs. Labels and metric names come from the
 summary (:func:`eim_harness.pipeline.build_summary`), so this module knows no task.

@@ -1,6 +1,6 @@
 """What a demo or study task is (:mod:`eim_harness.pipeline`, :mod:`eim_harness.study`): the
 interface :mod:`eim_harness.coco`, :mod:`eim_harness.lavin` and :mod:`eim_harness.llava`
-implement, with the defaults a task may keep (docs/design.md §10).
+implement, with the defaults a task may keep (docs/harness.md).
 
 A task says what differs between comparisons: its presets and study schedules, the recipes it
 compares (``variants``, the ``baseline`` and the ``treatment``), its data and encoders, how a run

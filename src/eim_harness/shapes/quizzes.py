@@ -1,9 +1,9 @@
-"""Multiple-choice drills in ScienceQA's QCM-ALE format, for the demo's tiny LLM (docs/design.md §10).
+"""Multiple-choice drills in ScienceQA's QCM-ALE format, for the demo's tiny LLM (docs/harness.md).
 
 A real LLM (LLaMA) arrives at ScienceQA able to read "Options: (A) x (B) y" and answer with the
 letter of the right one; LaVIN and LLaMA-Adapter only teach it to use the image. The demo's tiny
 LLM learns everything it knows from the shapes text, where the answer letter is one token in a
-hundred, and does not have that skill (docs/design.md §10 has the measurements). These drills are
+hundred, and does not have that skill (docs/harness.md has the measurements). These drills are
 its multiple-choice practice, drawn from their own seeds (never a dataset split's), so no
 benchmark problem is seen: :func:`eim_harness.pretrain.drill_lm` fine-tunes the pretrained LLM on
 them with the loss on the response, as instruction tuning does, before any LaVIN run.
