@@ -29,9 +29,10 @@ weights, optimizer state, activations, banks):
   caption stages, llava_v1_5_mix665k's 665,298 conversations for the instruction stages); the
   extra cost is given against eim's llava finetune step.
 
-"tokens/s" counts the positions the LLM reads (``st`` runs no LLM: its 576 ST outputs per image);
-the caption stages read the conversation in LLaVA's ``plain`` template and ``lm`` the bare text,
-so their rows are shorter than 2,048. Then the same run prints ``benchmarks/gpu_bank_loss.py
+"tokens/s" counts tokens as the trainer does (:func:`eim.training.tracking.batch_tokens`: text
+tokens plus 576 positions per image, padding excluded; the anchor's input holds each image as 576
+image tokens, so its attention mask counts the same). The caption stages read the conversation in
+LLaVA's ``plain`` template and ``lm`` the bare text, so their rows are shorter than 2,048. Then the same run prints ``benchmarks/gpu_bank_loss.py
 --quick``'s table (the Triton bank-loss kernels at 566,747 × 768). ``--time-limit`` (seconds,
 default 450) skips what would start after it, keeping ``--bank-reserve`` seconds for the bank-loss
 table. Without CUDA (``--toy`` on the CPU) peak memory is not measured and the bank-loss table is
@@ -268,14 +269,14 @@ def anchor_config(r, size, data, tok, proc, device):
     return step, batch
 
 
-def positions(batch, stage, n_image):
-    """Positions the LLM reads in one step (``st``: the ST's outputs)."""
-    if stage is not None and set(stage.losses) == {"st"}:
-        return n_image * batch["input_ids"].shape[0]
-    if "text_lengths" not in batch:  # the anchor: its padded sequences
+def step_tokens(batch, n_image):
+    """Tokens in one step, defined as the trainer defines them (eim's batches); the anchor's padded
+    sequences, the image expanded to its positions, counted by their attention mask."""
+    if "text_lengths" not in batch:
         return int(batch["attention_mask"].sum())
-    image = n_image * int(batch["has_image"].sum()) if "pixel_values" in batch else 0
-    return int(batch["text_lengths"].sum()) + image
+    from eim.training.tracking import batch_tokens
+
+    return batch_tokens(batch, n_image)
 
 
 def measure(build, size, device):
@@ -350,13 +351,12 @@ def main():
             def build():
                 r = recipes[base]
                 step, batch = eim_config(r, stage, size, data, tok, proc, device)
-                st = next(s for s in r.recipe.stages if s.name == stage)
-                return step, batch, positions(batch, st, n_image)
+                return step, batch, step_tokens(batch, n_image)
             return build
 
         def anchor_build():
             step, batch = anchor_config(r0, size, data, tok, proc, device)
-            return step, batch, positions(batch, None, n_image)
+            return step, batch, step_tokens(batch, n_image)
 
         configs = [("anchor", "transformers LlavaForConditionalGeneration", "projector + LLM LoRA", anchor_build),
                    ("llava:finetune", "eim llava finetune", "projector + LLM LoRA", eim_build("llava", "finetune"))]
@@ -384,7 +384,7 @@ def main():
 
     print()
     print(f"{name}{total}; {size['batch']} rows per step\n")
-    print("| configuration | trains | positions per step | step (s) | tokens/s | peak allocated (GB) "
+    print("| configuration | trains | tokens per step | step (s) | tokens/s | peak allocated (GB) "
           "| throughput vs anchor | peak vs anchor | vs eim llava finetune |")
     print("|---|---|---|---|---|---|---|---|---|")
     anchor, ref = results.get("anchor", {}), results.get("llava:finetune", {})

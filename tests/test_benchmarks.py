@@ -96,3 +96,8 @@ def test_gpu_real_scale_benchmark_runs_at_toy_size():
     for stage in ("st", "lm", "pretrain", "finetune_ie"):
         assert f"| eim llava_eim {stage} (" in out
     assert "Error" not in out and "skipped: --time-limit" not in out
+    # tokens per step defined once (eim.training.tracking.batch_tokens): the anchor's attention mask,
+    # the image expanded to its positions, counts the same sequences as eim's finetune batch
+    cells = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in out.splitlines()
+             if line.startswith("| transformers Llava") or line.startswith("| eim llava finetune")}
+    assert len(cells) == 2 and len(set(cells.values())) == 1, cells
