@@ -120,7 +120,9 @@ def test_selecting_on_the_test_split_is_refused(tmp_path, capsys):
 
 def test_list_and_bad_specs(tmp_path, capsys):
     assert main(["study", "--list"]) == 0
-    assert "clipcap-t4" in capsys.readouterr().out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "clipcap-t4" in lines
+    assert " 10 seeds  ClipCap vs ClipCap + EIM" in lines["clipcap-eim"]  # the spec's seed count
     bad = tmp_path / "bad.yaml"
     bad.write_text(SPEC.replace("reference: clipcap", "reference: nope"))
     with pytest.raises(ConfigError, match="include the reference 'nope'"):

@@ -32,7 +32,7 @@ def add_parser(sub):
         "eim study --list                                            # the shipped studies",
         "eim study clipcap-t4 --out studies/t4 --cache studies/cache  # Table 4: cumulative components"))
     p.add_argument("spec", nargs="?", help="shipped study name (see --list) or a YAML path")
-    p.add_argument("--list", action="store_true", help="list the shipped studies and exit")
+    p.add_argument("--list", action="store_true", help="list the shipped studies (name, seeds, title) and exit")
     p.add_argument("--out", metavar="DIR", help="output folder (study.json, report.html)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="data, encoders and runs, shareable between studies (default: --out's cache/)")
@@ -61,7 +61,8 @@ def interval_note(comparisons, seeds):
 def run(args):
     if args.list or not args.spec:
         for name in spec_names():
-            print(f"{name:<20}{load_spec(name).title}")
+            spec = load_spec(name)
+            print(f"{name:<20}{spec.seeds:>3} seeds  {spec.title}")
         return 0
     if not args.out:
         print("eim study: error: --out is required", file=sys.stderr)
