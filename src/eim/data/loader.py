@@ -36,17 +36,21 @@ from eim.errors import DataError
 _HINT = "pass --data-format with one of: " + ", ".join(FORMATS)
 
 
-def _record_kind(record):
-    """The conversation or instruction format one record is in (None: none of them)."""
-    if not isinstance(record, dict):
-        return None
-    if "conversations" in record:
+def _record_kind(has):
+    """The conversation or instruction format whose keys ``has(key)`` finds, tried in this order
+    (None: none of them): the keys of one record, or the quoted keys in the text of the first ones."""
+    if has("conversations"):
         return "llava"
-    if "messages" in record:
+    if has("messages"):
         return "messages"
-    if "instruction" in record and "output" in record:
+    if has("instruction") and has("output"):
         return "alpaca"
     return None
+
+
+def _first_record_kind(record):
+    """:func:`_record_kind` of one parsed record (None: not a JSON object)."""
+    return _record_kind(record.__contains__) if isinstance(record, dict) else None
 
 
 def _json_list_kind(path):
@@ -56,23 +60,20 @@ def _json_list_kind(path):
         head = f.read(65536)
     if is_jsonl(path) or head.lstrip().startswith("{"):  # JSON Lines: the first record decides
         try:
-            return _record_kind(json.loads(head.lstrip().split("\n", 1)[0]))
+            return _first_record_kind(json.loads(head.lstrip().split("\n", 1)[0]))
         except json.JSONDecodeError:
             return None
     if not head.lstrip().startswith("["):
         return None
-    if '"conversations"' in head:
-        return "llava"
-    if '"messages"' in head:
-        return "messages"
-    if '"instruction"' in head and '"output"' in head:
-        return "alpaca"
+    kind = _record_kind(lambda key: f'"{key}"' in head)
+    if kind:
+        return kind
     try:  # records larger than the peek: parse the whole thing once
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return _record_kind(data[0]) if isinstance(data, list) and data else None
+    return _first_record_kind(data[0]) if isinstance(data, list) and data else None
 
 
 def _detect_file(path):
