@@ -141,3 +141,14 @@ def expand2square(image, fill):
     out = Image.new(image.mode, (side, side), fill)
     out.paste(image, ((side - w) // 2, (side - h) // 2))
     return out
+
+
+def image_pixel_values(image_processor, images, aspect_ratio="crop"):
+    """``[n, 3, H, W]`` pixels of loaded RGB images: ``crop`` gives them to the processor as they are
+    (it resizes the short side and centre-crops); ``pad`` first pads each to a square in the
+    processor's mean colour (:func:`expand2square`), as LLaVA-1.5 does. What the collator feeds and
+    what the llava-hf export checks its processor against."""
+    if aspect_ratio == "pad":
+        fill = tuple(int(x * 255) for x in image_processor.image_mean)
+        images = [expand2square(im, fill) for im in images]
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]

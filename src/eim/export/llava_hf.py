@@ -42,7 +42,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from PIL import Image
 from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-from eim.data.images import expand2square
+from eim.data.images import image_pixel_values
 from eim.data.sample import Sample
 from eim.errors import EIMError
 from eim.export.chat_templates import chat_template
@@ -231,9 +231,7 @@ def verify(model, tok, proc, recipe, llava, processor, image_id):
                               f"{probe[2].strip()!r}: {got[:12]}... vs {ids[:12]}... (the tokenizer splits text after "
                               "a special token differently); nothing was written")
     inputs = processed(PROBES[0])
-    fill = tuple(int(x * 255) for x in proc.image_mean)
-    pad = recipe.data.image_aspect_ratio == "pad"
-    pix = proc(images=[expand2square(image, fill) if pad else image], return_tensors="pt")["pixel_values"]
+    pix = image_pixel_values(proc, [image], recipe.data.image_aspect_ratio)  # what eim's collator feeds
     if not torch.equal(inputs["pixel_values"], pix):
         raise ExportError("the exported image processor does not reproduce eim's pixels; nothing was written")
     ids, k = _probe(enc, *PROBES[0])

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 from eim.data import load_image
-from eim.data.images import expand2square
+from eim.data.images import image_pixel_values
 from eim.data.sample import Sample
 from eim.model.splice import IGNORE, TextEncoder, pad_ids
 
@@ -17,14 +17,9 @@ ASPECT_RATIOS = ("crop", "pad")
 
 
 def pixel_values(image_processor: Any, paths: list[str], aspect_ratio: str = "crop") -> torch.Tensor:
-    """``[n, 3, H, W]`` of the images at ``paths``: ``crop`` gives them to the processor as they are
-    (it resizes the short side and centre-crops); ``pad`` first pads each to a square in the
-    processor's mean colour, as LLaVA-1.5 does (``image_aspect_ratio: pad``)."""
-    images = [load_image(p) for p in paths]
-    if aspect_ratio == "pad":
-        fill = tuple(int(x * 255) for x in image_processor.image_mean)
-        images = [expand2square(im, fill) for im in images]
-    return image_processor(images=images, return_tensors="pt")["pixel_values"]
+    """``[n, 3, H, W]`` of the images at ``paths``, loaded, then :func:`eim.data.images.image_pixel_values`
+    (``crop``, or ``pad`` to a square in the processor's mean colour as LLaVA-1.5 does)."""
+    return image_pixel_values(image_processor, [load_image(p) for p in paths], aspect_ratio)
 
 
 class Collator:
