@@ -58,7 +58,9 @@ class Collator:
             "has_image": torch.tensor([s.image is not None and self.mode != "text" for s in samples]),
         }
         if self.bank_text and self.enc.template != "raw":
-            batch["bank_ids"], batch["bank_lengths"] = pad_ids([self.enc.encode_bare(s) for s in samples], pad)
+            # text mode's ids already are the bare layout: the same tensors, not tokenised again
+            batch["bank_ids"], batch["bank_lengths"] = (input_ids, lengths) if self.mode == "text" else \
+                pad_ids([self.enc.encode_bare(s) for s in samples], pad)
             batch["bank_lead"] = torch.full((len(samples),), len(self.enc.lead), dtype=torch.long)
         if self.mode == "text" or not batch["has_image"].any():
             return batch
