@@ -2,6 +2,7 @@
 
 import torch
 
+from eim.data.sample import Sample
 from eim.model.splice import IGNORE, TextEncoder, splice
 
 
@@ -38,7 +39,7 @@ def test_text_encoder_labels_cover_response_and_eos_only(clipcap):
 
 
 def test_batched_bank_encoding_equals_one_sample_at_a_time():
-    """``encode_text_eos_many`` (the bank build's batched tokenising) gives each pair's
+    """``encode_bare_many`` (the bank build's batched tokenising) gives each pair's
     ``encode_text_eos``: empty instruction or response, a truncated sample, GPT-2 and LLaMA layouts."""
     from eim_harness.tiny import make_tokenizer
 
@@ -48,8 +49,11 @@ def test_batched_bank_encoding_equals_one_sample_at_a_time():
     for llama in (False, True):
         enc = TextEncoder(make_tokenizer(texts * 10, vocab_size=300, llama_specials=llama), max_length=24)
         assert bool(enc.lead) == llama
-        assert enc.encode_text_eos_many(pairs) == [enc.encode_text_eos(i, r) for i, r in pairs]
-        assert len(enc.encode_text_eos_many(pairs)[-1]) == 24
+        many = enc.encode_bare_many([Sample(k, None, i, r) for k, (i, r) in enumerate(pairs)])
+        assert many == [enc.encode_text_eos(i, r) for i, r in pairs]
+        assert len(many[-1]) == 24
+        conv = Sample(0, None, "what is it?", "a red circle.", turns=[("what is it?", "a red circle."), ("", "two blue squares")])
+        assert enc.encode_bare_many([conv, conv]) == [enc.encode_bare(conv)] * 2
 
 
 def _splice_per_row(text, lengths, lead, prefix, has, labels, side):

@@ -159,19 +159,9 @@ class TextEncoder:
         """-> (ids, labels, n_lead) of one (instruction, response) turn in the raw layout."""
         return self._raw([(instruction, response)])
 
-    def encode_prompt(self, instruction):
-        """Generation prompt of the raw layout: ``[lead] [instruction]`` (image tokens go after ``lead``)."""
-        return (self.lead + self._ids(instruction))[-self.max_length :], len(self.lead)
-
     def encode_text_eos(self, instruction, response):
         """Bank text of one turn: instruction + response + EOS (no image), the ids of :meth:`encode`."""
         return self.encode(instruction, response)[0]
-
-    def encode_text_eos_many(self, pairs):
-        """:meth:`encode_text_eos` of each (instruction, response), tokenised in two batched calls."""
-        inst = self._ids_many([i for i, _ in pairs])
-        ans = self._ids_many([self.join(i, r) for i, r in pairs])
-        return [self._raw_ids([a], [b])[0] for a, b in zip(inst, ans)]
 
 
 def pad_ids(seqs, pad_value, side="right"):
