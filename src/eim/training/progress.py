@@ -27,6 +27,12 @@ def mmss(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def due(step: int, total: int, every: int) -> bool:
+    """Whether optimiser step ``step`` (counted from 1) of ``total`` gets a row: every ``every`` steps and
+    the stage's last."""
+    return step % every == 0 or step == total
+
+
 class StageProgress:
     """The bar, metrics rows and tracker values of stage ``run.k``; ``offset``: optimiser steps of
     the stages before it, ``later``: of the stages after it; ``main``: this process writes."""
@@ -52,7 +58,7 @@ class StageProgress:
         self.bar.update(1)
         terms = {k[len("loss_"):]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss_")}
         eta = mmss(pace * (run.total - run.step + self.later))
-        if run.step % self.log_every == 0 or run.step == run.total:
+        if due(run.step, run.total, self.log_every):
             row = {"step": run.step, "global_step": self.global_step(), **last,
                    **{f"weight_{n}": w for n, w in zip(run.names, run.weights)},
                    "lr": run.sched.get_last_lr()[0],

@@ -54,7 +54,7 @@ from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rn
 from eim.training.run_dir import RunFolder, identity
 from eim.training.features import FeatureCache
 from eim.training.loader import stage_loader
-from eim.training.progress import StageProgress
+from eim.training.progress import StageProgress, due
 from eim.training.tracking import Tracking, batch_samples, batch_tokens, image_positions
 from eim.training.validation import Validation
 from eim.training.optim import adamw
@@ -261,7 +261,7 @@ class Trainer:
                     cnt, dtype=torch.float64, device=acc.device)
         if acc.distributed_type == DistributedType.FSDP and self.world > 1:
             average_grads(run.loss_params)  # a loss's own head joined after FSDP wrapped the root
-        norm, log = None, (run.step + 1) % self.recipe.train.log_every == 0 or run.step + 1 == run.total
+        norm, log = None, due(run.step + 1, run.total, self.recipe.train.log_every)
         if self.recipe.train.max_grad_norm:  # accelerate's clipping (DeepSpeed clips in its engine: gradient_clipping)
             norm = acc.clip_grad_norm_(run.step_p.parameters(), self.recipe.train.max_grad_norm)
         elif log and acc.distributed_type != DistributedType.DEEPSPEED:  # the norm alone, on the rows that log it

@@ -28,6 +28,7 @@ from eim.errors import ConfigError, DataError
 from eim.losses import LOSS_BANK, build_losses
 from eim.model.splice import TextEncoder
 from eim.training.collate import Collator
+from eim.training.progress import due
 from eim.training.stage import StageStep, collate_mode, stage_data_name
 
 SCORED = ("coco", "scienceqa", "mme")  # the data formats train.eval_generate scores
@@ -75,7 +76,7 @@ class Validation:
 
     def due(self, step: int, total: int) -> bool:
         every = self.recipe.train.eval_every
-        return every is not None and (step % every == 0 or step == total)
+        return every is not None and due(step, total, every)
 
     def _banks(self, name: str) -> Optional[BankProvider]:
         if not self.recipe.train.eval_banks:
