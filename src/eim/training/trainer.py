@@ -242,15 +242,16 @@ class Trainer:
         is that of the global-batch mean, so W processes with batch b equal one with batch W·b.
         """
         acc, A, names, weights = self.acc, self.recipe.stage_batch(run.stage)[1], run.names, run.weights
-        window = [_to_device(next(batches), acc.device) for _ in range(A)]
-        # per-loss item counts (tokens / queries) of each micro-batch, then over all ranks
-        counts = [[run.losses[n][0].count(b) for n in names] for b in window]  # A × L
-        n_global = all_reduce_sum(torch.tensor([sum(c[i] for c in counts) for i in range(len(names))],
-                                               dtype=torch.float64, device=acc.device)).tolist()
+        host = [next(batches) for _ in range(A)]
+        window = [_to_device(b, acc.device) for b in host]
+        # per-loss item counts (tokens / queries) of each micro-batch and the window's samples and
+        # tokens (tokens/s), read from the host batches (no device sync), then over all ranks at once
+        counts = [[run.losses[n][0].count(b) for n in names] for b in host]  # A × L
+        local = [sum(c[i] for c in counts) for i in range(len(names))] + [
+            sum(batch_samples(b) for b in host), sum(batch_tokens(b, self.positions) for b in host)]
+        *n_global, n_samples, n_tokens = all_reduce_sum(torch.tensor(local, dtype=torch.float64,
+                                                                     device=acc.device)).tolist()
         sums = torch.zeros(len(names), dtype=torch.float64, device=acc.device)
-        seen = all_reduce_sum(torch.tensor([sum(batch_samples(b) for b in window),
-                                            sum(batch_tokens(b, self.positions) for b in window)],
-                                           dtype=torch.float64, device=acc.device)).tolist()
         for batch, cnt in zip(window, counts):
             with acc.accumulate(run.step_p):
                 terms = run.step_p(batch)
@@ -275,7 +276,7 @@ class Trainer:
         out = {"loss": sum(w * v for w, v in zip(weights, means)), **{f"loss_{n}": v for n, v in zip(names, means)}}
         if norm is not None:
             out["grad_norm"] = float(norm)  # before clipping
-        return {**out, "samples": int(seen[0]), "tokens": int(seen[1])}
+        return {**out, "samples": int(n_samples), "tokens": int(n_tokens)}
 
     def _finish_stage(self, run, last, rates):
         """Write the stage's tuned tensors, ``stage.json`` and RNG states, drop its checkpoint and
