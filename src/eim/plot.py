@@ -15,6 +15,7 @@ from typing import Any, Sequence, Union
 
 from eim.io import atomic_write
 from eim.training.progress import read_metrics
+from eim.training.run_dir import PARTIAL
 from eim.training.stage import stage_number
 
 PathLike = Union[str, Path]
@@ -28,7 +29,7 @@ def _figure(run_dirs: Sequence[PathLike]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after use("Agg"): no display needed
 
-    names = sorted({p.name.removesuffix(".partial") for rd in run_dirs for p in Path(rd).glob("stage-*") if p.is_dir()},
+    names = sorted({p.name.removesuffix(PARTIAL) for rd in run_dirs for p in Path(rd).glob("stage-*") if p.is_dir()},
                    key=lambda n: stage_number(Path(n)))
     series = {name: _series(run_dirs, name) for name in names}
     n = max(len(names), 1)
@@ -58,7 +59,7 @@ def _series(run_dirs: Sequence[PathLike], name: str) -> list:
     out = []
     for si, rd in enumerate(run_dirs):
         d = Path(rd) / name
-        rows = read_metrics(d if d.exists() else d.with_name(name + ".partial"))
+        rows = read_metrics(d if d.exists() else d.with_name(name + PARTIAL))
         alpha, tag = (1.0 if si == 0 else 0.45), (f" (seed {si})" if len(run_dirs) > 1 else "")
         train = [r for r in rows if "loss" in r]
         for key in sorted({k for r in train for k in r if k.startswith("loss_")}):

@@ -15,9 +15,8 @@ from typing import Any, Optional, Union
 from eim.config import build_recipe
 from eim.errors import CheckpointError, ConfigError
 from eim.training.progress import read_metrics
+from eim.training.run_dir import PARTIAL
 from eim.training.stage import stage_number
-
-PARTIAL = ".partial"
 
 
 def _identity(root: Path) -> Optional[dict[str, Any]]:
@@ -65,9 +64,11 @@ def stage_summary(d: Path) -> dict[str, Any]:
                    tokens_per_s=last.get("tokens_per_s"),
                    final={k: v for k, v in last.items() if k.startswith("loss")},
                    weights=str(ckpt) if ckpt.is_dir() else None, checkpoint_step=saved)
-    keys = sorted({k for r in val_rows for k in r if k.startswith("val_")})
-    out["validation"] = {k: {"last": next(r[k] for r in reversed(val_rows) if k in r),
-                             "best": best_of(val_rows, k)[0], "best_step": best_of(val_rows, k)[1]} for k in keys}
+    out["validation"] = {}
+    for k in sorted({k for r in val_rows for k in r if k.startswith("val_")}):
+        best, step = best_of(val_rows, k)
+        out["validation"][k] = {"last": next(r[k] for r in reversed(val_rows) if k in r), "best": best,
+                                "best_step": step}
     return out
 
 
