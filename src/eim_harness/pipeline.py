@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from eim.api import param_report, quiet_transformers, train
+from eim_harness.report import items_only
 from eim_harness.shapes.writer import ensure_shapes as generate_shapes
 from eim.evaluation.intervals import paired_interval
 from eim.io import write_json
@@ -282,7 +283,7 @@ def verdict(task, base, eim, comps):
     lo, hi = c["ci95"]
     what = (f"{eim['label']} − {base['label']}: {c['diff']:+.2f} {unit} ({key}), 95% interval [{lo:+.2f}, {hi:+.2f}] "
             f"over {c['n_seeds']} seed{'s' if c['n_seeds'] != 1 else ''} and {c['n_images']} test items")
-    if c["n_seeds"] < 2:  # the interval is over the test items only: it cannot call a difference clear
+    if items_only(c):  # the interval is over the test items only: it cannot call a difference clear
         return f"{what}: items only (one seed: training noise not counted; --seeds 3 or more to judge)"
     if lo > 0:
         return f"{what}: {eim['label']} is better"
