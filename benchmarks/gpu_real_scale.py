@@ -90,7 +90,7 @@ def recipe(base, size, paths, toy):
     return load_recipe(base, over)
 
 
-def make_data(root, size, tokenizer, r, image_size):
+def make_data(root, size, tokenizer, r):
     """``size["batch"]`` one-turn samples whose vicuna_v1 rendering is ``positions − image`` tokens (the
     response's length fitted word by word), over two drawn images."""
     from PIL import Image, ImageDraw
@@ -105,8 +105,7 @@ def make_data(root, size, tokenizer, r, image_size):
         ImageDraw.Draw(im).ellipse((60 + 40 * i, 40, 300, 260), fill=(200, 90 * i, 60))
         im.save(p)
         paths.append(str(p))
-    n_image = (image_size // r.vision_patch) ** 2
-    want = size["positions"] - n_image
+    want = size["positions"] - r.n_image
     enc = TextEncoder.for_recipe(tokenizer, r.recipe, r.recipe.stages[-1])
 
     def sample(n, i=0):
@@ -135,8 +134,8 @@ class Shapes:
         self.recipe = recipe
         self.clip = resolve_config(recipe.vision.name_or_path, CLIPConfig)
         self.llm = resolve_config(recipe.lm.name_or_path)
-        self.vision_patch = self.clip.vision_config.patch_size
         self.image_size = self.clip.vision_config.image_size
+        self.n_image = (self.image_size // self.clip.vision_config.patch_size) ** 2  # LLaVA's features: the patches
 
 
 class RandomBanks:
@@ -220,7 +219,7 @@ def anchor_config(r, size, data, tok, proc, device):
     text.update(vocab_size=vocab)
     cfg = LlavaConfig(vision_config=r.clip.vision_config.to_dict(), text_config=text, image_token_index=image_token,
                       vision_feature_layer=rec.vision.feature_layer, vision_feature_select_strategy="default",
-                      projector_hidden_act="gelu", image_seq_length=(r.image_size // r.vision_patch) ** 2)
+                      projector_hidden_act="gelu", image_seq_length=r.n_image)
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16,
                                                            attn_implementation=rec.lm.attn_implementation)
@@ -344,8 +343,8 @@ def main():
         corpus = [words(60, s) + "." for s in range(400)] + ["Describe the image in detail."]
         tok = make_tokenizer(corpus, vocab_size=2000, llama_specials=True)
         proc = load_image_processor(root / "no-processor", image_size=r0.image_size)
-        data = make_data(root, size, tok, r0, r0.image_size)
-        n_image = (r0.image_size // r0.vision_patch) ** 2
+        data = make_data(root, size, tok, r0)
+        n_image = r0.n_image
 
         def eim_build(base, stage):
             def build():
