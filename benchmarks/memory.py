@@ -277,34 +277,24 @@ def recipe_for(root, shapes, dtype, checkpointing, batch_size=1, base="llava_eim
 # --- one training step, as the trainer runs it -----------------------------------------------------
 class Step:
     """One stage's training step the way :class:`eim.training.trainer.Trainer` runs it on one
-    process: trainable set in float32 (``_set_trainable``), frozen segments in eval mode and a
-    frozen LLM's checkpointed blocks still recomputed (``_set_modes``), the forward under the
+    process: trainable set in float32 (:func:`eim.training.stage.unfreeze`), frozen segments in eval
+    mode and a frozen LLM's checkpointed blocks still recomputed (:func:`~eim.training.stage.set_stage_modes`), the forward under the
     weights' autocast (accelerate's), backward, gradient clipping at ``train.max_grad_norm`` and
     fused AdamW (:func:`eim.training.optim.adamw`). ``model``: built already (else from the recipe);
     ``batch``: a collated batch (:meth:`collate`)."""
 
     def __init__(self, recipe, stage_name, banks=None, model=None, device="cpu"):
-        from eim.config import SEGMENTS
         from eim.losses import build_losses, stage_banks
-        from eim.model.lm import checkpointing_layers
         from eim.model.multimodal import build_model
         from eim.training.optim import adamw
-        from eim.training.stage import StageStep
+        from eim.training.stage import StageStep, set_stage_modes, unfreeze
 
         self.recipe, self.device = recipe, torch.device(device)
         self.stage = next(s for s in recipe.stages if s.name == stage_name)
         if model is None:
             model, self.tok = build_model(recipe)
         self.model = model.to(self.device)
-        model.requires_grad_(False)
-        self.params = []
-        for seg in self.stage.trainable:
-            for p in model.segment_tunable(seg):
-                if not p.requires_grad:
-                    if p.dtype != torch.float32:
-                        p.data = p.data.float()
-                    p.requires_grad_(True)
-                    self.params.append(p)
+        self.params = unfreeze(model, self.stage.trainable)
         losses = build_losses(self.stage, recipe, banks if stage_banks(self.stage) else None, model)
         self.names = list(losses)
         self.weights = [w for _, w in losses.values()]
@@ -312,12 +302,7 @@ class Step:
         self.opt = adamw(self.params, recipe.stage_lr(self.stage), recipe.train.weight_decay)
         if recipe.train.gradient_checkpointing:
             model.set_gradient_checkpointing(True)
-        self.module.train()
-        for seg in SEGMENTS:
-            if seg not in self.stage.trainable:
-                getattr(model, seg).eval()
-        if recipe.train.gradient_checkpointing:
-            checkpointing_layers(model.lm)
+        set_stage_modes(model, self.module, self.stage.trainable, recipe.train.gradient_checkpointing)
         low = {d for d in (recipe.vision.dtype, recipe.lm.dtype) if d != "float32"}
         self.autocast = getattr(torch, low.pop()) if low else None
 

@@ -10,10 +10,40 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from eim.config import MAIN, Recipe, StageConfig
+from eim.config import MAIN, SEGMENTS, Recipe, StageConfig
 from eim.data.dataset import Dataset
 from eim.errors import DataError
 from eim.losses import StepContext
+from eim.model.lm import checkpointing_layers
+
+
+def unfreeze(model: nn.Module, trainable: list[str], float32: bool = True) -> list[nn.Parameter]:
+    """Freeze ``model``, then unfreeze the tunable parameters of the ``trainable`` segments, cast to
+    float32 (the optimiser updates float32 weights) unless ``float32`` is False (DeepSpeed keeps the
+    float32 master copy itself; docs/design.md §9). Returns them in segment order."""
+    model.requires_grad_(False)
+    params = []
+    for seg in trainable:
+        for p in model.segment_tunable(seg):
+            if not p.requires_grad:
+                if float32 and p.dtype != torch.float32:
+                    p.data = p.data.float()
+                p.requires_grad_(True)
+                params.append(p)
+    return params
+
+
+def set_stage_modes(model: nn.Module, step: nn.Module, trainable: list[str], checkpointing: bool) -> None:
+    """Train mode for the step (its segments and losses), eval mode for the frozen segments
+    (docs/design.md §3): a frozen CLIP or LLM runs as it was pretrained, without dropout, exactly as
+    its feature bank and cached features were computed. With ``checkpointing`` a frozen LLM's blocks,
+    which gradients flow through, are recomputed too."""
+    step.train()
+    for seg in SEGMENTS:
+        if seg not in trainable:
+            getattr(model, seg).eval()
+    if checkpointing:
+        checkpointing_layers(model.lm)
 
 
 class StageStep(nn.Module):

@@ -40,13 +40,12 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from eim.config import SEGMENTS, Recipe, StageConfig
+from eim.config import Recipe, StageConfig
 from eim.data.dataset import Dataset
 from eim.distributed import all_reduce_sum, average_grads, broadcast_object
 from eim.errors import WriteError
 from eim.io import load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import BankSource, build_losses, stage_banks
-from eim.model.lm import checkpointing_layers
 from eim.model.multimodal import MultimodalLM
 from eim.training.accelerator import make_accelerator
 from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
@@ -58,7 +57,8 @@ from eim.training.progress import StageProgress, due
 from eim.training.tracking import Tracking, batch_samples, batch_tokens, image_positions
 from eim.training.validation import Validation
 from eim.training.optim import adamw
-from eim.training.stage import StageRun, StageStep, resolve_datasets, stage_data_name, stage_steps
+from eim.training.stage import (StageRun, StageStep, resolve_datasets, set_stage_modes, stage_data_name, stage_steps,
+                                unfreeze)
 
 
 class Trainer:
@@ -230,7 +230,7 @@ class Trainer:
             self._fsdp_root = run.step_p
         if run.resuming and self._engine_shards:
             acc.load_state(str(run.ckpt / "state"))
-        self._set_modes(run)
+        set_stage_modes(self.model, run.step_p, run.stage.trainable, self.recipe.train.gradient_checkpointing)
 
     def _optimizer_step(self, run, batches):
         """One optimiser step over ``grad_accum`` micro-batches; returns the step's global losses.
@@ -299,37 +299,17 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------------------------------
-    def _set_modes(self, run):
-        """Train mode for the segments the stage trains (and the losses), eval mode for the frozen
-        ones (docs/design.md §3): a frozen CLIP or LLM runs as it was pretrained, without dropout,
-        exactly as its feature bank and its cached features were computed."""
-        run.step_p.train()
-        for seg in SEGMENTS:
-            if seg not in run.stage.trainable:
-                getattr(self.model, seg).eval()
-        if self.recipe.train.gradient_checkpointing:  # a frozen LLM gradients flow through recomputes too
-            checkpointing_layers(self.model.lm)
-
     def _set_trainable(self, stage):
         """Freeze everything, then unfreeze the stage's segments' tunable parameters, in float32 (the
         optimiser updates float32 weights) unless DeepSpeed keeps the float32 master copy itself
         (docs/design.md §9). Between stages every weight returns to the dtype it was built in: a 16-bit
         LLM that one stage trained is 16-bit again while a later stage keeps it frozen (its memory),
         and a run resumed from a finished stage's float32 file holds exactly what it would have held."""
-        self.model.requires_grad_(False)
         if not self._engine_shards:
             for name, p in self.model.named_parameters():
                 if p.dtype != self._built_dtypes.get(name, p.dtype):
                     p.data = p.data.to(self._built_dtypes[name])
-        params = []
-        for seg in stage.trainable:
-            for p in self.model.segment_tunable(seg):
-                if not p.requires_grad:
-                    if p.dtype != torch.float32 and self.acc.distributed_type != DistributedType.DEEPSPEED:
-                        p.data = p.data.float()
-                    p.requires_grad_(True)
-                    params.append(p)
-        return params
+        return unfreeze(self.model, stage.trainable, float32=self.acc.distributed_type != DistributedType.DEEPSPEED)
 
     def _tunable_tensors(self, step_p):
         """``{name: tensor}`` of the tuned parameters, whole (gathered under FSDP/DeepSpeed: a
