@@ -31,6 +31,7 @@ TEMPLATES = ("raw", "plain", "vicuna_v1", "llama_2", "chatml", "tokenizer")  # e
 IMAGE_ASPECT_RATIOS = ("crop", "pad")
 GROUP_BY = ("modality_length",)
 DTYPES = ("float32", "bfloat16", "float16")
+MIXED_PRECISION_OF = {"bfloat16": "bf16", "float16": "fp16"}  # 16-bit weights -> the train.mixed_precision they need
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 MAIN = "main"  # the dataset of the stages that name none (a plain `--data PATH`)
 DATA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # a dataset's name (`--data NAME=PATH`, stages.<k>.data)
@@ -330,10 +331,9 @@ class Recipe:
         if len(low) > 1:
             raise ConfigError(f"vision.dtype {self.vision.dtype} and lm.dtype {self.lm.dtype}: one run computes in one "
                               "16-bit precision; give both the same, or one float32")
-        if low and self.train.mixed_precision != {"bfloat16": "bf16", "float16": "fp16"}[next(iter(low))] \
-                and self.train.mixed_precision != "auto":
+        if low and self.train.mixed_precision not in ("auto", want := MIXED_PRECISION_OF[next(iter(low))]):
             raise ConfigError(f"{'/'.join(sorted(low))} weights compute under autocast: set train.mixed_precision auto "
-                              f"or {'bf16' if 'bfloat16' in low else 'fp16'} (got {self.train.mixed_precision!r})")
+                              f"or {want} (got {self.train.mixed_precision!r})")
         for s in self.stages:
             if "vision" in s.trainable and self.vision.trainable == "frozen":
                 raise ConfigError(

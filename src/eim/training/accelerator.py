@@ -10,6 +10,7 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration
 from transformers.integrations import unset_hf_deepspeed_config
 
+from eim.config import MIXED_PRECISION_OF
 from eim.errors import ConfigError
 
 
@@ -59,7 +60,7 @@ def mixed_precision(recipe):
         return mode
     low = {d for d in (recipe.vision.dtype, recipe.lm.dtype) if d != "float32"}
     if low:
-        return {"bfloat16": "bf16", "float16": "fp16"}[low.pop()]
+        return MIXED_PRECISION_OF[low.pop()]
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):  # `accelerate launch` with a config: it decides
         return None
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
