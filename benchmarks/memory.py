@@ -308,13 +308,13 @@ class Step:
 
     def collate(self, rows, tokenizer, image_processor):
         from eim.model.splice import TextEncoder
-        from eim.training.collate import Collator
+        from eim.training.collate import Collator, to_device
         from eim.training.stage import collate_mode
 
         r, s = self.recipe, self.stage
         batch = Collator(TextEncoder.for_recipe(tokenizer, r, s), image_processor, mode=collate_mode(r, s),
                          bank_text="lm" in s.losses, image_aspect_ratio=r.data.image_aspect_ratio)(rows)
-        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return to_device(batch, self.device)
 
     def __call__(self, batch):
         """One optimiser step; returns the weighted loss."""

@@ -42,8 +42,8 @@ from eim.evaluation.mme import score_mme_dir
 from eim.evaluation.scienceqa import OPTIONS, score_scienceqa_files
 from eim.model.splice import TextEncoder
 from eim.training.checkpoint import find_checkpoint
-from eim.training.collate import Collator
-from eim.evaluation.predictions import PREDICTION_FILES, generate_predictions, write_predictions, batch_to
+from eim.training.collate import Collator, to_device
+from eim.evaluation.predictions import PREDICTION_FILES, generate_predictions, write_predictions
 
 BENCHMARKS = ("coco", "scienceqa", "mme")
 # What the model sees: the run's last stage's conversation template (raw: the image tokens after
@@ -99,7 +99,7 @@ def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
     n_image_tokens = None
     first_image = next((s for s in samples if s.image), None)
     if first_image is not None:  # P from one forward: it depends on projector and feature mode
-        batch = batch_to(Collator(enc, proc, mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)([first_image]),
+        batch = to_device(Collator(enc, proc, mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)([first_image]),
                     next(model.parameters()).device)
         with torch.no_grad():
             n_image_tokens = int(model.image_tokens(model.image_features(batch)).shape[1])

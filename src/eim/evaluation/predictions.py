@@ -11,15 +11,10 @@ from tqdm.auto import tqdm
 
 from eim.model.splice import TextEncoder
 from eim.model.template import stop_text as template_stop
-from eim.training.collate import Collator
+from eim.training.collate import Collator, to_device
 
 # Where each benchmark's predictions go, relative to out_dir.
 PREDICTION_FILES = {"coco": "results.json", "scienceqa": "predictions.json", "mme": "mme_results"}
-
-
-def batch_to(batch, device):
-    """The batch's tensors on ``device``."""
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
 def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_beams=1,
@@ -39,7 +34,7 @@ def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_b
     with tqdm(total=len(samples), desc=desc, unit="sample", disable=quiet) as bar:
         for start in range(0, len(samples), batch_size):
             chunk = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
-            batch = batch_to(collate(chunk), device)
+            batch = to_device(collate(chunk), device)
             out += model.generate(batch, tok, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                   stop_text=stop_text, end_text=template_stop(template))
             bar.update(len(chunk))

@@ -22,6 +22,11 @@ def pixel_values(image_processor: Any, paths: list[str], aspect_ratio: str = "cr
     return image_pixel_values(image_processor, [load_image(p) for p in paths], aspect_ratio)
 
 
+def to_device(batch: dict[str, Any], device: Any, non_blocking: bool = False) -> dict[str, Any]:
+    """The batch with its tensors on ``device`` (other values as they are)."""
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 class Collator:
     """``samples -> batch``. ``mode``: ``train`` (ids + labels), ``prompt`` (generation prompt only),
     ``text`` (no image at all, and the bare layout EIM's banks read, whatever the template).

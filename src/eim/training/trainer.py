@@ -48,6 +48,7 @@ from eim.io import load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import BankSource, build_losses, stage_banks
 from eim.model.multimodal import MultimodalLM
 from eim.training.accelerator import make_accelerator
+from eim.training.collate import to_device
 from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
                                   save_optimizer, save_rng, set_rng_state, tunable_state)
 from eim.training.run_dir import RunFolder, identity
@@ -243,7 +244,7 @@ class Trainer:
         """
         acc, A, names, weights = self.acc, self.recipe.stage_batch(run.stage)[1], run.names, run.weights
         host = [next(batches) for _ in range(A)]
-        window = [_to_device(b, acc.device) for b in host]
+        window = [to_device(b, acc.device, non_blocking=True) for b in host]
         # per-loss item counts (tokens / queries) of each micro-batch and the window's samples and
         # tokens (tokens/s), read from the host batches (no device sync), then over all ranks at once
         counts = [[run.losses[n][0].count(b) for n in names] for b in host]  # A × L
@@ -373,5 +374,3 @@ class Trainer:
             print(msg, flush=True)
 
 
-def _to_device(batch, device):
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -27,7 +27,7 @@ from eim.evaluation.predictions import generate_predictions, write_predictions
 from eim.errors import ConfigError, DataError
 from eim.losses import LOSS_BANK, build_losses
 from eim.model.splice import TextEncoder
-from eim.training.collate import Collator
+from eim.training.collate import Collator, to_device
 from eim.training.progress import due
 from eim.training.stage import StageStep, collate_mode, stage_data_name
 
@@ -122,7 +122,7 @@ class Validation:
                 if not cnt:
                     continue
                 batch = collate([data[start + off + j] for j in range(cnt)])
-                batch = {key: v.to(t.acc.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+                batch = to_device(batch, t.acc.device)
                 with t.acc.autocast():
                     terms = step(batch)
                 for i, n in enumerate(kept):
