@@ -89,10 +89,10 @@ def install(spec):
 
     real_checkpoint = trainer.Trainer._checkpoint
 
-    def checkpoint(self, ckpt, opt, step_p, step):
+    def checkpoint(self, run):
         if kind == "fill" and at(*args):
-            fill(ckpt.parent)
-        return real_checkpoint(self, ckpt, opt, step_p, step)
+            fill(run.ckpt.parent)
+        return real_checkpoint(self, run)
 
     trainer.Trainer._checkpoint = checkpoint
 

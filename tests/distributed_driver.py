@@ -3,6 +3,7 @@
     torchrun --nproc-per-node 2 tests/distributed_driver.py sharded OUT_DIR
     torchrun --nproc-per-node 2 tests/distributed_driver.py train-interrupted STAGE STEP -- <eim train args>
     torchrun --nproc-per-node 2 tests/distributed_driver.py banks-small-parts <eim banks build args>
+    accelerate launch ... tests/distributed_driver.py train-probed PROBE_DIR STAGE STEP -- <eim train args>
 
 ``sharded``: every rank evaluates :func:`eim.losses.infonce.sharded_bank_infonce` on the cases of
 :func:`case_data` and saves its loss and query gradient to ``OUT_DIR/rank<r>.pt``; the test
@@ -10,6 +11,9 @@ compares them with the single-process ``bank_infonce`` on the full bank.
 ``train-interrupted``: ``eim train`` that raises after optimiser step STEP of stage STAGE, on
 every rank (a killed job), so the test can resume it.
 ``banks-small-parts``: ``eim banks build`` with 4-row parts, so the two ranks share the blocks.
+``train-probed``: ``eim train`` that writes, per rank, how many of the model's parameters hold no
+element on it at each stage's first step (ZeRO-3 partitioned them) to ``PROBE_DIR/rank<r>.json``,
+and raises after step STEP of stage STAGE (a killed job; STAGE -1: never).
 """
 
 import sys
@@ -93,6 +97,28 @@ def train_interrupted(stage, step, argv):
     return main(["train", *argv])
 
 
+def train_probed(probe_dir, stage, step, argv):
+    import json
+    from pathlib import Path
+
+    import eim.commands.train as train_cmd
+    from eim.cli import main
+
+    seen = {}
+
+    def probe(trainer, k, s):
+        if k not in seen:
+            seen[k] = sum(p.numel() == 0 for p in trainer.model.parameters())
+            Path(probe_dir).mkdir(parents=True, exist_ok=True)
+            (Path(probe_dir) / f"rank{trainer.rank}.json").write_text(json.dumps(seen))
+        if (k, s) == (stage, step):
+            raise Interrupt(f"stopped after stage {k} step {s}")
+
+    real = train_cmd.train
+    train_cmd.train = lambda *a, **kw: real(*a, **{**kw, "callbacks": [probe]})
+    return main(["train", *argv])
+
+
 def banks_small_parts(argv):
     import eim.banks
     from eim.cli import main
@@ -107,5 +133,8 @@ if __name__ == "__main__":
     elif sys.argv[1] == "train-interrupted":
         rest = sys.argv[4:]
         sys.exit(train_interrupted(int(sys.argv[2]), int(sys.argv[3]), rest[1:] if rest[:1] == ["--"] else rest))
+    elif sys.argv[1] == "train-probed":
+        rest = sys.argv[5:]
+        sys.exit(train_probed(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), rest[1:] if rest[:1] == ["--"] else rest))
     elif sys.argv[1] == "banks-small-parts":
         sys.exit(banks_small_parts(sys.argv[2:]))

@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 
 from eim.recipe import load_recipe
 from eim.data.sample import Sample
-from eim.io import load_tensors
 
 TESTS = Path(__file__).parent  # distributed_driver.py lives here
 
@@ -127,29 +126,37 @@ def interrupt_at(stage, step):
 
 
 def final_weights(run_dir):
-    last = sorted(Path(run_dir).glob("stage-*/model.safetensors"))[-1]
-    return load_tensors(last)[0]
+    """Every tuned tensor of a run: its stages' files composed in stage order, as readers load them."""
+    from eim.training.checkpoint import run_weights
+
+    return run_weights(run_dir)
 
 
-def launch(args, env=None, launcher="torchrun", config=None, precision="no"):
+def launch(args, env=None, launcher="torchrun", config=None, precision="no", deepspeed_json=None, timeout=300):
     """Run a 2-process job; returns the CompletedProcess (output in .stdout). ``launcher``: torchrun,
-    or accelerate launch: DDP (``--multi_gpu``, which falls back to CPU processes and gloo here), or
-    the shipped accelerate ``config`` file (``deepspeed_zero2``, ...) with 2 processes: without a GPU
-    DeepSpeed runs on CPU processes over gloo (accelerate's ``--cpu`` would turn DeepSpeed off)."""
+    or accelerate launch: DDP (``--multi_gpu``, which falls back to CPU processes and gloo here), the
+    shipped accelerate ``config`` file (``deepspeed_zero2``, ...) with 2 processes, or a DeepSpeed JSON
+    file (``deepspeed_json``: ``--use_deepspeed --deepspeed_config_file``): without a GPU DeepSpeed
+    runs on CPU processes over gloo (accelerate's ``--cpu`` would turn DeepSpeed off). ``precision``
+    None: the config's own mixed precision (no ``--mixed_precision`` given)."""
+    mixed = [] if precision is None else ["--mixed_precision", precision]
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     elif config is not None:
-        import eim
+        from eim.commands.accelerate_config import config_path
 
-        path = Path(eim.__file__).parent / "accelerate_configs" / f"{config}.yaml"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path), "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", precision, "--main_process_port", str(free_port())]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path(config)),
+               "--num_processes", "2", "--num_machines", "1", *mixed, "--main_process_port", str(free_port())]
+    elif deepspeed_json is not None:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_deepspeed", "--deepspeed_config_file",
+               str(deepspeed_json), "--num_processes", "2", "--num_machines", "1", *mixed,
+               "--main_process_port", str(free_port())]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no",
                "--main_process_port", str(free_port())]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
-    return subprocess.run(cmd + args, capture_output=True, text=True, env=full_env, timeout=300)
+    return subprocess.run(cmd + args, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def free_port():
@@ -161,3 +168,43 @@ def free_port():
 def check(res):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     return res
+
+
+def write_llava_world(root, width=320, n_images=8, n_text=8):
+    """LLaVA-1.5's two files, tiny, as a user's would be: ``captions.json`` (LCS-558K's layout, one
+    ``<image>`` question and a caption each) and ``instruct.json`` (mix665k's: multi-turn conversations
+    on ``n_images`` images, ``<image>`` before or after the question, and ``n_text`` text-only
+    conversations, enough for LLaVA's modality grouping to make whole batches of 4 text-only), with
+    images (square and not) under ``images/``, a tiny CLIP and a tiny LLaMA of hidden ``width`` (320:
+    its layers and the projector's are over DeepSpeed's 1e5-element persistence threshold, so ZeRO-3
+    really partitions them). Returns ``{"root", "images", "clip", "llama", "captions", "instruct"}``."""
+    import json
+
+    from eim_harness.tiny import make_clip_tokenizer, make_tiny_clip, make_tiny_lm, make_tokenizer
+
+    root = Path(root)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    make_tiny_clip(root / "clip", make_clip_tokenizer(TEXTS, vocab_size=300))
+    make_tiny_lm(root / "llama", make_tokenizer(TEXTS, vocab_size=300, llama_specials=True), arch="llama",
+                 width=width, max_positions=512)
+    combos = [(c, s) for c in COLOURS for s in SHAPES]
+    captions, instruct = [], []
+    for i in range(n_images):
+        c, s = combos[i % len(combos)]
+        draw(images / f"{i}.png", c, s, size=(32, 24) if i % 2 else 32)
+        captions.append({"id": f"cap{i}", "image": f"{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nRender a short caption."}, {"from": "gpt", "value": f"a {c} {s}."}]})
+        q = "What is shown here?\n<image>" if i % 2 else "<image>\nWhat is shown here?"
+        instruct.append({"id": f"img{i}", "image": f"{i}.png", "conversations": [
+            {"from": "human", "value": q}, {"from": "gpt", "value": f"A {c} {s} on white."},
+            {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": f"It is {c}."}]})
+    for i in range(n_text):
+        c, s = combos[i % len(combos)]
+        instruct.append({"id": f"text{i}", "conversations": [
+            {"from": "human", "value": f"Describe a {c} {s}."}, {"from": "gpt", "value": f"a {s} that is {c} on white one."}]})
+    instruct = instruct[::2] + instruct[1::2]  # the modalities interleaved, as in a real mix
+    (root / "captions.json").write_text(json.dumps(captions))
+    (root / "instruct.json").write_text(json.dumps(instruct))
+    return {"root": root, "images": images, "clip": root / "clip", "llama": root / "llama",
+            "captions": root / "captions.json", "instruct": root / "instruct.json"}

@@ -24,7 +24,7 @@ from eim.config import MAIN, Recipe
 from eim.data.dataset import Dataset
 from eim.model.multimodal import MultimodalLM, build_model, segment_counts
 from eim.model.vision import load_image_processor
-from eim.training.checkpoint import find_checkpoint, load_model_weights
+from eim.training.checkpoint import find_checkpoint, load_checkpoint
 from eim.training.stage import resolve_datasets
 from eim.training.trainer import Trainer, make_accelerator
 
@@ -92,12 +92,14 @@ def load_for_inference(checkpoint: PathLike) -> Inference:
     """The checkpoint's model (its tuned tensors loaded, in eval mode), tokenizer, image processor
     and recipe, as an :class:`Inference` (unpacks as a 4-tuple).
 
-    ``checkpoint``: a run folder (its last finished stage), a stage folder or a ``model.safetensors``.
+    ``checkpoint``: a run folder (its finished stages), a stage folder or a stage's ``model.safetensors``
+    (that stage and the ones before it): each stage's file loaded over the pretrained models in stage
+    order (:func:`eim.training.checkpoint.find_checkpoint`).
     """
     quiet_transformers()
-    recipe, weights = find_checkpoint(checkpoint)
+    recipe, files = find_checkpoint(checkpoint)
     model, tok = build_model(recipe)
-    load_model_weights(model, weights)
+    load_checkpoint(model, files)
     model.eval()
     proc = load_image_processor(recipe.vision.name_or_path, model.vision.vision_model.config.image_size)
     return Inference(model, tok, proc, recipe)

@@ -28,6 +28,8 @@ COMMANDS = {
     "score": ("eim.commands.score", "score saved predictions (COCO captions, ScienceQA, MME)"),
     "eval": ("eim.commands.evaluate", "generate with a checkpoint on a benchmark and score it"),
     "runs": ("eim.commands.runs", "show what a run folder holds (stages, steps, losses, checkpoints)"),
+    "accelerate-config": ("eim.commands.accelerate_config",
+                          "print the path of a shipped accelerate config (DDP, FSDP, ZeRO-2/3)"),
 }
 
 

@@ -55,7 +55,7 @@ def test_bad_data_into_a_finished_run_changes_nothing(world, capsys):
     err = capsys.readouterr().err
     assert f"{world['bad_image']}: cannot decode image (OSError: " in err and "--skip-bad skips them" in err
     assert snapshot(run) == before  # the old run is whole: the failed stage ran in a .partial folder
-    assert sorted(p.name for p in run.iterdir()) == ["recipe.json", "run.json", "stage-0-base"]
+    assert sorted(p.name for p in run.iterdir()) == ["origin.json", "recipe.json", "run.json", "stage-0-base"]
 
 
 def test_a_different_run_is_refused_unless_overwrite(world, capsys):
@@ -91,7 +91,7 @@ def test_overwrite_with_another_recipe_removes_the_old_stages_when_the_first_new
             "--stages.1.steps", "2", "--stages.2.epochs", "none", "--stages.2.steps", "2"]
     assert train(world, "f3", *args, recipe="clipcap_eim") == 0
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["banks", "recipe.json", "run.json", "stage-0-st", "stage-1-lm", "stage-2-base_ie"]
+    assert names == ["banks", "origin.json", "recipe.json", "run.json", "stage-0-st", "stage-1-lm", "stage-2-base_ie"]
 
 
 def test_skip_bad_trains_without_the_truncated_image(world, caplog):

@@ -36,9 +36,9 @@ def test_bfloat16_weights_train_float32_parameters(tiny_dir, data, tmp_path, nam
     assert model.lm.get_input_embeddings().weight.dtype == torch.bfloat16
     assert next(model.vision.vision_model.parameters()).dtype == torch.bfloat16
     assert next(model.projector.parameters()).dtype == torch.float32  # built trainable
-    from eim.training.checkpoint import find_checkpoint, load_model_weights
+    from eim.training.checkpoint import find_checkpoint, load_checkpoint
 
-    load_model_weights(model, find_checkpoint(tmp_path / "run")[1])  # a float32 checkpoint loads into it
+    load_checkpoint(model, find_checkpoint(tmp_path / "run")[1])  # a float32 checkpoint loads into it
     fp = json.loads((tmp_path / "run" / "banks" / "lm.json").read_text())
     assert fp["model"]["dtype"] == "bfloat16"
     fp32 = BankProvider(tiny_recipe(tiny_dir, name, lm=lm), data, tmp_path).fingerprint("lm")

@@ -179,7 +179,7 @@ def evaluate_checkpoint(checkpoint, benchmark, dataset, out_dir, *, num_beams=No
         pred_path = write_predictions(benchmark, samples, preds, stage)
         info = {
             "checkpoint": os.path.abspath(checkpoint),
-            "weights": os.path.abspath(find_checkpoint(checkpoint)[1]),
+            "weights": os.path.abspath(find_checkpoint(checkpoint)[1][-1]),
             "recipe": recipe.name,
             "benchmark": benchmark,
             "data": os.path.abspath(getattr(dataset, "path", None) or getattr(dataset, "root", None)

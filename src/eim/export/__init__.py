@@ -31,13 +31,14 @@ def export(checkpoint, out, format="llava-hf", dtype="float32", overwrite=False)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise EIMError(f"{out} is not empty: nothing was written; choose a new --out or pass --overwrite")
-    recipe, weights = find_checkpoint(checkpoint)
+    recipe, files = find_checkpoint(checkpoint)
     check, write = EXPORT_FORMATS[format]
     check(recipe)  # before the weights load: a refused run costs nothing
     model, tok, proc, recipe = load_for_inference(checkpoint)
     with atomic_dir(out) as tmp:
         summary = write(model, tok, proc, recipe, tmp, dtype=dtype)
-        summary["checkpoint"] = str(Path(weights).resolve())
+        summary["checkpoint"] = str(Path(files[-1]).resolve())
+        summary["stage_files"] = [str(Path(f).resolve()) for f in files]
         write_json(summary, tmp / "eim_export.json")
     return summary
 

@@ -7,11 +7,13 @@ from datetime import timedelta
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import DistributedType, InitProcessGroupKwargs, ProjectConfiguration
+from accelerate.utils import (DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs,
+                               ProjectConfiguration)
 from transformers.integrations import unset_hf_deepspeed_config
 
 from eim.config import MIXED_PRECISION_OF
 from eim.errors import ConfigError
+from eim.training.features import reads_feature_cache
 
 
 def make_accelerator(recipe, run_dir=None):
@@ -37,19 +39,48 @@ def make_accelerator(recipe, run_dir=None):
         raise ConfigError("train.report_to needs the run folder (the trackers write under RUN/tracking)")
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=os.path.join(str(run_dir), "tracking")) \
         if trackers else None
+    # a stage may leave a parameter it trains without a gradient (loss_LM reads the LLM's hidden states, so
+    # an untied LM head gets none): DDP is told to look for them, and skips them as one process's optimiser does
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     acc = Accelerator(mixed_precision=precision, cpu=cpu and not deepspeed, log_with=trackers or None,
                       project_config=project, gradient_accumulation_steps=recipe.train.grad_accum,
-                      kwargs_handlers=[group])
+                      kwargs_handlers=[group, ddp])
     if acc.num_processes > 1 and acc.distributed_type == DistributedType.NO:  # nothing would sync the gradients
         raise ConfigError(f"{acc.num_processes} processes but accelerate found no way to train them together "
                           "(distributed type NO); launch with a config accelerate can run on this machine")
     plugin = acc.state.deepspeed_plugin
-    if plugin is not None and not plugin.zero3_init_flag:
-        # ZeRO-3 without zero3_init_flag (the shipped configs): transformers builds whole modules, which
-        # eim then tunes (LoRA, adapters, prompts) and deepspeed.initialize partitions when the stage is
-        # prepared; with the HF DeepSpeed config left in place it would partition them at construction
+    if plugin is not None:
+        # eim builds whole modules, which it then tunes (LoRA, adapters, prompts) and from which it builds
+        # banks; deepspeed.initialize partitions them when a stage is prepared. With the HF DeepSpeed config
+        # left in place transformers would partition them at construction (zero3_init_flag, which
+        # `accelerate launch --deepspeed_config_file` turns on for a ZeRO-3 file), so it is taken away
+        if plugin.zero3_init_flag:
+            plugin.zero3_init_flag = False
+            if acc.is_main_process:
+                print("eim: zero3_init_flag is on; eim builds each process's modules whole (LoRA, adapters and "
+                      "feature banks need whole weights) and ZeRO-3 partitions them when a stage starts "
+                      "(--zero3_init_flag false silences this)", flush=True)
         unset_hf_deepspeed_config()
     return acc
+
+
+def zero_stage(acc):
+    """The DeepSpeed ZeRO stage ``acc`` runs (0 without DeepSpeed)."""
+    plugin = acc.state.deepspeed_plugin
+    return int(plugin.zero_stage or 0) if plugin is not None else 0
+
+
+def check_partitioned_reads(recipe, partitioned):
+    """Refuse what would read CLIP's weights after ZeRO-3 partitioned them (``partitioned``: the run is
+    ZeRO-3): the frozen-CLIP feature cache of a stage after the first. A stage's parameters stay
+    partitioned after it (docs/design.md §9); the first stage's cache is computed before any is."""
+    if not partitioned or not recipe.train.cache_clip_features:
+        return
+    late = [s.name for k, s in enumerate(recipe.stages) if k and reads_feature_cache(recipe, s)]
+    if late:
+        raise ConfigError(f"train.cache_clip_features under ZeRO-3: stage(s) {', '.join(late)} would compute CLIP's "
+                          "features after an earlier stage has partitioned CLIP's weights across the processes; pass "
+                          "--train.cache_clip_features false (CLIP runs in the loop), or train with deepspeed_zero2")
 
 
 def mixed_precision(recipe):

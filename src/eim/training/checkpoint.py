@@ -1,11 +1,16 @@
 """Checkpoints: the tuned tensors of a model (safetensors), optimizer state (safetensors + JSON).
 
-A model checkpoint holds every parameter some stage of the recipe may train (everything that can
-differ from the pretrained weights); the rest is rebuilt from the recipe's pretrained models.
-``RUN_DIR/recipe.json`` records the recipe, so a checkpoint folder is self-describing.
+A stage's ``model.safetensors`` holds the parameters that stage trained (docs/design.md §8); a run's
+model is the recipe's pretrained models with every finished stage's file loaded over them in stage
+order (:func:`find_checkpoint`, :func:`load_checkpoint`), so a later stage's weights win. Files
+written before this rule held every parameter any stage may train; composed the same way they give
+the same model. ``RUN_DIR/recipe.json`` records the recipe, so a checkpoint folder is self-describing.
 """
 
+import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Optional, Union
 
 import torch
 
@@ -14,6 +19,9 @@ from eim.errors import CheckpointError
 from eim.io import load_tensors, read_json, save_tensors, write_json
 from eim.training.stage import stage_number
 
+LOSS_PREFIX = "loss."  # a loss's own trained parameters in a mid-stage checkpoint (e.g. a linear loss_IE head)
+ORIGIN = "origin.json"  # RUN/origin.json: the folder `eim train` ran in, for relative model paths (not identity)
+
 
 def tunable_state(model):
     """``{name: tensor}`` of every parameter any segment's tuning method can train."""
@@ -21,14 +29,14 @@ def tunable_state(model):
     return {n: p for n, p in model.named_parameters() if id(p) in ids}
 
 
-def save_model(model, path, metadata=None):
-    save_tensors(tunable_state(model), path, metadata)
-
-
-def load_model_weights(model, path):
-    """Load a model checkpoint into ``model``; every tensor must match a parameter by name and shape."""
+def load_model_weights(model, path, losses=None):
+    """Load a model checkpoint into ``model``; every tensor must match a parameter by name and shape.
+    ``losses``: ``{name: loss module}`` whose own parameters a mid-stage checkpoint holds under
+    ``loss.<name>.<parameter>``."""
     tensors, meta = load_tensors(path)
     params = dict(model.named_parameters())
+    for name, m in (losses or {}).items():
+        params.update({f"{LOSS_PREFIX}{name}.{n}": p for n, p in m.named_parameters()})
     for name, t in tensors.items():
         if name not in params:
             raise CheckpointError(f"{path}: tensor {name!r} has no parameter in this model — the checkpoint "
@@ -105,28 +113,101 @@ def load_rng(folder, rank):
 
 
 def load_recipe_json(run_dir):
-    return build_recipe(read_json(Path(run_dir) / "recipe.json"))
+    """The recipe of the run at ``run_dir``, its relative model paths resolved (:func:`resolve_model_paths`)."""
+    run_dir = Path(run_dir)
+    return resolve_model_paths(build_recipe(read_json(run_dir / "recipe.json")), run_dir)
 
 
-def find_checkpoint(path):
-    """Resolve CHECKPOINT given to ``eim caption``/``eim eval``: a run dir (its last finished
-    stage), a stage dir, or a ``model.safetensors`` file. Returns (recipe, weights_path)."""
+def write_origin(run_dir, recipe_fields):
+    """Record the folder the run is trained from (``RUN/origin.json``), where its recipe's relative model
+    paths resolve, and which of them were folders there; not part of the run's identity (docs/design.md
+    §8). ``recipe_fields``: the run's recipe as a dict (its non-default fields will do)."""
+    paths = {seg: (recipe_fields.get(seg) or {}).get("name_or_path") for seg in ("vision", "lm")}
+    write_json({"cwd": os.getcwd(), "folders": sorted(s for s, n in paths.items() if n and os.path.isdir(n))},
+               Path(run_dir) / ORIGIN)
+
+
+def resolve_model_paths(recipe, run_dir):
+    """``recipe`` with a relative ``vision`` / ``lm`` ``name_or_path`` that does not exist from here made
+    absolute: against the folder the run was trained from (``origin.json``), else the run folder's
+    parents. A relative path found nowhere is a :class:`CheckpointError` naming it and the fix, unless
+    it may be a hub id (``owner/name``, not a folder when the run was trained). The run's files are not
+    changed."""
+    run_dir = Path(run_dir).resolve()
+    origin = read_json(run_dir / ORIGIN) if (run_dir / ORIGIN).exists() else None
+    bases = ([Path(origin["cwd"])] if origin else []) + list(run_dir.parents)
+    changes = {}  # segment -> its config with the resolved path
+    for seg in ("vision", "lm"):
+        name = getattr(recipe, seg).name_or_path
+        if not name or os.path.isabs(name) or os.path.exists(name):
+            continue
+        found = next((b / name for b in bases if (b / name).exists()), None)
+        if found is not None:
+            changes[seg] = replace(getattr(recipe, seg), name_or_path=str(found))
+        elif (seg in origin.get("folders", ())) if origin else not _hub_id(name):
+            raise CheckpointError(
+                f"{run_dir / 'recipe.json'}: {seg}.name_or_path {name!r} is a relative path that exists neither from "
+                f"{os.getcwd()} nor from " + (f"{bases[0]}, where the run was trained" if origin
+                                              else "the run folder's parents") +
+                f"; run the command from the folder the run was trained in, or put the model back at {name}")
+    return replace(recipe, **changes) if changes else recipe
+
+
+def _hub_id(name):
+    parts = str(name).split("/")
+    return len(parts) <= 2 and not str(name).startswith(".") and all(parts)
+
+
+def find_checkpoint(path: Union[str, os.PathLike]):
+    """Resolve CHECKPOINT given to ``eim caption`` / ``eim eval`` / ``eim export`` / ``eim chat``: a run
+    folder (its finished stages), a stage folder or a stage's ``model.safetensors`` (that stage and the
+    run's finished stages before it). Returns ``(recipe, files)``: the stage files to load over the
+    pretrained models, in stage order (:func:`load_checkpoint`)."""
     path = Path(path)
     if path.is_file():
         weights, stage_dir = path, path.parent
     elif (path / "model.safetensors").exists():
         weights, stage_dir = path / "model.safetensors", path
-    elif path.is_dir():  # finished stages only (not a .partial one), stage 10 after stage 9
-        stages = sorted((p for p in path.glob("stage-*") if (p / "stage.json").exists()
-                         and (p / "model.safetensors").exists() and not p.name.endswith(".partial")),
-                        key=lambda p: (stage_number(p), p.name))
+    elif path.is_dir():
+        stages = finished_stages(path)
         if not stages:
             raise CheckpointError(f"{path}: no finished stage (stage-*/model.safetensors with its stage.json) "
                                   "in this run folder")
-        weights, stage_dir = stages[-1] / "model.safetensors", stages[-1]
+        return _recipe_of(stages[-1].parent, stages[-1] / "model.safetensors"), [s / "model.safetensors" for s in stages]
     else:
         raise CheckpointError(f"{path}: no such checkpoint file or folder")
-    for d in (stage_dir, stage_dir.parent):
-        if (d / "recipe.json").exists():
-            return load_recipe_json(d), weights
-    raise CheckpointError(f"{weights}: no recipe.json beside it or in its run folder")
+    if (stage_dir / "recipe.json").exists():  # a folder of its own
+        return _recipe_of(stage_dir, weights), [weights]
+    k = stage_number(stage_dir)
+    earlier = [s / "model.safetensors" for s in finished_stages(stage_dir.parent) if stage_number(s) < k]
+    return _recipe_of(stage_dir.parent, weights), earlier + [weights]
+
+
+def finished_stages(run_dir):
+    """The run's finished stage folders (``stage-<k>-<name>/`` with ``stage.json`` and
+    ``model.safetensors``; not ``.partial`` ones), stage 10 after stage 9."""
+    return sorted((p for p in Path(run_dir).glob("stage-*") if (p / "stage.json").exists()
+                   and (p / "model.safetensors").exists() and not p.name.endswith(".partial")),
+                  key=lambda p: (stage_number(p), p.name))
+
+
+def _recipe_of(folder, weights):
+    if not (Path(folder) / "recipe.json").exists():
+        raise CheckpointError(f"{weights}: no recipe.json beside it or in its run folder")
+    return load_recipe_json(folder)
+
+
+def load_checkpoint(model, files):
+    """Load the stage files of :func:`find_checkpoint` into ``model`` in order (a later stage's tensors
+    over an earlier's)."""
+    for f in files:
+        load_model_weights(model, f)
+
+
+def run_weights(path, files: Optional[list] = None) -> dict:
+    """``{name: tensor}`` of every tuned tensor of a run (or up to a stage), composed as
+    :func:`load_checkpoint` loads them: what differs from the pretrained models."""
+    out = {}
+    for f in files if files is not None else find_checkpoint(path)[1]:
+        out.update(load_tensors(f)[0])
+    return out

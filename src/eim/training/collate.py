@@ -7,6 +7,7 @@ documented in :mod:`eim.model.multimodal`.
 from typing import Any, Optional
 
 import torch
+from PIL import Image
 
 from eim.data import load_image
 from eim.data.images import image_pixel_values
@@ -32,14 +33,19 @@ class Collator:
     ``text`` (no image at all, and the bare layout EIM's banks read, whatever the template).
     ``features``: optional ``{image_path: tensor}`` of cached CLIP outputs; when given, pixels are
     not loaded. ``bank_text``: also give the bare layout's ids (``bank_ids``, ``bank_lengths``), what
-    loss_LM's query reads in a stage whose template is not ``raw`` (docs/design.md §2)."""
+    loss_LM's query reads in a stage whose template is not ``raw`` (docs/design.md §2).
+    ``zero_images``: a batch without any image still carries images, zeros (pixels or features), as
+    LLaVA gives a text-only sample a zero image: with several processes every rank then runs the vision
+    tower and the projector at every step, whatever its rows hold (docs/design.md §9); text rows take
+    no image position either way."""
 
     def __init__(self, encoder: TextEncoder, image_processor: Any = None, mode: str = "train",
                  features: Optional[dict] = None, load_pixels: bool = True, image_aspect_ratio: str = "crop",
-                 bank_text: bool = False) -> None:
+                 bank_text: bool = False, zero_images: bool = False) -> None:
         self.enc, self.proc, self.mode = encoder, image_processor, mode
         self.features, self.load_pixels = features, load_pixels
-        self.aspect, self.bank_text = image_aspect_ratio, bank_text
+        self.aspect, self.bank_text, self.zero_images = image_aspect_ratio, bank_text, zero_images
+        self._pixel_shape = None  # [3, H, W] of the processor's output, for zero images
 
     def __call__(self, samples: list[Sample]) -> dict[str, Any]:
         ids, labels, leads = [], [], []
@@ -67,16 +73,21 @@ class Collator:
             batch["bank_ids"], batch["bank_lengths"] = (input_ids, lengths) if self.mode == "text" else \
                 pad_ids([self.enc.encode_bare(s) for s in samples], pad)
             batch["bank_lead"] = torch.full((len(samples),), len(self.enc.lead), dtype=torch.long)
-        if self.mode == "text" or not batch["has_image"].any():
+        if self.mode == "text" or not (batch["has_image"].any() or self.zero_images):
             return batch
         if self.features is not None:
             ref = next(iter(self.features.values()))
             batch["features"] = torch.stack([self.features[s.image] if s.image else torch.zeros_like(ref)
                                              for s in samples])
         elif self.load_pixels:
-            pix = pixel_values(self.proc, [s.image for s in samples if s.image], self.aspect)
-            full = pix.new_zeros(len(samples), *pix.shape[1:])
-            full[batch["has_image"]] = pix
+            paths = [s.image for s in samples if s.image]
+            pix = pixel_values(self.proc, paths, self.aspect) if paths else None
+            if self._pixel_shape is None:  # the processor's output size, read once
+                self._pixel_shape = tuple((pix if pix is not None else image_pixel_values(
+                    self.proc, [Image.new("RGB", (8, 8))], self.aspect)).shape[1:])
+            full = torch.zeros(len(samples), *self._pixel_shape)
+            if pix is not None:
+                full[batch["has_image"]] = pix.to(full.dtype)
             batch["pixel_values"] = full
         return batch
 

@@ -54,3 +54,10 @@ class FeatureCache:
         self.model.train()
         self._version, self._cache = version, cache
         return cache
+
+
+def reads_feature_cache(recipe, stage):
+    """Whether ``stage`` reads this cache (docs/design.md §3): it does not train CLIP,
+    the recipe caches, and a loss that reads the ST's input runs."""
+    return ("vision" not in stage.trainable and recipe.train.cache_clip_features
+            and any(n in stage.losses for n in ("base", "st")))

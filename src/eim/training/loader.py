@@ -33,12 +33,14 @@ def stage_loader(recipe: Recipe, stage: StageConfig, k: int, dataset: Dataset, t
     """This rank's batches of stage ``k`` from optimiser step ``step`` of ``total`` on: the stage's
     micro-batch and accumulation, its conversation template, cached CLIP ``features`` when given,
     the bare layout for a text-mode loss_LM stage, LLaVA's modality-length order with
-    ``train.group_by``. Deterministic from the position, workers or not, so a resumed run sees the
-    batches it would have."""
+    ``train.group_by``; with several processes a batch without images carries zero images, so every
+    rank runs the same modules (docs/design.md §9). Deterministic from the position, workers or not,
+    so a resumed run sees the batches it would have."""
     batch, accum = recipe.stage_batch(stage)
     collate = ValidCollate(Collator(TextEncoder.for_recipe(tokenizer, recipe, stage), image_processor,
                                     mode=collate_mode(recipe, stage), features=features,
-                                    bank_text="lm" in stage.losses, image_aspect_ratio=recipe.data.image_aspect_ratio))
+                                    bank_text="lm" in stage.losses, image_aspect_ratio=recipe.data.image_aspect_ratio,
+                                    zero_images=world > 1))
     lengths = modality_lengths(dataset) if recipe.train.group_by == "modality_length" else None
     sampler = EpochBatches(len(dataset), batch, recipe.train.seed + 7919 * k, total * accum, start=step * accum,
                            world=world, rank=rank, lengths=lengths)

@@ -5,10 +5,13 @@
     RUN/recipe.json                   the recipe (eim eval / caption rebuild the model from it)
     RUN/run.json                      the run's identity: its recipe, its data's fingerprint and
                                       the digests of the base models it starts from
+    RUN/origin.json                   the folder it was trained from (where relative model paths
+                                      resolve; not part of the identity)
     RUN/banks/                        feature banks (caches, reused when their fingerprint matches)
     RUN/stage-<k>-<name>.partial/     the running stage: metrics.jsonl, checkpoint/, run.json
-    RUN/stage-<k>-<name>/             a finished stage: model.safetensors, stage.json, metrics.jsonl,
-                                      run.json, rng-<rank>.safetensors (the RNG at its end)
+    RUN/stage-<k>-<name>/             a finished stage: model.safetensors (the parameters it
+                                      trained), stage.json, metrics.jsonl, run.json,
+                                      rng-<rank>.safetensors (the RNG at its end)
 
 A stage runs in its ``.partial`` folder, renamed into place when it finishes, so a finished
 stage's files are replaced only by a finished stage. Before anything is written, the folder's
@@ -39,6 +42,7 @@ from eim.data.dataset import Dataset
 from eim.digests import folder_digest
 from eim.errors import CheckpointError, ConfigError
 from eim.io import read_json, recover_dir, replace_dir, write_json
+from eim.training.checkpoint import write_origin
 from eim.training.stage import stage_dir
 
 # what changes how a run is watched or fed, not what it trains: not part of its identity
@@ -203,10 +207,11 @@ class RunFolder:
             self.root.mkdir(parents=True, exist_ok=True)
 
     def write_identity(self):
-        """``recipe.json`` and ``run.json`` of this run (rank 0; at a commit and at the end)."""
+        """``recipe.json``, ``run.json`` and ``origin.json`` of this run (rank 0; at a commit and at the end)."""
         if self.main:
             write_json(self.ident["recipe"], self.root / "recipe.json")
             write_json(self.ident, self.root / "run.json")
+            write_origin(self.root, self.ident["recipe"])
 
     def stage_state(self, k, stage, resume):
         """``"finished"`` (reuse it), ``"resume"`` (continue its checkpoint) or ``"fresh"``. Finishes
@@ -222,7 +227,8 @@ class RunFolder:
         if not self.replacing and (final / "stage.json").exists() and self._ours(final):
             return "finished"
         # an overwrite killed in its first stage resumes that stage, never the old run's
-        if (part / "checkpoint" / "model.safetensors").exists() and self._ours(part, strict=self.replacing):
+        ckpt = part / "checkpoint"  # step.json: DeepSpeed / FSDP keep the weights in their own state
+        if ((ckpt / "model.safetensors").exists() or (ckpt / "step.json").exists()) and self._ours(part, strict=self.replacing):
             return "resume"
         return "fresh"
 

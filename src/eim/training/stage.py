@@ -50,17 +50,19 @@ class StageStep(nn.Module):
     """One stage's forward — the model and the stage's losses — as the single module accelerate
     wraps (DDP/FSDP/DeepSpeed only see calls to the wrapped module's ``forward``).
 
-    ``forward(batch) -> {"loss_<name>": local mean}``. ``image_params``: trainable parameters that
-    only image rows reach; with several processes they get a zero gradient on a rank whose batch
-    has no image, since DDP expects every trainable parameter to take part in each backward.
+    ``forward(batch) -> {"loss_<name>": local mean}``. Every trainable parameter takes part in each
+    backward on every rank, as DDP, FSDP and ZeRO-3 expect: with several processes a batch without
+    images carries zero images (:class:`eim.training.collate.Collator`, ``zero_images``), so the
+    vision tower and the projector run on every rank and the rows without an image take no position
+    (docs/design.md §9). ``config``: the LLM's, which accelerate reads to fill a DeepSpeed config's
+    ``"auto"`` bucket sizes.
     """
 
-    def __init__(self, model, losses, need_cls=False, image_params=()):
+    def __init__(self, model, losses, need_cls=False):
         super().__init__()
         self.model = model
         self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
         self.need_cls = need_cls
-        self.image_params = list(image_params)  # plain list: already registered under .model/.losses
         # FSDP's transformer auto-wrap reads _no_split_modules: the blocks of the HF models inside
         self._block_names = sorted({c for m in model.modules() for c in (getattr(m, "_no_split_modules", None) or ())})
 
@@ -70,18 +72,19 @@ class StageStep(nn.Module):
         present = {type(m).__name__ for m in self.model.modules()}
         return sorted(n for b in self._block_names for n in (b, "FSDP" + b) if n in present)
 
-    def set_stage(self, losses, need_cls, image_params):
+    @property
+    def config(self):
+        return self.model.lm.config
+
+    def set_stage(self, losses, need_cls):
         self.losses = nn.ModuleDict({n: m for n, (m, _) in losses.items()})
-        self.need_cls, self.image_params = need_cls, list(image_params)
+        self.need_cls = need_cls
 
     def forward(self, batch):
         ctx = StepContext(self.model, batch, need_cls=self.need_cls)
         terms = {}
         for m in self.losses.values():
             terms.update(m(ctx))
-        if self.image_params and not bool(batch["has_image"].any()):
-            first = next(iter(terms))
-            terms[first] = terms[first] + sum(p.reshape(-1)[0] for p in self.image_params) * 0.0
         return terms
 
 
@@ -102,6 +105,7 @@ class StageRun:
     resuming: bool = False
     rng: Optional[dict[str, torch.Tensor]] = None  # the RNG state to resume with (from the checkpoint)
     t0: float = field(default_factory=time.time)
+    param_names: list[str] = field(default_factory=list)  # the names of ``trainable`` in the model
     step_p: Any = None  # the prepared StageStep (its DDP/FSDP/DeepSpeed wrapper)
     opt_p: Any = None  # the prepared optimizer (accelerate's wrapper)
 

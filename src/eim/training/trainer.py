@@ -20,7 +20,8 @@ progress bar. The run folder must be on a filesystem all ranks see (resume reads
 
 Stage k runs in ``RUN_DIR/stage-<k>-<name>.partial/``: ``metrics.jsonl`` (one line per logged
 step) and ``checkpoint/`` (model + optimizer + RNG + data position, every ``train.save_every``
-steps, swapped in whole). When it finishes, ``model.safetensors`` (the tuned tensors),
+steps, swapped in whole). When it finishes, ``model.safetensors`` (the parameters it trained, over
+which the earlier stages' files and the pretrained models supply the rest),
 ``stage.json`` (wall-clock, steps, final losses) and the RNG state are written and the folder is
 renamed to ``stage-<k>-<name>/`` (:mod:`eim.training.run_dir` keeps a failed command from changing
 what the folder held). ``--resume`` reuses finished stages and continues the running one from its
@@ -47,12 +48,13 @@ from eim.errors import WriteError
 from eim.io import load_tensors, replace_dir, save_tensors, write_json
 from eim.losses import BankSource, build_losses, stage_banks
 from eim.model.multimodal import MultimodalLM
-from eim.training.accelerator import make_accelerator
+from eim.training.accelerator import check_partitioned_reads, make_accelerator, zero_stage
 from eim.training.collate import to_device
-from eim.training.checkpoint import (load_model_weights, load_optimizer, load_rng, rng_state, save_model,
-                                  save_optimizer, save_rng, set_rng_state, tunable_state)
+from eim.training.checkpoint import (LOSS_PREFIX, load_model_weights, load_optimizer, load_rng, rng_state,
+                                     save_optimizer, save_rng, set_rng_state)
+from eim.training.gather import whole_tensors
 from eim.training.run_dir import RunFolder, identity
-from eim.training.features import FeatureCache
+from eim.training.features import FeatureCache, reads_feature_cache
 from eim.training.loader import stage_loader
 from eim.training.progress import StageProgress, due
 from eim.training.tracking import Tracking, batch_samples, batch_tokens, image_positions
@@ -88,6 +90,7 @@ class Trainer:
         self._built_dtypes = {n: p.dtype for n, p in model.named_parameters()}  # restored between stages
         self.positions = image_positions(model)  # an image's positions in the LLM input (tokens/s)
         self.validation = Validation(self, dict(val_datasets or {}))  # refuses what it cannot do, before any training
+        check_partitioned_reads(recipe, zero_stage(self.acc) == 3)
         if recipe.train.gradient_checkpointing:
             model.set_gradient_checkpointing(True)
 
@@ -153,7 +156,7 @@ class Trainer:
             if self.validation.due(run.step, run.total):
                 progress.validation(self.validation.losses(stage, k))
             if run.step % self.recipe.train.save_every == 0 and run.step < run.total:
-                self._checkpoint(run.ckpt, run.opt, run.step_p, run.step)
+                self._checkpoint(run)
             for cb in self.callbacks:
                 cb(self, k, run.step)
         rates = progress.close()
@@ -179,9 +182,11 @@ class Trainer:
         # not prepared: accelerate would step it once per process
         sched = get_scheduler(r.train.scheduler, opt, num_warmup_steps=warmup, num_training_steps=total)
         run = StageRun(k, stage, d, losses, trainable, loss_params, opt, sched, total, t0=t0)
+        ids = {id(p) for p in trainable}
+        run.param_names = [n for n, p in model.named_parameters() if id(p) in ids]
         run.resuming = resume
         if run.resuming and not self._engine_shards:
-            load_model_weights(model, run.ckpt / "model.safetensors")
+            load_model_weights(model, run.ckpt / "model.safetensors", losses={n: m for n, (m, _) in losses.items()})
             extra = load_optimizer(opt, run.ckpt / "optimizer")
             run.step, run.rng = extra["step"], extra["tensors"] or None  # (rank 0's, in older checkpoints)
         elif run.resuming:
@@ -201,10 +206,7 @@ class Trainer:
         """This rank's batches from the stage's current step on (:func:`eim.training.loader.stage_loader`):
         cached frozen-CLIP features when CLIP does not train here and the recipe caches them."""
         r, stage = self.recipe, run.stage
-        features = None
-        if "vision" not in stage.trainable and r.train.cache_clip_features and any(
-                n in stage.losses for n in ("base", "st")):
-            features = self.features.get()
+        features = self.features.get() if reads_feature_cache(r, stage) else None
         return stage_loader(r, stage, run.k, self.stage_dataset(stage), self.tok, self.proc, run.total, run.step,
                             self.world, self.rank, features=features, cuda=self.acc.device.type == "cuda")
 
@@ -213,15 +215,12 @@ class Trainer:
         r, acc, stage = self.recipe, self.acc, run.stage
         batch, A = r.stage_batch(stage)
         acc.gradient_accumulation_steps = A
-        image_segs = [p for seg in ("vision", "projector") if seg in stage.trainable
-                      for p in self.model.segment_tunable(seg)]
-        image_params = (image_segs + run.loss_params) if self.world > 1 else ()
         need_cls = "ie" in stage.losses
         if self._fsdp_root is None:
-            step_module = StageStep(self.model, run.losses, need_cls=need_cls, image_params=image_params)
+            step_module = StageStep(self.model, run.losses, need_cls=need_cls)
         else:  # FSDP shards the model in place, once: later stages reuse the wrapped root
             step_module = self._fsdp_root
-            step_module.set_stage(run.losses, need_cls, image_params)
+            step_module.set_stage(run.losses, need_cls)
         if acc.state.deepspeed_plugin is not None:  # DeepSpeed wants the batch geometry; we prepare no loader
             acc.state.deepspeed_plugin.deepspeed_config.update(
                 train_micro_batch_size_per_gpu=batch, gradient_accumulation_steps=A, train_batch_size=batch * A * self.world,
@@ -283,7 +282,7 @@ class Trainer:
         """Write the stage's tuned tensors, ``stage.json`` and RNG states, drop its checkpoint and
         move the folder into place; returns the summary."""
         acc, stage = self.acc, run.stage
-        tensors = self._tunable_tensors(run.step_p)
+        tensors = whole_tensors(self.model, run.param_names, acc.is_main_process)  # what this stage trained
         summary = {"stage": run.k, "name": stage.name, "steps": run.total, "losses": stage.losses,
                    "trainable": stage.trainable, "final": {k: v for k, v in last.items() if k.startswith("loss")},
                    "seconds": round(time.time() - run.t0, 3), **rates}
@@ -312,34 +311,29 @@ class Trainer:
                     p.data = p.data.to(self._built_dtypes[name])
         return unfreeze(self.model, stage.trainable, float32=self.acc.distributed_type != DistributedType.DEEPSPEED)
 
-    def _tunable_tensors(self, step_p):
-        """``{name: tensor}`` of the tuned parameters, whole (gathered under FSDP/DeepSpeed: a
-        collective, every rank calls it; the full tensors land on rank 0)."""
-        if not self._engine_shards:
-            return tunable_state(self.model)
-        names = set(tunable_state(self.model))
-        sd = self.acc.get_state_dict(step_p) or {}  # ZeRO-3 consolidates on rank 0 only (None elsewhere)
-        return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.") and k[len("model."):] in names}
-
-    def _checkpoint(self, ckpt, opt, step_p, step):
-        """Model + optimizer + RNG at ``step``, written into ``checkpoint.tmp/`` and swapped in
-        whole (:func:`eim.io.replace_dir`): a kill or a full disk at any point leaves the previous
-        checkpoint usable. Every rank returns only once it is in place."""
-        acc, tmp = self.acc, ckpt.with_name(ckpt.name + ".tmp")
+    def _checkpoint(self, run):
+        """The stage's trained parameters + optimizer + RNG at its current step, written into
+        ``checkpoint.tmp/`` and swapped in whole (:func:`eim.io.replace_dir`): a kill or a full disk at
+        any point leaves the previous checkpoint usable. Under DeepSpeed / FSDP the engine writes its own
+        shards (weights included) and nothing is gathered. Every rank returns only once it is in place."""
+        acc, ckpt, step = self.acc, run.ckpt, run.step
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         try:
-            if self._engine_shards:  # sharded optimizer state: accelerate writes each rank's part
+            if self._engine_shards:  # sharded weights and optimizer state: accelerate writes each rank's part
                 acc.save_state(str(tmp / "state"))
-                tensors = self._tunable_tensors(step_p)
                 if acc.is_main_process:
-                    save_tensors(tensors, tmp / "model.safetensors")
                     write_json({"step": step}, tmp / "step.json")
             elif acc.is_main_process:  # DDP: model and optimizer are replicated, rank 0 writes them
-                save_model(self.model, tmp / "model.safetensors")
-                save_optimizer(opt, tmp / "optimizer", {"step": step})
+                params = dict(self.model.named_parameters())
+                tensors = {n: params[n] for n in run.param_names}
+                tensors.update((f"{LOSS_PREFIX}{name}.{n}", q) for name, (m, _) in run.losses.items()
+                               for n, q in m.named_parameters() if q.requires_grad)
+                save_tensors(tensors, tmp / "model.safetensors")
+                save_optimizer(run.opt, tmp / "optimizer", {"step": step})
             save_tensors(rng_state(), tmp / f"rng-{self.rank}.safetensors")  # RNG is per rank
         except WriteError as e:
             shutil.rmtree(tmp, ignore_errors=True)
