@@ -176,6 +176,11 @@ def check_launch(line):
         launch_command_parser().parse_args(launcher[2:] + ["-m", "eim.cli"] + eim_args)
         if "--config_file" in launcher:
             cfg = launcher[launcher.index("--config_file") + 1]
+            shipped = re.fullmatch(r"\$\(eim accelerate-config (\w+)\)", cfg)  # what the command prints
+            if shipped:
+                from eim.commands.accelerate_config import config_path
+
+                cfg = str(config_path(shipped.group(1)))
             assert (ROOT / cfg).is_file() or (ROOT / "src" / cfg).is_file(), cfg
     elif launcher[:1] == ["torchrun"]:
         from torch.distributed.run import get_args_parser

@@ -29,7 +29,7 @@ COMMANDS = {
     "eval": ("eim.commands.evaluate", "generate with a checkpoint on a benchmark and score it"),
     "runs": ("eim.commands.runs", "show what a run folder holds (stages, steps, losses, checkpoints)"),
     "accelerate-config": ("eim.commands.accelerate_config",
-                          "print the path of a shipped accelerate config (DDP, FSDP, ZeRO-2/3)"),
+                          "where the shipped launch configs are (DDP, FSDP, DeepSpeed ZeRO-2/3)"),
 }
 
 

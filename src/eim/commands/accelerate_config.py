@@ -27,7 +27,7 @@ def config_path(name: str) -> Path:
 
 
 def add_parser(sub):
-    p = sub.add_parser("accelerate-config", help="print the path of a shipped accelerate config (DDP, FSDP, ZeRO-2/3)",
+    p = sub.add_parser("accelerate-config", help="where the shipped launch configs are (DDP, FSDP, DeepSpeed ZeRO-2/3)",
                        **verb_help(
         "Print where the accelerate configs that eim ships are installed, so accelerate launch can name one "
         "in a source checkout and after pip install alike: with a NAME, its path alone (for $(...) in a "

@@ -4,7 +4,7 @@ Runs every stage of the recipe (docs/design.md §3) on the dataset at PATH (form
 ``--data-format``). A recipe whose stages name their data takes one ``--data NAME=PATH`` per
 name: ``eim train llava --data captions=D/coco --data instruct=D/llava/instruct.json --out runs/llava``. Feature banks the EIM losses need are built (or reused when their
 fingerprint matches) before the stage that needs them. Multi-process: prefix with
-``accelerate launch [--config_file eim/accelerate_configs/ddp.yaml] -m eim.cli`` (or
+``accelerate launch [--config_file "$(eim accelerate-config ddp)"] -m eim.cli`` (or
 ``torchrun --nproc-per-node N -m eim.cli``) — the command is otherwise the same;
 ``train.batch_size`` is per process (see :mod:`eim.training.trainer`). ``EIM_SHARD_BANKS=1``
 splits each feature bank by rows across the processes (:mod:`eim.losses.infonce`).
@@ -34,7 +34,7 @@ def add_parser(sub):
         "eim train clipcap_eim --data data/coco --out runs/eim",
         "eim train llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json "
         "--out runs/llava --train.batch_size 4",
-        "accelerate launch --config_file src/eim/accelerate_configs/ddp.yaml -m eim.cli train clipcap_eim "
+        'accelerate launch --config_file "$(eim accelerate-config ddp)" -m eim.cli train clipcap_eim '
         "--data data/coco --out runs/eim"))
     p.add_argument("recipe", help="shipped recipe name (clipcap, clipcap_eim, ...) or a YAML path")
     add_data_args(p, named=True)
