@@ -228,8 +228,9 @@ class Trainer:
         run.step_p, run.opt_p = acc.prepare(step_module, run.opt)
         if acc.distributed_type == DistributedType.FSDP:
             self._fsdp_root = run.step_p
-        if run.resuming and self._engine_shards:
-            acc.load_state(str(run.ckpt / "state"))
+        if run.resuming and self._engine_shards:  # a DeepSpeed checkpoint holds the trained parameters only
+            deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+            acc.load_state(str(run.ckpt / "state"), **({"load_module_strict": False} if deepspeed else {}))
         set_stage_modes(self.model, run.step_p, run.stage.trainable, self.recipe.train.gradient_checkpointing)
 
     def _optimizer_step(self, run, batches):
@@ -324,7 +325,10 @@ class Trainer:
         acc.wait_for_everyone()
         try:
             if self._engine_shards:  # sharded weights and optimizer state: accelerate writes each rank's part
-                acc.save_state(str(tmp / "state"))
+                # DeepSpeed: not the frozen weights (13.5 GB of a frozen 7B LLM in a projector stage), which the
+                # pretrained models and the earlier stages' files give back on resume
+                frozen = {"exclude_frozen_parameters": True} if acc.distributed_type == DistributedType.DEEPSPEED else {}
+                acc.save_state(str(tmp / "state"), **frozen)
                 if acc.is_main_process:
                     write_json({"step": step}, tmp / "step.json")
             elif acc.is_main_process:  # DDP: model and optimizer are replicated, rank 0 writes them
