@@ -2,15 +2,18 @@
 
 Nothing downloads pretrained CLIP or GPT-2 weights at run time (docs/design.md §7), so tests and the
 demo build ``CLIPModel``/``GPT2LMHeadModel``/``LlamaForCausalLM`` from small configs, save them with
-``save_pretrained`` and load them back through the same path a user's real model takes.
+``save_pretrained`` and load them back through the same path a user's real model takes;
+:func:`make_vicuna_lm` writes a LLaMA in the layout lmsys/vicuna-7b-v1.5 ships (SentencePiece
+``tokenizer.model``, sharded ``.bin`` weights).
 """
 
+import json
 from pathlib import Path
 
 import torch
 from transformers import CLIPConfig, CLIPModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from eim_harness.tokenizer import train_bpe_tokenizer, train_clip_tokenizer
+from eim_harness.tokenizer import train_bpe_tokenizer, train_clip_tokenizer, train_sentencepiece_tokenizer
 from eim.model.vision import CLIPImageProcessor
 
 
@@ -83,4 +86,39 @@ def make_tiny_lm(out_dir, tokenizer, arch="gpt2", width=32, layers=2, heads=2, m
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def make_vicuna_lm(out_dir, texts, vocab_size=400, width=32, layers=2, heads=2, max_positions=4096, shards=2, seed=0):
+    """Save a random ``LlamaForCausalLM`` in lmsys/vicuna-7b-v1.5's own layout to ``out_dir``: its
+    tokenizer files (:func:`eim_harness.tokenizer.train_sentencepiece_tokenizer`, trained on
+    ``texts``; no ``tokenizer.json``), ``config.json`` with Vicuna's special ids (BOS 1, EOS 2, pad 0)
+    and float16 weights as ``pytorch_model-0000k-of-0000n.bin`` shards plus
+    ``pytorch_model.bin.index.json`` (torch pickles of plain tensors, which transformers reads with
+    ``weights_only=True``). The vocabulary is the SentencePiece model's. Returns ``out_dir``."""
+    import sentencepiece as spm  # a dependency of eim; the vocabulary size is the model's
+
+    out_dir = Path(out_dir)
+    train_sentencepiece_tokenizer(out_dir, texts, vocab_size=vocab_size)
+    sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=sp.get_piece_size(), hidden_size=width, intermediate_size=2 * width,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=max_positions, rms_norm_eps=1e-5, bos_token_id=sp.bos_id(),
+                      eos_token_id=sp.eos_id(), pad_token_id=sp.unk_id(), tie_word_embeddings=False,
+                      dtype="float16")
+    model = LlamaForCausalLM(cfg).to(torch.float16)
+    model.config.save_pretrained(out_dir)
+    model.generation_config.save_pretrained(out_dir)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    names = list(state)
+    weight_map, total = {}, 0
+    for k in range(shards):
+        part = names[k * len(names) // shards:(k + 1) * len(names) // shards]
+        file = f"pytorch_model-{k + 1:05d}-of-{shards:05d}.bin"
+        torch.save({n: state[n] for n in part}, out_dir / file)
+        weight_map.update(dict.fromkeys(part, file))
+        total += sum(state[n].numel() * state[n].element_size() for n in part)
+    (out_dir / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
     return out_dir

@@ -10,10 +10,15 @@ folder is the code the tests and the embedded demo run:
 - :func:`train_clip_tokenizer` — CLIP's (``openai/clip-vit-*``): lower-cased word-level BPE with
   the ``</w>`` end-of-word suffix, ``<|startoftext|>`` and ``<|endoftext|>`` as the last two ids,
   and the tokenizer adding both around every text (so CLIP's text tower pools at the EOT).
+- :func:`train_sentencepiece_tokenizer` — LLaMA's and Vicuna's: a SentencePiece ``tokenizer.model``
+  with the configs written for transformers' slow ``LlamaTokenizer`` (``tokenizer_config.json``,
+  ``special_tokens_map.json``), no ``tokenizer.json`` (transformers converts the model on load, with
+  ``sentencepiece`` and ``protobuf``).
 
 Real users pass their model's own tokenizer (``AutoTokenizer.from_pretrained``).
 """
 
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -85,3 +90,46 @@ def train_clip_tokenizer(texts, vocab_size=512, model_max_length=77):
         Path(d, "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
         tok = CLIPTokenizerFast.from_pretrained(d, model_max_length=model_max_length)
     return tok
+
+
+# lmsys/vicuna-7b-v1.5's tokenizer_config.json and special_tokens_map.json, key for key (the special
+# tokens as the AddedToken records it writes; pad null there, <unk> in the map, as LLaVA pads)
+def _added(content):
+    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+
+
+VICUNA_TOKENIZER_CONFIG = {
+    "add_bos_token": True, "add_eos_token": False, "bos_token": {"__type": "AddedToken", **_added("<s>")},
+    "clean_up_tokenization_spaces": False, "eos_token": {"__type": "AddedToken", **_added("</s>")},
+    "legacy": False, "model_max_length": 4096, "pad_token": None, "padding_side": "right", "sp_model_kwargs": {},
+    "tokenizer_class": "LlamaTokenizer", "unk_token": {"__type": "AddedToken", **_added("<unk>")}}
+VICUNA_SPECIAL_TOKENS_MAP = {"bos_token": _added("<s>"), "eos_token": _added("</s>"), "pad_token": "<unk>",
+                             "unk_token": _added("<unk>")}
+
+
+def train_sentencepiece_tokenizer(folder, texts, vocab_size=400):
+    """A SentencePiece model trained on ``texts`` with LLaMA's options, saved in Vicuna's layout:
+    ``tokenizer.model``, ``tokenizer_config.json`` and ``special_tokens_map.json`` as
+    lmsys/vicuna-7b-v1.5 ships them (:data:`VICUNA_TOKENIZER_CONFIG`), no ``tokenizer.json``.
+
+    LLaMA's trainer settings as far as they shape the ids: BPE, byte fallback (the 256 ``<0xNN>``
+    pieces right after the specials, ``\\n`` = 13 as in LLaMA), digits split, whitespace-only pieces
+    allowed, ``<unk>`` = 0, ``<s>`` = 1, ``</s>`` = 2, no pad piece, and its normaliser: identity,
+    a dummy-prefix space, whitespace kept as written. ``vocab_size`` is an upper bound (a small
+    corpus may give fewer pieces; at least the 259 specials and bytes). Returns ``folder``.
+    """
+    import sentencepiece as spm  # a dependency of eim (transformers reads tokenizer.model with it)
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(texts)), model_writer=buf, model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True, character_coverage=0.99995,
+        max_sentencepiece_length=16, split_by_unicode_script=True, split_by_number=True, split_by_whitespace=True,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, hard_vocab_limit=False, num_threads=1, minloglevel=2)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps(VICUNA_TOKENIZER_CONFIG, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(VICUNA_SPECIAL_TOKENS_MAP, indent=2) + "\n")
+    return folder

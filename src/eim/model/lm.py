@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activations import NewGELUActivation, PytorchGELUTanh
 from transformers.pytorch_utils import Conv1D
+from transformers.utils import is_protobuf_available, is_sentencepiece_available
 
 from eim.errors import ConfigError
 from eim.model.adapters import attach_lm_adapter, lm_adapter
@@ -60,9 +61,22 @@ def checkpointing_layers(lm, on=True):
 
 
 def load_tokenizer(cfg):
-    """The LLM's tokenizer (its EOS doubles as pad when it has no pad token)."""
-    tok = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code,
-                                        **({"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}))
+    """The LLM's tokenizer (its EOS doubles as pad when it has no pad token). A SentencePiece
+    ``tokenizer.model`` without ``tokenizer.json`` (LLaMA's, Vicuna's) is converted by transformers
+    with ``sentencepiece`` and ``protobuf`` (eim's dependencies); where either is missing transformers
+    says ``tiktoken`` is required, and eim names the packages instead (docs/design.md §7)."""
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code,
+                                            **({"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}))
+    except ValueError as e:
+        missing = [name for name, ok in (("sentencepiece", is_sentencepiece_available()),
+                                         ("protobuf", is_protobuf_available())) if not ok]
+        if "tiktoken" not in str(e) or not missing:
+            raise
+        raise ConfigError(f"cannot read the tokenizer of lm.name_or_path {cfg.name_or_path}: a SentencePiece "
+                          "tokenizer.model without tokenizer.json (LLaMA's and Vicuna's layout) needs the "
+                          f"{' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, which this environment "
+                          f"lacks: pip install {' '.join(missing)} (eim's dependencies)") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
