@@ -88,16 +88,59 @@ def test_memory_benchmark_runs_a_configuration_in_its_own_process(tmp_path):
     assert "| lm | bfloat16 | on |" in out and "failed" not in out
 
 
-def test_gpu_real_scale_benchmark_runs_at_toy_size():
-    """``benchmarks/gpu_real_scale.py --toy`` on the CPU: the anchor (transformers' LLaVA with peft LoRA),
-    eim's llava finetune step and each llava_eim stage, one step each."""
-    out = _run("gpu_real_scale.py", "--toy")
+def test_gpu_real_scale_benchmark_runs_at_toy_size(monkeypatch, tmp_path, capsys):
+    """``benchmarks/gpu_real_scale.py --toy`` on the CPU, in this process: the anchor (transformers' LLaVA
+    with peft LoRA), eim's llava finetune step and each llava_eim stage, on batches of unequal
+    lengths padded as the trainer pads; each table line is in the report file before the next
+    configuration starts (a run stopped there keeps it), and the file holds what was printed."""
+    import torch
+
+    import eim.api
+
+    bench = _bench_module(monkeypatch, "gpu_real_scale")
+    monkeypatch.setattr(eim.api, "quiet_transformers", lambda: None)  # leave transformers' logging as it is
+    report = tmp_path / "sub" / "report.md"
+    rows_before, batches = [], {}
+    measure, eim_config = bench.measure, bench.eim_config
+
+    def measure_spy(*a, **k):  # the table lines in the file as this configuration starts
+        rows_before.append([ln for ln in report.read_text().splitlines() if ln.startswith("| ") and "---" not in ln])
+        return measure(*a, **k)
+
+    def eim_config_spy(r, stage, *a, **k):
+        step, bs = eim_config(r, stage, *a, **k)
+        batches[stage] = bs
+        return step, bs
+
+    monkeypatch.setattr(bench, "measure", measure_spy)
+    monkeypatch.setattr(bench, "eim_config", eim_config_spy)
+    monkeypatch.setattr(sys, "argv", ["gpu_real_scale.py", "--toy", "--out", str(report)])
+    bench.main()
+    out = capsys.readouterr().out
+    assert report.read_text() == out  # every printed line, in the file
     assert "| transformers LlavaForConditionalGeneration |" in out and "Target, eim llava finetune" in out
     for stage in ("st", "lm", "pretrain", "finetune_ie"):
         assert f"| eim llava_eim {stage} (" in out
     assert "Error" not in out and "skipped: --time-limit" not in out
-    # tokens per step defined once (eim.training.tracking.batch_tokens): the anchor's attention mask,
-    # the image expanded to its positions, counts the same sequences as eim's finetune batch
+    # incremental: configuration k starts with the header and the k lines before it already written
+    assert [len(r) for r in rows_before] == [1 + k for k in range(6)], rows_before
+    assert rows_before[-1][1].startswith("| transformers LlavaForConditionalGeneration |")
+    # unequal rows, sorted longest first and padded to the longest, as modality-length batches are
+    for stage in ("finetune", "finetune_ie", "pretrain"):
+        assert len(batches[stage]) == 2, stage  # --toy: two timed steps, a batch each
+    lengths = [b["text_lengths"].tolist() for b in batches["finetune"]]
+    assert all(len(set(x)) > 1 and x == sorted(x, reverse=True) for x in lengths), lengths
+    assert all(b["input_ids"].shape[1] == max(b["text_lengths"]) for b in batches["finetune"])
+    assert lengths[0] != lengths[1]  # a different batch at each step
+    assert all(b["has_image"].all() for b in batches["finetune"]) and "% padding" in out
+    # tokens per step defined once (eim.training.tracking.batch_tokens): padding excluded, and the
+    # anchor's attention mask, the image expanded to its positions, counts the same sequences
+    from eim.training.tracking import batch_tokens
+
+    n_image = 4  # the toy CLIP: (28 / 14)^2 patches
+    tokens = [batch_tokens(b, n_image) for b in batches["finetune"]]
+    assert all(t < b["input_ids"].numel() + n_image * len(b["input_ids"]) for t, b in zip(tokens, batches["finetune"]))
     cells = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in out.splitlines()
              if line.startswith("| transformers Llava") or line.startswith("| eim llava finetune")}
-    assert len(cells) == 2 and len(set(cells.values())) == 1, cells
+    assert len(cells) == 2 and set(cells.values()) == {f"{round(sum(tokens) / len(tokens)):,}"}, cells
+    assert torch.equal(batches["finetune"][0]["text_lengths"], batches["finetune_ie"][0]["text_lengths"])

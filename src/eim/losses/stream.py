@@ -23,7 +23,9 @@ machine those barriers cost more than the arithmetic. Partial sums merge in a fi
 order, so a result depends on the thread count only through float summation order.
 
 **CUDA.** With Triton installed, :mod:`eim.losses.stream_triton` runs the block's two products as
-split-precision tensor-core GEMMs in one kernel per block; otherwise the torch loop below runs.
+split-precision tensor-core GEMMs, any number of queries; where it cannot (no triton >= 3, τ < 0.05,
+a bank of another dtype or with non-contiguous rows) the torch loop below runs and the log says so
+once per process and reason.
 """
 
 import os
@@ -172,15 +174,20 @@ def stream_lse(qn, bank, index, tau, exclude, normalized, rows, want_weights=Tru
     qs = qn / tau  # B×d, so logits = qs·K̂ᵀ
     if qn.shape[0] == 0 or bank.shape[0] == 0:
         return _stream_online(qs, bank, index, exclude, normalized, rows, want_weights)
+    gpu = qn.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"  # CPU: Triton's interpreter (tests)
+    if gpu:
+        from eim.losses import stream_triton  # optional: needs triton, and a CUDA device to run
     if 1.0 / tau <= MAX_SHIFT:
-        if qn.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":  # CPU: Triton's interpreter (tests)
-            from eim.losses import stream_triton  # optional: needs triton, and a CUDA device to run
-
+        if gpu:
             if stream_triton.available(bank):
                 out = stream_triton.stream_lse(qs, bank, index, tau, exclude, normalized, want_weights, rows)
                 if out is not None:
                     return out
+            else:
+                stream_triton.fallback(stream_triton.unavailable(bank))  # once in the log
         lse, acc, ssum = _stream_fixed(qs, bank, index, tau, exclude, normalized, rows, want_weights)
         if bool(torch.isfinite(ssum).all()) and bool((ssum >= MIN_SSUM).all()):
             return lse, acc, ssum
+    elif gpu:
+        stream_triton.fallback(f"tau = {tau:g} < {1 / MAX_SHIFT:g} (their fixed shift 1/tau needs tau >= {1 / MAX_SHIFT:g})")
     return _stream_online(qs, bank, index, exclude, normalized, rows, want_weights)

@@ -6,23 +6,29 @@ gradient would lose float32 accuracy; ``torch.compile`` does not fuse two matmul
 into one pass over K. The loop in :mod:`eim.losses.stream` on a GPU runs its float32 products on
 CUDA cores (an H200 gives ~240 GB/s of bank that way, RESULTS.md) and launches ~12 kernels a block.
 
-Per block of ``rows`` bank rows (sized so the block stays in L2 between the two kernels):
+Per block of ``rows`` bank rows (sized so the block stays in L2 between the two kernels), the
+queries in tiles of up to 128 (a grid axis: any number of queries, every tile reading the block
+from L2, so HBM still sees the bank once):
 
-1. ``_logits`` (grid: row tiles): logits = q·Kᵀ from the bank as stored, on tensor cores in
+1. ``_logits`` (grid: query tiles × row tiles): logits = q·Kᵀ from the bank as stored, on tensor cores in
    *split precision* — q = q₁ + 2⁻¹¹q₂ (float16 bank) or q₁ + q₂ + q₃ (bfloat16) in the bank's
    dtype, each part times the exact bank tile with float32 accumulation, so the logits carry
    float32 accuracy; float32 banks use IEEE float32 dots. Row norms (``normalized=False``),
    masking and p = exp(l − 1/τ) (the fixed shift) follow in registers; p goes to a B×rows scratch
    and Σp to one slot per program.
-2. ``_weights`` (grid: d tiles × splits): acc += p·K for its columns, p split the same way under
+2. ``_weights`` (grid: query tiles × d tiles × splits): acc += p·K for its columns, p split the same way under
    a per-row power-of-two scale kept online (so float16's narrow range loses nothing), the scale
    and the partial acc carried from block to block in its own slot.
 
-The slots are summed once at the end: extra memory is O(B·rows + splits·B·d), independent of N.
+The slots are summed once at the end: extra memory is O(B·rows + splits·B·d), independent of N
+(``rows`` shrinks when B·rows would pass 32 MiB). What the kernels do not cover (a bank of another
+dtype or with non-contiguous rows; in :mod:`eim.losses.stream`, τ < 0.05 or no Triton ≥ 3) runs
+the torch pass, and :func:`fallback` says so once per process and reason.
 On the CPU the same kernels run under Triton's interpreter (``TRITON_INTERPRET=1``), which is how
 the tests check them against the torch pass; on a GPU ``benchmarks/gpu_bank_loss.py`` times them.
 """
 
+import logging
 import os
 
 import torch
@@ -33,14 +39,35 @@ try:  # optional: Triton ships with CUDA builds of torch; CPU installs may lack 
 except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = tl = None
 
-BLOCK_N, BLOCK_D, SPLITS, MAX_B = 64, 64, 8, 128
+BLOCK_N, BLOCK_D, SPLITS, BLOCK_B = 64, 64, 8, 128  # bank rows, columns, row splits, queries per tile
+P_BYTES = 32 * 2**20  # the most bytes of the float32 query×rows weight scratch (caps a block's rows)
+log = logging.getLogger("eim.losses")
+_said = set()
+
+
+def unavailable(bank):
+    """Why the kernels cannot run on ``bank`` (a phrase), or None when they can."""
+    if triton is None:
+        return "this install (triton is not importable)"
+    if int(triton.__version__.split(".")[0]) < 3:  # tl.dot(input_precision=) is Triton 3
+        return f"triton {triton.__version__} (they need triton >= 3)"
+    if not (bank.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        return f"a bank on {bank.device} (they run on CUDA, or under TRITON_INTERPRET=1)"
+    return None
 
 
 def available(bank):
     """Triton importable, and the bank on CUDA (or Triton's CPU interpreter switched on)."""
-    if triton is None or int(triton.__version__.split(".")[0]) < 3:  # tl.dot(input_precision=) is Triton 3
-        return False
-    return bank.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    return unavailable(bank) is None
+
+
+def fallback(reason):
+    """Say once per process and reason (a phrase; None: nothing to say) that the torch pass runs instead."""
+    if reason is None or reason in _said:
+        return
+    _said.add(reason)
+    log.warning("bank loss: the Triton kernels do not cover %s; the torch pass of eim.losses.stream runs "
+                "instead (the same loss to float rounding, slower on a GPU). Said once per process.", reason)
 
 
 if triton is not None:
@@ -62,8 +89,9 @@ if triton is not None:
                 stride_k, stride_ex, NPARTS: tl.constexpr, SCALE2: tl.constexpr, HALF: tl.constexpr,
                 UPCAST: tl.constexpr, NORMALIZED: tl.constexpr, MASK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
                 BD: tl.constexpr):
-        pid = tl.program_id(0)
-        b = tl.arange(0, BP)  # query rows (padded)
+        pid = tl.program_id(1)  # row tile
+        BT = tl.num_programs(0) * BP  # padded queries: query tiles × BP
+        b = tl.program_id(0) * BP + tl.arange(0, BP)  # this program's query tile (neighbours share its rows)
         n = pid * BN + tl.arange(0, BN)  # block rows
         row_ok = n < rows
         l = tl.zeros((BP, BN), dtype=tl.float32)
@@ -74,8 +102,8 @@ if triton is not None:
             if not NORMALIZED:
                 kf = k.to(tl.float32)
                 sq += tl.sum(kf * kf, axis=1)
-            for part in tl.static_range(NPARTS):  # q split in the bank's dtype, [NPARTS, BP, d]
-                q = tl.load(q_ptr + part * BP * d + b[:, None] * d + c[None, :], mask=c[None, :] < d, other=0.0)
+            for part in tl.static_range(NPARTS):  # q split in the bank's dtype, [NPARTS, BT, d]
+                q = tl.load(q_ptr + part * BT * d + b[:, None] * d + c[None, :], mask=c[None, :] < d, other=0.0)
                 t = _dot(q, tl.trans(k), HALF, UPCAST)
                 if SCALE2 and part == 1:
                     t = t * (1.0 / 2048.0)  # float16: the second part was stored times 2^11
@@ -93,22 +121,23 @@ if triton is not None:
                 bg = tl.load(bg_ptr + g, mask=row_ok, other=-2)
                 drop = qg[:, None] == bg[None, :]
             else:  # dense B×N mask (uint8)
-                drop = tl.load(ex_ptr + b[:, None] * stride_ex + g[None, :], mask=keep, other=0) != 0
+                drop = tl.load(ex_ptr + b[:, None].to(tl.int64) * stride_ex + g[None, :], mask=keep, other=0) != 0
             keep = keep & ~(drop & (g[None, :] != pos[:, None]))
         p = tl.where(keep, tl.exp(l - shift), 0.0)
-        tl.store(ssum_ptr + pid * BP + b, tl.load(ssum_ptr + pid * BP + b) + tl.sum(p, axis=1))
-        tl.store(p_ptr + b[:, None] * rows + n[None, :], p * inv[None, :], mask=(b[:, None] < BP) & row_ok[None, :])
+        tl.store(ssum_ptr + pid * BT + b, tl.load(ssum_ptr + pid * BT + b) + tl.sum(p, axis=1))
+        tl.store(p_ptr + b[:, None] * rows + n[None, :], p * inv[None, :], mask=row_ok[None, :])
 
     @triton.jit
     def _weights(p_ptr, k_ptr, acc_ptr, exp_ptr, rows, d, stride_k, per_split, NPARTS: tl.constexpr,
                  FP16: tl.constexpr, HALF: tl.constexpr, UPCAST: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
-        j = tl.program_id(0)  # column tile
-        s = tl.program_id(1)  # row split of this block
-        b = tl.arange(0, BP)
+        j = tl.program_id(1)  # column tile
+        s = tl.program_id(2)  # row split of this block
+        BT = tl.num_programs(0) * BP  # padded queries: query tiles × BP
+        b = tl.program_id(0) * BP + tl.arange(0, BP)  # this program's query tile (neighbours share its rows)
         c = j * BD + tl.arange(0, BD)
-        slot = acc_ptr + s * BP * d + b[:, None] * d + c[None, :]
+        slot = acc_ptr + s * BT * d + b[:, None] * d + c[None, :]
         acc = tl.load(slot, mask=c[None, :] < d, other=0.0)  # in units of 2^-e (per row)
-        eslot = exp_ptr + (j * tl.num_programs(1) + s) * BP + b
+        eslot = exp_ptr + (j * tl.num_programs(2) + s) * BT + b
         e = tl.load(eslot)  # per-row power-of-two exponent of this program's scale
         lo = s * per_split
         for n0 in range(lo, tl.minimum(lo + per_split, rows), BN):
@@ -138,10 +167,10 @@ if triton is not None:
         tl.store(eslot, e)
 
 
-def _split(qs, dtype, BP):
-    """qs (B×d float32) as [parts, BP, d] in the bank's dtype whose sum is qs to float32 accuracy."""
+def _split(qs, dtype, BT):
+    """qs (B×d float32) as [parts, BT, d] in the bank's dtype whose sum is qs to float32 accuracy."""
     B, d = qs.shape
-    pad = qs.new_zeros(BP, d)
+    pad = qs.new_zeros(BT, d)
     pad[:B] = qs
     if dtype == torch.float32:
         return pad[None].contiguous()
@@ -158,29 +187,42 @@ def _split(qs, dtype, BP):
 def stream_lse(qs, bank, index, tau, exclude, normalized, want_weights, rows=None):
     """``(lse, acc, ssum)`` as :func:`eim.losses.stream.stream_lse` (fixed shift 1/τ); ``qs = q̂/τ``.
 
-    Returns None when the kernels do not cover the call (more than 128 queries, a non-contiguous
-    bank); the caller then runs the torch pass.
+    Any number of queries: they run in tiles of up to ``BLOCK_B`` (a second grid axis), every
+    tile's programs reading the same bank block while it is in L2, so the bank is still read once.
+    Returns None when the kernels do not cover the call (a bank whose rows are not contiguous, or
+    of another dtype; B·d ≥ 2^28 with weights); the caller then runs the torch pass (:func:`fallback`
+    says so once).
     """
     B, d = qs.shape
     N = bank.shape[0]
-    if B > MAX_B or bank.stride(1) != 1 or bank.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if bank.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        fallback(f"a {str(bank.dtype)[6:]} bank (the kernels read float32, float16 and bfloat16)")
         return None
-    BP = max(16, triton.next_power_of_2(B))
+    if bank.stride(1) != 1:
+        fallback("a bank whose rows are not contiguous (stride(1) != 1; pass bank.contiguous())")
+        return None
+    BP = min(BLOCK_B, max(16, triton.next_power_of_2(B)))  # queries per tile
+    QT = triton.cdiv(B, BP)  # query tiles
+    BT = QT * BP  # padded queries
+    if want_weights and SPLITS * BT * d >= 2**31:  # the weight slots' offsets are 32-bit (8 GiB of slots)
+        fallback(f"{B:,} queries of width {d:,} at once (their weight slots would pass 2^31 floats)")
+        return None
     dev, dt = qs.device, bank.dtype
     if rows is None:  # ~32 MiB of bank per block: it stays in L2 between the two kernels
         rows = 32 * 2**20 // (bank.element_size() * d)
+    rows = min(rows, P_BYTES // (4 * BT))  # many queries: a smaller block keeps the weight scratch small
     rows = max(BLOCK_N, rows // BLOCK_N * BLOCK_N)
     rows = min(rows, N)
-    qparts = _split(qs, dt, BP)
+    qparts = _split(qs, dt, BT)
     nparts = qparts.shape[0]
     half = dt != torch.float32
     interp = os.environ.get("TRITON_INTERPRET") == "1"
     n_prog = triton.cdiv(rows, BLOCK_N)
-    p = qs.new_empty(BP, rows)  # B×rows weights of the current block
-    ssum_part = qs.new_zeros(n_prog, BP)
-    acc_part = qs.new_zeros(SPLITS, BP, d) if want_weights else None
+    p = qs.new_empty(BT, rows)  # B×rows weights of the current block
+    ssum_part = qs.new_zeros(n_prog, BT)
+    acc_part = qs.new_zeros(SPLITS, BT, d) if want_weights else None
     n_dt = triton.cdiv(d, BLOCK_D)
-    exps = qs.new_full((n_dt, SPLITS, BP), 126.0)  # one scale per (column tile, split) program
+    exps = qs.new_full((n_dt, SPLITS, BT), 126.0)  # one scale per (column tile, split, query) program
     index = index.to(dev)
     mask, qg, bg, ex, stride_ex = 0, index, index, p, 0
     if isinstance(exclude, tuple):
@@ -191,19 +233,19 @@ def stream_lse(qs, bank, index, tau, exclude, normalized, want_weights, rows=Non
     for s0 in range(0, N, rows):
         n = min(rows, N - s0)
         k = bank[s0 : s0 + n]
-        grid1 = (triton.cdiv(n, BLOCK_N),)
+        grid1 = (QT, triton.cdiv(n, BLOCK_N))  # ≤ 8,192 row tiles (P_BYTES): within axis 1's 65,535
         _logits[grid1](qparts, k, p, ssum_part, index, qg, bg, ex, B, n, d, s0, N, 1.0 / tau, k.stride(0), stride_ex, NPARTS=nparts,
                        SCALE2=dt == torch.float16, HALF=half, UPCAST=interp and half, NORMALIZED=bool(normalized), MASK=mask, BP=BP,
                        BN=BLOCK_N, BD=BLOCK_D)
         if want_weights:
             per = triton.cdiv(triton.cdiv(n, SPLITS), BLOCK_N) * BLOCK_N
-            _weights[(n_dt, SPLITS)](p, k, acc_part, exps, n, d, k.stride(0), per, NPARTS=3,
+            _weights[(QT, n_dt, SPLITS)](p, k, acc_part, exps, n, d, k.stride(0), per, NPARTS=3,
                                                          FP16=dt == torch.float16, HALF=half, UPCAST=interp and half, BP=BP, BN=BLOCK_N,
                                                          BD=BLOCK_D)
     ssum = ssum_part.sum(0)[:B]
     acc = None
     if want_weights:
-        if dt == torch.float16:  # undo each program's scale: [tiles, splits, BP] -> [splits, BP, d]
+        if dt == torch.float16:  # undo each program's scale: [tiles, splits, BT] -> [splits, BT, d]
             acc_part = acc_part * torch.exp2(-exps).permute(1, 2, 0).repeat_interleave(BLOCK_D, dim=2)[..., :d]
         acc = acc_part.sum(0)[:B]
     return 1.0 / tau + ssum.log(), acc, ssum
