@@ -132,7 +132,7 @@ def test_design_citations_exist():
     assert "DESIGN §" not in "".join(p.read_text() for p in SRC.rglob("*.py"))
 
 
-PROJECT_TESTS = {"test_layout.py", "test_readme.py", "test_benchmarks.py", "test_docs.py"}  # of the whole project, not of one module
+PROJECT_TESTS = {"test_layout.py", "test_readme.py", "test_benchmarks.py", "test_docs.py", "test_real_scale.py"}  # of the whole project, not of one module
 
 
 def test_tests_mirror_the_package():

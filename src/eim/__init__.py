@@ -13,6 +13,7 @@ every decision where the paper (Bai, Su, Bai, PLOS ONE 2025) is silent are in ``
 section numbers in docstrings refer to it.
 """
 
+import logging as _logging
 import os as _os
 from importlib import import_module as _import_module
 
@@ -20,6 +21,21 @@ from importlib import import_module as _import_module
 # make small-model steps many times slower (benchmarks/RESULTS.md). Effective only when eim is
 # imported before torch (the CLI does); an explicit setting in the environment wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# DeepSpeed logs "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to
+# detect it." (to stdout) in every process that imports it and finds no accelerator: each rank of a
+# DeepSpeed run on CPU processes (docs/design.md §9). Dropped where the machine has no GPU driver at
+# all; where one is installed but torch found no device the notice stays (a real problem there).
+# Nothing else DeepSpeed logs is touched, and a machine DeepSpeed finds an accelerator on never logs it.
+_GPU_DRIVERS = ("/proc/driver/nvidia/gpus", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
+
+
+def _no_cpu_fallback_notice(record):
+    return not (record.funcName == "get_accelerator" and str(record.msg).startswith("Setting accelerator to CPU")
+                and not any(_os.path.exists(p) for p in _GPU_DRIVERS))
+
+
+_logging.getLogger("DeepSpeed").addFilter(_no_cpu_fallback_notice)
 
 __version__ = "0.1.0"
 

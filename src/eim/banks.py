@@ -38,7 +38,6 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPModel
 
 from eim import distributed as D
@@ -51,6 +50,7 @@ from eim.losses import BANK_NAMES
 from eim.model.lm import build_lm
 from eim.model.splice import TextEncoder, pad_ids
 from eim.model.vision import features_of
+from eim.progress_bar import progress_bar
 
 BANK_VERSION = 2  # bump when the way a bank is computed changes (2: CLIP's own text encoding and pooling)
 PART_ROWS = 4096  # rows per part file (one block of an interrupted or multi-process build)
@@ -239,7 +239,7 @@ class BankProvider:
         if todo:
             prepare, encode = self._encoder(name)
             rows = sum(min(P, N - b * P) for b in todo)
-            bar = tqdm(total=rows, desc=f"bank {name}", disable=self.quiet or D.rank() != 0, dynamic_ncols=True)
+            bar = progress_bar(total=rows, desc=f"bank {name}", disable=self.quiet or D.rank() != 0)
             with torch.inference_mode():
                 for b in todo:
                     s, e = b * P, min((b + 1) * P, N)

@@ -4,7 +4,9 @@ import json
 import re
 
 from eim.cli import main
+from eim.config import VISION_TRAINABLE
 from eim_harness.llava import METRICS, PRESETS, recipe_for
+from eim_harness.llava_report import clip_tuning, tuning_column
 
 
 def test_recipes_give_both_variants_equal_loss_base_steps(tmp_path):
@@ -20,6 +22,15 @@ def test_recipes_give_both_variants_equal_loss_base_steps(tmp_path):
         ("st", "plain"), ("lm", "vicuna_v1"), ("pretrain", "plain"), ("finetune_ie", "vicuna_v1")]
     assert base.data.image_aspect_ratio == eim.data.image_aspect_ratio == "pad"
     assert base.vision.feature_layer == -2 and not base.vision.keep_cls
+
+
+def test_the_report_names_each_way_of_tuning_clip():
+    assert {m: clip_tuning(m) for m in VISION_TRAINABLE} == {
+        "frozen": None, "prompt": "CLIP prompts (VPT)", "lora": "CLIP LoRA (q/v)", "full": "every CLIP weight",
+        "lavin": "CLIP adapters (LaVIN)"}
+    assert tuning_column(["frozen", "lora"]) == "CLIP LoRA (q/v)"
+    assert tuning_column(["frozen", "prompt"]) == "CLIP prompts (VPT)"
+    assert tuning_column(["prompt", "lora"]) == tuning_column(["frozen", "full"]) == "CLIP tuning parameters"
 
 
 def test_llava_demo_end_to_end(tmp_path, capsys):
@@ -40,6 +51,9 @@ def test_llava_demo_end_to_end(tmp_path, capsys):
     for ref in re.findall(r"(?:src|href)='([^']+)'", html):
         assert ref.startswith("data:image/png;base64,") or (out / ref).is_file(), ref
     assert "LLaVA + EIM" in html and "Please answer yes or no." in html
+    # what llava_eim tunes in CLIP, from its run's recipe (vision.trainable: lora), in the text and the table
+    assert "with CLIP LoRA (q/v) trained" in html and "<th>CLIP LoRA (q/v)</th>" in html
+    assert "VPT" not in html and "CLIP prompts" not in html
     assert main(["demo", "--task", "llava", "--preset", "test", "--out", str(out)]) == 0  # re-run: caches
     again = capsys.readouterr().out
     assert "already finished" in again and "reusing" in again

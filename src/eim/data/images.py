@@ -17,9 +17,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from eim.errors import DataError
+from eim.progress_bar import progress_bar
 
 CHECKS = ("header", "decode")
 # what PIL raises on a bad file: OSError (UnidentifiedImageError, "image file is truncated"),
@@ -106,8 +106,8 @@ class ImageChecker:
         workers = workers or min(32, os.cpu_count() or 1)
         quiet = self.quiet or os.environ.get("RANK", "0") != "0"  # one bar per job, not per process
         bad = {}
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(paths), desc="decode images", unit="img",
-                                                       disable=quiet, dynamic_ncols=True) as bar:
+        with ThreadPoolExecutor(workers) as pool, progress_bar(total=len(paths), desc="decode images", unit="img",
+                                                               disable=quiet) as bar:
             for path, why in zip(paths, pool.map(decode_error, paths)):
                 if why:
                     bad[path] = why

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any, Union
 
 import torch
-from tqdm.auto import tqdm
 
 from eim.data.dataset import Dataset
 from eim.model.multimodal import MultimodalLM
+from eim.progress_bar import progress_bar
 from eim.training.collate import pixel_values
 
 
@@ -46,7 +46,7 @@ class FeatureCache:
         self.model.eval()
         cache = {}
         bs = self.batch_size
-        for i in tqdm(range(0, len(paths), bs), desc="CLIP features", disable=self.quiet):
+        for i in progress_bar(range(0, len(paths), bs), desc="CLIP features", disable=self.quiet):
             chunk = paths[i : i + bs]
             pix = pixel_values(self.proc, chunk, self.aspect)
             feats = self.model.vision(pix.to(self.device)).float().cpu()

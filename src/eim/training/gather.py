@@ -20,7 +20,7 @@ def whole_tensors(model: torch.nn.Module, names: Iterable[str], main: bool,
     params = [(n, p) for n, p in model.named_parameters() if n in wanted]
     out: dict[str, torch.Tensor] = {}
     if any(hasattr(p, "ds_id") for _, p in params):
-        import deepspeed
+        import deepspeed  # only under ZeRO-3, where it is installed
 
         group, size = [], 0
         for i, (n, p) in enumerate(params):

@@ -6,8 +6,11 @@ terms and their weights, the learning rate of each parameter group, the gradient
 computed, samples/s and tokens/s since the previous row (:func:`eim.training.tracking.batch_tokens`),
 peak accelerator memory where there is one, and the step in the whole run (``global_step``: a
 stage's steps continue the previous stage's count). Validation rows (``train.eval_every``) carry
-``val_loss_*``. The bar shows the stage, its loss terms, samples/s and the time left for the stage
-and for the whole run (the steps still to come, at this stage's pace).
+``val_loss_*``. A loss term with no items in a step (``loss_IE`` on a text-only batch) is absent
+from that step's row and tracker values, never 0. The bar (:func:`eim.progress_bar.progress_bar`: a
+line every few seconds where output is not a terminal) shows the stage, each loss term's latest
+value, samples/s and the time left for the stage and for the whole run (the steps still to come, at
+this stage's pace).
 """
 
 import json
@@ -15,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from tqdm.auto import tqdm
-
 from eim.io import append_line
+from eim.progress_bar import progress_bar
 from eim.training.stage import StageRun
 from eim.training.tracking import Throughput, Tracking, peak_memory_gb
 
@@ -43,8 +45,9 @@ class StageProgress:
         self.offset, self.later, self.main = offset, later, main
         self.throughput, self.rate = Throughput(), None
         self.start_step, self.t0 = run.step, time.time()
-        self.bar = tqdm(total=run.total, initial=run.step, desc=f"stage {run.k} {run.stage.name}",
-                        disable=quiet or not main, dynamic_ncols=True)
+        self.bar = progress_bar(total=run.total, initial=run.step, desc=f"stage {run.k} {run.stage.name}",
+                                disable=quiet or not main)
+        self.terms: dict[str, str] = {}  # each loss term's latest value, for the bar
 
     def global_step(self) -> int:
         return self.offset + self.run.step
@@ -56,7 +59,9 @@ class StageProgress:
         done = run.step - self.start_step
         pace = (time.time() - self.t0) / max(done, 1)  # seconds per step
         self.bar.update(1)
-        terms = {k[len("loss_"):]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss_")}
+        # a term with no items this step (loss_IE on a text-only batch) is absent from ``last``: the
+        # bar keeps its latest value, the row and the trackers leave it out
+        self.terms.update({k[len("loss_"):]: f"{v:.3f}" for k, v in last.items() if k.startswith("loss_")})
         eta = mmss(pace * (run.total - run.step + self.later))
         if due(run.step, run.total, self.log_every):
             row = {"step": run.step, "global_step": self.global_step(), **last,
@@ -70,7 +75,7 @@ class StageProgress:
             self.write(row)
             self.rate = f"{row['samples_per_s']:.1f}"
         if not self.bar.disable:
-            self.bar.set_postfix(**terms, **({"samples_s": self.rate} if self.rate else {}), ETA_run=eta,
+            self.bar.set_postfix(**self.terms, **({"samples_s": self.rate} if self.rate else {}), ETA_run=eta,
                                  refresh=False)
 
     def validation(self, values: dict[str, float]) -> None:

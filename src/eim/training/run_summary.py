@@ -2,7 +2,9 @@
 
 A run's stages in order, each with its state (``finished``; ``running`` or ``checkpointed`` for a
 ``.partial`` folder without or with a checkpoint; ``not started`` for the recipe's stages with no
-folder yet), the steps it has logged, wall-clock, throughput, its final training losses, the last
+folder yet), the steps it has logged, wall-clock, throughput, its final training losses (each
+term's latest value: a term with no items in the last step, loss_IE after a text-only batch, keeps
+the value of the last step that had it), the last
 and best value of every validation term (lowest for losses, highest for the task metrics), and
 where its weights are: the finished stage's ``model.safetensors`` or the running one's checkpoint.
 Only reads: safe on a run that is training.
@@ -40,6 +42,15 @@ def best_of(rows: list[dict[str, Any]], key: str) -> tuple[float, int]:
     return (min if "loss" in key else max)(pts, key=lambda p: (p[0], p[1]) if "loss" in key else (p[0], -p[1]))
 
 
+def final_losses(recorded: dict[str, Any], train_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``recorded`` (the losses of the stage's last step) with each term that step lacks (no items in
+    it) at its last logged value."""
+    out = dict(recorded)
+    for r in reversed(train_rows):
+        out.update({k: v for k, v in r.items() if k.startswith("loss_") and k not in out})
+    return out
+
+
 def stage_summary(d: Path) -> dict[str, Any]:
     """One stage folder, finished or running."""
     rows = read_metrics(d)
@@ -50,7 +61,8 @@ def stage_summary(d: Path) -> dict[str, Any]:
     if (d / "stage.json").exists():
         s = json.loads((d / "stage.json").read_text())
         out.update(state="finished", total=s["steps"], seconds=s["seconds"], samples_per_s=s.get("samples_per_s"),
-                   tokens_per_s=s.get("tokens_per_s"), final=s["final"], weights=str(d / "model.safetensors"))
+                   tokens_per_s=s.get("tokens_per_s"), final=final_losses(s["final"], train_rows),
+                   weights=str(d / "model.safetensors"))
     else:
         ckpt = d / "checkpoint"
         saved = None
@@ -62,7 +74,7 @@ def stage_summary(d: Path) -> dict[str, Any]:
         out.update(state="checkpointed" if ckpt.is_dir() else "running", total=None,
                    seconds=last.get("time"), samples_per_s=last.get("samples_per_s"),
                    tokens_per_s=last.get("tokens_per_s"),
-                   final={k: v for k, v in last.items() if k.startswith("loss")},
+                   final=final_losses({k: v for k, v in last.items() if k.startswith("loss")}, train_rows),
                    weights=str(ckpt) if ckpt.is_dir() else None, checkpoint_step=saved)
     out["validation"] = {}
     for k in sorted({k for r in val_rows for k in r if k.startswith("val_")}):

@@ -208,7 +208,8 @@ class Trainer:
         r, stage = self.recipe, run.stage
         features = self.features.get() if reads_feature_cache(r, stage) else None
         return stage_loader(r, stage, run.k, self.stage_dataset(stage), self.tok, self.proc, run.total, run.step,
-                            self.world, self.rank, features=features, cuda=self.acc.device.type == "cuda")
+                            self.world, self.rank, features=features, cuda=self.acc.device.type == "cuda",
+                            image_positions=self.positions)
 
     def _prepare(self, run):
         """Wrap the stage's forward and optimizer with accelerate (DDP / FSDP / DeepSpeed)."""
@@ -274,7 +275,9 @@ class Trainer:
         run.step += 1
         means = (all_reduce_sum(sums) / torch.tensor(n_global, dtype=torch.float64, device=acc.device)
                  .clamp_min(1.0)).tolist()
-        out = {"loss": sum(w * v for w, v in zip(weights, means)), **{f"loss_{n}": v for n, v in zip(names, means)}}
+        # a term with no items in the step over all ranks (loss_IE on a text-only batch) is absent, not 0
+        present = [(n, w, v) for n, w, v, g in zip(names, weights, means, n_global) if g > 0]
+        out = {"loss": sum(w * v for _, w, v in present), **{f"loss_{n}": v for n, _, v in present}}
         if norm is not None:
             out["grad_norm"] = float(norm)  # before clipping
         return {**out, "samples": int(n_samples), "tokens": int(n_tokens)}

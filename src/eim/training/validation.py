@@ -112,7 +112,8 @@ class Validation:
             step = StageStep(t.model, losses, need_cls="ie" in kept)
             was = {m: m.training for m in t.model.modules()}
             t.model.eval()
-            collate = Collator(TextEncoder.for_recipe(t.tok, r, stage), t.proc, mode=collate_mode(r, stage),
+            collate = Collator(TextEncoder.for_recipe(t.tok, r, stage, image_positions=t.positions), t.proc,
+                               mode=collate_mode(r, stage),
                                bank_text="lm" in kept, image_aspect_ratio=r.data.image_aspect_ratio)
             batch_size = r.stage_batch(stage)[0]
             sums = torch.zeros(2 * len(kept), dtype=torch.float64, device=t.acc.device)
@@ -132,7 +133,8 @@ class Validation:
             for m, flag in was.items():
                 m.training = flag
         sums = all_reduce_sum(sums)
-        return {f"loss_{n}": float(sums[2 * i] / sums[2 * i + 1].clamp_min(1)) for i, n in enumerate(kept)}
+        # a term with no items in the held-out data (loss_IE on text-only rows) is absent, not 0
+        return {f"loss_{n}": float(sums[2 * i] / sums[2 * i + 1]) for i, n in enumerate(kept) if sums[2 * i + 1] > 0}
 
     def generate(self, stage: StageConfig, out: Path) -> dict[str, float]:
         """The task metric on the stage's held-out samples (rank 0 generates and scores; the others
