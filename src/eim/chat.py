@@ -27,6 +27,7 @@ from eim.model.multimodal import MultimodalLM
 from eim.model.splice import TextEncoder
 from eim.model.template import stop_text as template_stop
 from eim.training.collate import Collator
+from eim.training.tracking import image_positions
 
 
 class Chat:
@@ -40,7 +41,8 @@ class Chat:
         self.template = recipe.stage_template()
         # a conversation grows past what one training sample holds: prompts are cut only at the LLM's context
         context = getattr(model.lm.config, "max_position_embeddings", None) or 10 ** 6
-        self.collate = Collator(TextEncoder.for_recipe(tokenizer, recipe, max_length=context), image_processor,
+        self.collate = Collator(TextEncoder.for_recipe(tokenizer, recipe, max_length=context,
+                                                       image_positions=image_positions(model)), image_processor,
                                 mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)
         self.image, self.turns = None, []
 

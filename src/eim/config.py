@@ -214,7 +214,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 5000  # paper, ClipCap: 5000 (capped at 10% of a stage's steps)
     scheduler: str = "linear"  # any transformers get_scheduler name
-    max_length: int = 64  # text tokens (instruction + response + EOS) kept per sample
+    max_length: int = 64  # per sample: text tokens under `raw`; the LLM's positions, image included, else (§5)
     seed: int = 0
     mixed_precision: str = "auto"  # auto: bf16 on CUDA that supports it, else no | no | fp16 | bf16
     log_every: int = 10

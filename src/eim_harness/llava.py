@@ -66,9 +66,10 @@ class LLaVAPreset:
     pretrain_lr: float = 1e-3  # LLaVA's stage-1 rate (the projector alone)
     lr: float = 1e-3  # stage 2 (and EIM's stages, loss_LM at the recipe's 0.03 x)
     warmup: int = 20
-    # text tokens per sample: every generated conversation fits in vicuna_v1 (its system line is 75 of the
-    # tiny tokenizer's tokens; the longest conversation 204), within the tiny LLaMA's 256 positions
-    max_length: int = 208
+    # positions per sample, the image's 16 included (LLaVA's model_max_length; docs/design.md §5): every generated
+    # conversation fits in vicuna_v1 (its system line is 75 of the tiny tokenizer's tokens; the longest
+    # conversation 204 + 16), within the tiny LLaMA's 256 positions; the bare text the banks read is shorter
+    max_length: int = 220
     max_new_tokens: int = 4  # MME: "Yes" / "No"
     caption_new_tokens: int = 24  # captions, cut at the first "."
     beams: int = 1

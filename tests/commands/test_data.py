@@ -33,10 +33,12 @@ def test_check_names_mme_split_test(tmp_path, capsys):
 
 @pytest.mark.parametrize("stage, template, data", [("finetune", "vicuna_v1", "instruct"), ("pretrain", "plain", "captions")])
 def test_tokens_prints_what_the_trainer_feeds_as_llava_does(tiny_dir, shapes, tmp_path, capsys, stage, template, data):
-    """``eim data tokens`` prints a sample of a stage's dataset as LLaVA-1.5's preprocessing gives it:
-    the image as -200, -100 wherever the position is not a target (tests/llava_reference.py)."""
+    """``eim data tokens`` prints a sample of a stage's dataset as LLaVA-1.5's preprocessing gives its
+    record (tests/llava_reference.py): the image as -200, -100 wherever the position is not a target,
+    and the positions the LLM sees (the tiny CLIP's 16 patches for the image); ``train.max_length``
+    counts them, as LLaVA's ``model_max_length`` does."""
     from helpers import TEXTS
-    from llava_reference import llava_reference
+    from llava_reference import expand, llava_positions
     from transformers import AutoTokenizer
 
     from eim.data import load_dataset
@@ -49,14 +51,25 @@ def test_tokens_prints_what_the_trainer_feeds_as_llava_does(tiny_dir, shapes, tm
             str(tiny_dir / "clip"), "--lm.name_or_path", str(lm), "--data.system", "A chat."]
     assert main(args + ["--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    sample = load_dataset(paths[data])[3]
-    ids, labels = llava_reference(AutoTokenizer.from_pretrained(lm), sample.conversation, sample.image is not None,
-                                  template, system="A chat.")
+    if data == "instruct":  # the record itself
+        record = json.loads(paths["instruct"].read_text())[3]
+    else:  # a caption as LLaVA's stage-1 data holds it
+        record = {"image": "x.jpg", "conversations": [{"from": "human", "value": "<image>"},
+                                                      {"from": "gpt", "value": load_dataset(paths[data])[3].response}]}
+    tok, P = AutoTokenizer.from_pretrained(lm), 16  # the tiny CLIP: 32 px in 8 px patches, no [CLS]
+    ids, labels, _ = llava_positions(tok, record, template, 2048, 1, system="A chat.")
     assert (got["input_ids"], got["labels"]) == (ids, labels) and got["input_ids"].count(-200) == 1
+    assert got["positions"] == len(ids) - 1 + P
     assert "<image>" in got["text"] and got["text"].startswith("<s>")
-    assert main(args) == 0  # the readable form: the template, the text, the targets in brackets
+    L = got["positions"] - 3  # three positions short: the text loses three tokens, the image none
+    assert main(args + ["--train.max_length", str(L), "--json"]) == 0
+    cut = json.loads(capsys.readouterr().out)
+    assert cut["positions"] == L and expand(cut["input_ids"], cut["labels"], P) == \
+        llava_positions(tok, record, template, L, P, system="A chat.")[:2]
+    assert main(args) == 0  # the readable form: the template, the text, the positions, the targets in brackets
     out = capsys.readouterr().out
     assert f"stage {stage} ({template} template), sample 3 of" in out
+    assert f"\n{len(ids) - 1 + P} positions ({P} of them the image's), " in out
     assert ("[</s>]" in out) == (template == "vicuna_v1")  # vicuna_v1's answers end with </s>; plain's with \n
     assert main(args[:9] + ["--index", "100000"] + args[11:]) == 2
     assert "--index 100000 is outside the stage's dataset" in capsys.readouterr().err

@@ -6,6 +6,7 @@ written with PIL into tmp_path.
 
 import json
 import os
+import re
 
 import pytest
 from format_files import CAPTIONS, coco_record, image, write_coco, write_mme, write_sqa
@@ -180,6 +181,62 @@ def test_llava_optional_caption_is_the_loss_ie_key(tmp_path):
     with pytest.raises(DataError, match="caption is not a non-empty string") as e:
         load_dataset(path)
     assert "vqa.json" in str(e.value) and "1" in str(e.value)
+
+
+def test_llava_text_is_kept_as_llava_keeps_it(tmp_path):
+    """LLaVA-1.5's preprocess_multimodal: the question holding <image> loses it (nothing put in its
+    place) and is stripped (the template writes ``<image>\\n`` itself); every other message keeps its
+    whitespace byte for byte, a text-only record's too."""
+    image(tmp_path / "a.png", "PNG")
+    h, g = (lambda v: {"from": "human", "value": v}), (lambda v: {"from": "gpt", "value": v})
+    records = [
+        {"id": "start", "image": "a.png", "conversations": [h("<image>\nWhat is it?"), g(" A circle.\n")]},
+        {"id": "end", "image": "a.png", "conversations": [h("  What is it?\n<image> "), g("A circle.")]},
+        {"id": "middle", "image": "a.png", "conversations": [h("What is <image> it?"), g("A circle."),
+                                                             h(" Is it big?\n"), g("\tNo. ")]},
+        {"id": "alone", "image": "a.png", "conversations": [h("<image>"), g("a red circle")]},
+        {"id": "no marker", "image": "a.png", "conversations": [h(" What is it? "), g("A circle.")]},
+        {"id": "text", "conversations": [h("  Hi?\n"), g(" Hello. ")]},
+        {"id": "text, marker", "conversations": [h("Hi <image>?\n"), g("Hello.")]},
+    ]
+    path = tmp_path / "mix.json"
+    path.write_text(json.dumps(records))
+    got = {s.image_id: s.conversation for s in load_dataset(path)}
+    assert got == {"start": [("What is it?", " A circle.\n")], "end": [("What is it?", "A circle.")],
+                   "middle": [("What is  it?", "A circle."), (" Is it big?\n", "\tNo. ")],
+                   "alone": [("", "a red circle")], "no marker": [(" What is it? ", "A circle.")],
+                   "text": [("  Hi?\n", " Hello. ")], "text, marker": [("Hi ?", "Hello.")]}
+
+
+@pytest.mark.parametrize("conversation, reason", [
+    (["<image>\nWhat?", "A.", "And <image>?", "B."], "<image> in turns 0 and 2; one image per sample"),
+    (["What?", "<image> A."], "turn 1: an answer cannot hold the image"),
+    (["What?", " \n "], "empty response (turn 1)"),
+    (["What?", "A.", " \t", "B."], "empty question (turn 2)"),
+])
+def test_bad_llava_turns_are_named(tmp_path, conversation, reason):
+    image(tmp_path / "a.png", "PNG")
+    conv = [{"from": "human" if k % 2 == 0 else "gpt", "value": v} for k, v in enumerate(conversation)]
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps([{"id": "r", "image": "a.png", "conversations": conv}]))
+    with pytest.raises(DataError, match=re.escape("record r: " + reason)):
+        load_dataset(path)
+
+
+def test_messages_keep_whitespace_as_llava_does(tmp_path):
+    """The user message holding the image (a marker or an image part) is stripped; the rest as written."""
+    image(tmp_path / "a.png", "PNG")
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps([
+        {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Describe it.\n"}]},
+                      {"role": "assistant", "content": " A red circle. "},
+                      {"role": "user", "content": " Big? "}, {"role": "assistant", "content": "No.\n"}],
+         "images": ["a.png"]},
+        {"messages": [{"role": "user", "content": "What <image> is it? "}, {"role": "assistant", "content": "A."}],
+         "images": ["a.png"]}]))
+    ds = load_dataset(path)
+    assert ds[0].conversation == [("Describe it.", " A red circle. "), (" Big? ", "No.\n")]
+    assert ds[1].conversation == [("What  is it?", "A.")]
 
 
 def test_messages_layout_string_and_typed_parts(tmp_path):

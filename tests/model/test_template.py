@@ -1,15 +1,16 @@
 """Conversation templates (eim.model.template) and their token ids and labels (eim.model.splice.TextEncoder).
 
-``plain`` and ``vicuna_v1`` are checked against LLaVA-1.5's preprocessing, rebuilt here from LLaVA's
-documented layout (``conversation.py``'s prompts, ``tokenizer_image_token``, ``preprocess_plain`` /
-``preprocess_v1`` masking), independently of eim's code: the rendered prompt, the image split out
-as ``IMAGE_TOKEN_INDEX`` (-200), BOS only at the start, and as targets each answer and the ``</s>``
-after it (``plain``: everything after the image).
+``plain`` and ``vicuna_v1`` are checked against LLaVA-1.5's preprocessing of the same conversation
+written as a LLaVA record (tests/llava_reference.py, rebuilt from LLaVA's documented layout
+independently of eim's code): the rendered prompt, the image split out as ``IMAGE_TOKEN_INDEX``
+(-200), BOS only at the start, and as targets each answer and the ``</s>`` after it (``plain``:
+everything after the image). Raw records with any whitespace and ``<image>`` placement, through
+eim's loader: tests/model/test_template_llava.py.
 """
 
 import pytest
 from helpers import TEXTS
-from llava_reference import IMAGE_TOKEN_INDEX, VICUNA, llava_reference
+from llava_reference import IMAGE_TOKEN_INDEX, VICUNA, llava_positions
 
 from eim.data.sample import Sample
 from eim.errors import ConfigError, DataError
@@ -41,6 +42,18 @@ def eim_view(enc, sample):
 
 def sample(turns, image):
     return Sample(0, "x.png" if image else None, turns[0][0], turns[0][1], turns=turns if len(turns) > 1 else None)
+
+
+def llava_reference(tok, turns, image, template):
+    """LLaVA-1.5's (ids, labels) of the conversation as a LLaVA record, the image one IMAGE_TOKEN_INDEX."""
+    messages = []
+    for i, (q, a) in enumerate(turns):
+        messages += [{"from": "human", "value": ("<image>\n" if image and i == 0 else "") + q},
+                     {"from": "gpt", "value": a}]
+    record = {"conversations": messages, **({"image": "x.png"} if image else {})}
+    ids, labels, blanked = llava_positions(tok, record, template, 10 ** 6, image_positions=1)
+    assert not blanked
+    return ids, labels
 
 
 @pytest.mark.parametrize("image", [True, False], ids=["image", "text only"])

@@ -23,10 +23,12 @@ from eim.data.loader import add_data_args, dataset_from_args, datasets_from_args
 from eim.data.stats import dataset_stats, format_stats
 from eim.errors import ConfigError, DataError
 from eim.model.lm import load_tokenizer
+from eim.model.multimodal import build_model
 from eim.model.splice import IGNORE, TextEncoder
 from eim.recipe import load_recipe, parse_overrides
 from eim.training.collate import IMAGE_TOKEN_INDEX, token_view
 from eim.training.stage import collate_mode, resolve_datasets, stage_data_name
+from eim.training.tracking import image_positions
 
 
 def add_parser(subparsers):
@@ -71,9 +73,11 @@ def add_parser(subparsers):
     k = sub.add_parser("tokens", help="show what the trainer feeds for one sample: text, token ids, labels",
                        **verb_help(
         "Print what the trainer feeds for one sample of a stage's dataset, in that stage's conversation "
-        "template: the text (the image written as <image>), the token ids and which of them are targets. "
-        'With --json, one object {"text", "input_ids", "labels"} in LLaVA\'s convention: the image is '
-        "one entry -200 (IMAGE_TOKEN_INDEX) and labels are -100 wherever the position is not a target.",
+        "template: the text (the image written as <image>), the token ids and which of them are targets, "
+        "and the positions the LLM sees (the text and the image's). "
+        'With --json, one object {"text", "input_ids", "labels", "positions"} in LLaVA\'s convention: the '
+        "image is one entry -200 (IMAGE_TOKEN_INDEX) and labels are -100 wherever the position is not a "
+        "target; positions counts the image's positions (the model is built on the meta device, no weights).",
         "eim data tokens llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json --index 0",
         "eim data tokens llava --data captions=data/shapes/coco --data instruct=data/shapes/llava/instruct.json --index 0 --stage pretrain --json"))
     k.add_argument("recipe", help="shipped recipe name or a YAML path (recipe overrides too, e.g. --lm.name_or_path)")
@@ -81,7 +85,8 @@ def add_parser(subparsers):
     k.add_argument("--index", type=int, required=True, help="the sample's index in the stage's dataset")
     k.add_argument("--stage", default=None, help="the stage by name (default: the last, whose template a run is served with)")
     k.add_argument("--json", action="store_true",
-                   help='print {"text", "input_ids", "labels"}: the image as -200 in input_ids, -100 where not a target')
+                   help='print {"text", "input_ids", "labels", "positions"}: the image as -200 in input_ids, -100 '
+                   "where not a target, positions the length the LLM sees")
     k.set_defaults(func=_tokens, allow_overrides=True)
     return p
 
@@ -115,7 +120,8 @@ def _tokens(args):
         raise DataError(f"--index {args.index} is outside the stage's dataset of {plural(len(ds), 'sample')}",
                         remedy=f"pass --index 0..{len(ds) - 1}")
     sample, tok = ds[args.index], load_tokenizer(recipe.lm)
-    view = token_view(TextEncoder.for_recipe(tok, recipe, stage), sample,
+    positions = image_positions(build_model(recipe, device="meta")[0])  # the image's positions: no weights load
+    view = token_view(TextEncoder.for_recipe(tok, recipe, stage, image_positions=positions), sample,
                       collate_mode(recipe, stage))
     if args.json:
         print(json.dumps(view))
@@ -123,6 +129,7 @@ def _tokens(args):
     print(f"stage {stage.name} ({recipe.stage_template(stage)} template), sample {args.index} of {len(ds)}:\n{view['text']}")
     shown = [("<image>" if i == IMAGE_TOKEN_INDEX else tok.convert_ids_to_tokens(i), l != IGNORE)
              for i, l in zip(view["input_ids"], view["labels"])]
-    print(f"{len(shown)} positions, {sum(t for _, t in shown)} targets ([...]):")
+    image = f" ({positions} of them the image's)" if IMAGE_TOKEN_INDEX in view["input_ids"] else ""
+    print(f"{view['positions']} positions{image}, {sum(t for _, t in shown)} targets ([...]):")
     print(" ".join(f"[{s}]" if t else s for s, t in shown))
     return 0

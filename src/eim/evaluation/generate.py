@@ -43,6 +43,7 @@ from eim.evaluation.scienceqa import OPTIONS, score_scienceqa_files
 from eim.model.splice import TextEncoder
 from eim.training.checkpoint import find_checkpoint
 from eim.training.collate import Collator, to_device
+from eim.training.tracking import image_positions
 from eim.evaluation.predictions import PREDICTION_FILES, generate_predictions, write_predictions
 
 BENCHMARKS = ("coco", "scienceqa", "mme")
@@ -95,7 +96,7 @@ def resolve_settings(recipe, benchmark, num_beams=None, max_new_tokens=None, bat
 def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
     """The prompt's layout for generation.json: template, lead tokens, P, first prompt, truncations."""
     template = recipe.stage_template()
-    enc = TextEncoder.for_recipe(tok, recipe, max_length=max_prompt_tokens)
+    enc = TextEncoder.for_recipe(tok, recipe, max_length=max_prompt_tokens, image_positions=image_positions(model))
     n_image_tokens = None
     first_image = next((s for s in samples if s.image), None)
     if first_image is not None:  # P from one forward: it depends on projector and feature mode
@@ -104,7 +105,7 @@ def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
         with torch.no_grad():
             n_image_tokens = int(model.image_tokens(model.image_features(batch)).shape[1])
     whole = TextEncoder.for_recipe(tok, recipe, max_length=10 ** 9)
-    too_long = sum(len(whole.encode_prompt_sample(s)[0]) > max_prompt_tokens for s in samples)
+    too_long = sum(len(whole.encode_prompt_sample(s)[0]) > enc.text_limit(s) for s in samples)
     return {
         "template": template,
         "layout": PROMPT_LAYOUT.get(template, f"the {template} template (eim data tokens RECIPE ... shows it)"),
@@ -112,7 +113,7 @@ def prompt_info(model, tok, proc, recipe, samples, max_prompt_tokens):
         "lead": tok.convert_ids_to_tokens(enc.lead),
         "image_tokens": n_image_tokens,
         "first_instruction": samples[0].instruction if len(samples) else None,
-        "truncated_prompts": too_long,  # prompts over max_prompt_tokens keep their last tokens
+        "truncated_prompts": too_long,  # prompts over max_prompt_tokens (the image's positions counted) keep their last tokens
     }
 
 

@@ -7,11 +7,11 @@ import json
 import re
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from eim.model.splice import TextEncoder
 from eim.model.template import stop_text as template_stop
+from eim.progress_bar import progress_bar
 from eim.training.collate import Collator, to_device
+from eim.training.tracking import image_positions
 
 # Where each benchmark's predictions go, relative to out_dir.
 PREDICTION_FILES = {"coco": "results.json", "scienceqa": "predictions.json", "mme": "mme_results"}
@@ -20,18 +20,20 @@ PREDICTION_FILES = {"coco": "results.json", "scienceqa": "predictions.json", "mm
 def generate_predictions(model, tok, proc, recipe, samples, batch_size=16, num_beams=1,
                          max_new_tokens=30, stop_text=None, max_prompt_tokens=None, quiet=False,
                          desc="generate"):
-    """One generated string per sample, in order (batched, with a tqdm bar unless ``quiet``).
+    """One generated string per sample, in order (batched, with a progress bar unless ``quiet``:
+    :func:`eim.progress_bar.progress_bar`).
 
     samples: any sequence of :class:`eim.data.Sample` (a dataset works). Each prompt is the sample's
     conversation in the run's last stage's template (``raw``: ``[lead][image tokens][instruction]``);
     text-only samples (``image`` None) get no image tokens. The model runs on whatever device it is on.
     """
     template = recipe.stage_template()
-    collate = Collator(TextEncoder.for_recipe(tok, recipe, max_length=max_prompt_tokens), proc,
+    collate = Collator(TextEncoder.for_recipe(tok, recipe, max_length=max_prompt_tokens,
+                                              image_positions=image_positions(model)), proc,
                        mode="prompt", image_aspect_ratio=recipe.data.image_aspect_ratio)
     device = next(model.parameters()).device
     out = []
-    with tqdm(total=len(samples), desc=desc, unit="sample", disable=quiet) as bar:
+    with progress_bar(total=len(samples), desc=desc, unit="sample", disable=quiet) as bar:
         for start in range(0, len(samples), batch_size):
             chunk = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
             batch = to_device(collate(chunk), device)

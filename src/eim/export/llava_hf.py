@@ -215,8 +215,8 @@ def verify(model, tok, proc, recipe, llava, processor, image_id):
     """The exported model against eim's on probes: token ids (prompts and whole conversations, in the
     run's conversation template), pixels and logits. Raises ExportError."""
     template = recipe.stage_template()
-    enc = TextEncoder.for_recipe(tok, recipe, max_length=10 ** 6)
     P = model.vision.num_tokens
+    enc = TextEncoder.for_recipe(tok, recipe, max_length=10 ** 6, image_positions=P)
     image = Image.new("RGB", (37, 29), (200, 60, 30))
 
     def processed(probe):

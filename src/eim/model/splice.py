@@ -8,6 +8,11 @@ adds one, else empty)::
 (a conversation repeats ``[instruction] [response] [EOS]`` per turn, every response and EOS a
 target); the other templates (:mod:`eim.model.template`) place the image where their text says.
 
+How long a sample may be (docs/design.md §5): under the ``raw`` layout ``max_length`` counts text
+tokens (the image's positions come on top, as ClipCap, LaVIN and LLaMA-Adapter count); under every
+rendered template it counts what the LLM sees, as LLaVA-1.5's ``model_max_length`` does: an image row
+keeps ``max_length - P`` text tokens, P the image's positions in the LLM input.
+
 Text is tokenised per sample without padding; :func:`splice` builds ``inputs_embeds`` and pads on
 the tokenizer's side. Position ids are ``cumsum(attention_mask) - 1`` so left and right padding
 give the same positions for real tokens, hence the same loss.
@@ -15,7 +20,7 @@ give the same positions for real tokens, hence the same loss.
 
 import torch
 
-from eim.errors import DataError
+from eim.errors import ConfigError, DataError
 from eim.model.template import IMAGE, render, targets_of
 
 IGNORE = -100  # label of tokens the loss ignores (HF convention)
@@ -29,21 +34,43 @@ class TextEncoder:
     the conversation so far and the last question, with the template's assistant prefix) and
     ``encode_bare`` (what EIM's banks read: every turn's instruction and response in the bare layout,
     each answer followed by EOS, whatever the template; docs/design.md §2).
+
+    ``image_positions``: P, the positions one image takes in the LLM input
+    (:func:`eim.training.tracking.image_positions`); under a rendered template an image row's text
+    is cut to ``max_length - P`` (0: the text alone counts).
     """
 
-    def __init__(self, tokenizer, max_length=64, template="raw", system=None):
+    def __init__(self, tokenizer, max_length=64, template="raw", system=None, image_positions=0):
         self.tok, self.max_length, self.template, self.system = tokenizer, max_length, template, system
+        self.image_positions = int(image_positions)
+        if template != "raw" and self.image_positions >= max_length:
+            raise ConfigError(f"max_length {max_length} (train.max_length, or the prompt limit) leaves no text beside an "
+                              f"image's {self.image_positions} positions: under the {template} template it counts "
+                              "the image's positions too, as LLaVA's model_max_length does; raise it")
         probe = tokenizer("a").input_ids
         # BOS leads when the tokenizer adds it (LLaMA); GPT-2-style tokenizers add nothing.
         self.lead = [probe[0]] if tokenizer.bos_token_id is not None and probe and probe[0] == tokenizer.bos_token_id else []
         self.eos = tokenizer.eos_token_id
 
     @classmethod
-    def for_recipe(cls, tokenizer, recipe, stage=None, max_length=None):
+    def for_recipe(cls, tokenizer, recipe, stage=None, max_length=None, image_positions=0):
         """The encoder of ``stage`` of ``recipe`` (default: its last, what a trained run is served with):
-        the stage's template, the recipe's ``data.system`` and ``train.max_length``."""
+        the stage's template, the recipe's ``data.system`` and ``train.max_length``; ``image_positions``
+        as in the class."""
         return cls(tokenizer, max_length or recipe.train.max_length, template=recipe.stage_template(stage),
-                   system=recipe.data.system)
+                   system=recipe.data.system, image_positions=image_positions)
+
+    def text_limit(self, sample):
+        """Text tokens ``sample`` may keep: ``max_length``, less the image's positions for an image row
+        under a rendered template (the module's docstring)."""
+        if self.template == "raw" or sample.image is None:
+            return self.max_length
+        return self.max_length - self.image_positions
+
+    def positions(self, sample, ids):
+        """Positions the LLM sees for ``sample`` encoded as ``ids`` (its text): the text and, for an
+        image row, the image's."""
+        return len(ids) + (self.image_positions if sample.image is not None else 0)
 
     def _ids(self, text):
         return self.tok(text, add_special_tokens=False).input_ids if text else []
@@ -67,20 +94,26 @@ class TextEncoder:
     # --- samples ---------------------------------------------------------------------------------
     def encode_sample(self, sample):
         """-> (ids, labels, n_lead) of a training sample: lists of equal length, at most
-        ``max_length``; ``n_lead`` is where the image tokens go."""
+        :meth:`text_limit` (as LLaVA cuts, after the targets are marked: no EOS added); ``n_lead`` is
+        where the image tokens go."""
         if self.template == "raw":
             return self._raw(sample.conversation)
         ids, labels, at = self._rendered(sample.conversation, sample.image is not None, self._system(sample))
-        return ids[: self.max_length], labels[: self.max_length], min(at, self.max_length)
+        limit = self.text_limit(sample)
+        if sample.image is not None and at > limit:
+            raise DataError(f"{at} text tokens come before the image, and with its {self.image_positions} positions "
+                            f"they pass max_length {self.max_length}", remedy="shorten the system message or raise "
+                            "train.max_length")
+        return ids[:limit], labels[:limit], at
 
     def encode_prompt_sample(self, sample):
         """-> (ids, n_lead): the conversation's earlier turns, then its last question as a prompt."""
         turns = sample.conversation
         if self.template == "raw":
             history = self._raw(turns[:-1], cut=False)[0] if len(turns) > 1 else self.lead
-            return (history + self._ids(turns[-1][0]))[-self.max_length :], len(self.lead)
+            return (history + self._ids(turns[-1][0].strip()))[-self.max_length :], len(self.lead)
         ids, _, at = self._rendered(turns[:-1] + [(turns[-1][0], None)], sample.image is not None, self._system(sample))
-        drop = max(0, len(ids) - self.max_length)
+        drop = max(0, len(ids) - self.text_limit(sample))
         return ids[drop:], max(0, at - drop)
 
     def encode_bare(self, sample):
@@ -93,7 +126,7 @@ class TextEncoder:
 
     def encode_bare_many(self, samples):
         """:meth:`encode_bare` of each sample, its text tokenised in two batched calls."""
-        convs = [s.conversation for s in samples]
+        convs = [self._stripped(s.conversation) for s in samples]
         qs = self._ids_many([q for c in convs for q, _ in c])
         answers = self._ids_many([self.join(q, a) for c in convs for q, a in c])
         out, k = [], 0
@@ -114,11 +147,18 @@ class TextEncoder:
         return sample.system if sample.system is not None else self.system
 
     # --- the raw layout ----------------------------------------------------------------------------
+    @staticmethod
+    def _stripped(turns):
+        """The bare layout reads each question and answer stripped (the loaders other than LLaVA's
+        and the messages layout give them so; those two keep LLaVA's whitespace for its templates)."""
+        return [(q.strip() if q else q, a.strip() if a else a) for q, a in turns]
+
     def _raw(self, turns, cut=True):
-        """``[lead] q1 a1 [EOS] q2 a2 [EOS] ...``, labels on every answer and its EOS. Longer than
-        ``max_length``: the first ``max_length - 1`` tokens, then EOS with an IGNORE label (the text
-        does not end there, so nothing learns to stop early); the ``loss_LM`` query of a truncated
-        sample reads exactly its bank row's tokens (docs/design.md §2)."""
+        """``[lead] q1 a1 [EOS] q2 a2 [EOS] ...`` (each text stripped), labels on every answer and its
+        EOS. Longer than ``max_length``: the first ``max_length - 1`` tokens, then EOS with an IGNORE
+        label (the text does not end there, so nothing learns to stop early); the ``loss_LM`` query
+        of a truncated sample reads exactly its bank row's tokens (docs/design.md §2)."""
+        turns = self._stripped(turns)
         qs = [self._ids(q) for q, _ in turns]
         return self._raw_ids(qs, [self._ids(self.join(q, a)) for q, a in turns], cut)
 

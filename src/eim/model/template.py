@@ -9,7 +9,9 @@ LLaVA-1.5 layouts are LLaVA's ``conversation.py``, written out:
 - ``plain`` (LLaVA's stage 1): ``<image>`` then the answer and ``\\n``; the question is dropped. One
   turn only.
 - ``vicuna_v1`` (LLaVA-1.5's stage 2): ``SYSTEM USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2
-  ASSISTANT: A2</s>``; each answer and the ``</s>`` after it are targets.
+  ASSISTANT: A2</s>``; each answer and the ``</s>`` after it are targets; an empty question is
+  ``USER:`` alone, as LLaVA writes an empty message. Questions and answers are used as the data
+  gives them (LLaVA's whitespace: :mod:`eim.data.formats.conversation`).
 - ``llama_2``: ``[INST] <<SYS>>\\nSYSTEM\\n<</SYS>>\\n\\n<image>\\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>``.
 - ``chatml``: ``<|im_start|>system\\nSYSTEM<|im_end|>\\n<|im_start|>user\\n<image>\\nQ1<|im_end|>\\n
   <|im_start|>assistant\\nA1<|im_end|>\\n``; each answer and its ``<|im_end|>`` are targets.
@@ -89,7 +91,7 @@ def render(name: str, turns: list[tuple[str, Optional[str]]], tokenizer: Any, sy
     for i, (q, a) in enumerate(turns):
         q = with_image(q, image and i == 0)
         if name == "vicuna_v1":
-            out.add(f"USER: {q} ASSISTANT:")
+            out.add(f"USER: {q} ASSISTANT:" if q else "USER:ASSISTANT:")  # LLaVA: an empty message is "ROLE:"
             if a is not None:  # the space too: LLaVA's targets are every token after "ASSISTANT:"
                 out.add(f" {a}{eos}", target=True)
         elif name == "llama_2":

@@ -96,12 +96,15 @@ IMAGE_TOKEN_INDEX = -200  # LLaVA's stand-in for the image in token ids
 
 
 def token_view(encoder: TextEncoder, sample: Sample, mode: str = "train") -> dict[str, Any]:
-    """``{"text", "input_ids", "labels"}`` of what a collator in ``mode`` feeds for ``sample``, in
-    LLaVA's convention: the image one entry :data:`IMAGE_TOKEN_INDEX` in the ids (``<image>`` in the
-    text, decoded from the ids), labels ``-100`` wherever the position is not a target."""
+    """``{"text", "input_ids", "labels", "positions"}`` of what a collator in ``mode`` feeds for
+    ``sample``, in LLaVA's convention: the image one entry :data:`IMAGE_TOKEN_INDEX` in the ids
+    (``<image>`` in the text, decoded from the ids), labels ``-100`` wherever the position is not a
+    target; ``positions``: the length the LLM sees (the text, and the image's positions for an image
+    row: :meth:`eim.model.splice.TextEncoder.positions`)."""
     ids, labels, at = encoder.encode_sample_bare(sample) if mode == "text" else encoder.encode_sample(sample)
     tok = encoder.tok
     if sample.image is None or mode == "text":
-        return {"text": tok.decode(ids), "input_ids": ids, "labels": labels}
+        return {"text": tok.decode(ids), "input_ids": ids, "labels": labels, "positions": len(ids)}
     return {"text": tok.decode(ids[:at]) + "<image>" + tok.decode(ids[at:]),
-            "input_ids": ids[:at] + [IMAGE_TOKEN_INDEX] + ids[at:], "labels": labels[:at] + [IGNORE] + labels[at:]}
+            "input_ids": ids[:at] + [IMAGE_TOKEN_INDEX] + ids[at:], "labels": labels[:at] + [IGNORE] + labels[at:],
+            "positions": encoder.positions(sample, ids)}

@@ -29,15 +29,17 @@ def loader_workers(setting: str, cuda: bool) -> int:
 
 def stage_loader(recipe: Recipe, stage: StageConfig, k: int, dataset: Dataset, tokenizer: Any, image_processor: Any,
                  total: int, step: int, world: int, rank: int, features: Optional[dict] = None,
-                 cuda: bool = False) -> torch.utils.data.DataLoader:
+                 cuda: bool = False, image_positions: int = 0) -> torch.utils.data.DataLoader:
     """This rank's batches of stage ``k`` from optimiser step ``step`` of ``total`` on: the stage's
     micro-batch and accumulation, its conversation template, cached CLIP ``features`` when given,
     the bare layout for a text-mode loss_LM stage, LLaVA's modality-length order with
     ``train.group_by``; with several processes a batch without images carries zero images, so every
-    rank runs the same modules (docs/design.md §9). Deterministic from the position, workers or not,
-    so a resumed run sees the batches it would have."""
+    rank runs the same modules (docs/design.md §9); ``image_positions``: an image's positions in the LLM
+    input, which ``train.max_length`` counts under a rendered template (§5). Deterministic from the
+    position, workers or not, so a resumed run sees the batches it would have."""
     batch, accum = recipe.stage_batch(stage)
-    collate = ValidCollate(Collator(TextEncoder.for_recipe(tokenizer, recipe, stage), image_processor,
+    collate = ValidCollate(Collator(TextEncoder.for_recipe(tokenizer, recipe, stage, image_positions=image_positions),
+                                    image_processor,
                                     mode=collate_mode(recipe, stage), features=features,
                                     bank_text="lm" in stage.losses, image_aspect_ratio=recipe.data.image_aspect_ratio,
                                     zero_images=world > 1))

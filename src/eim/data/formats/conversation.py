@@ -3,26 +3,27 @@ sample per conversation, at most one image, placed at the start of the first use
 
 A conversation is ``[(question, answer), ...]`` (:attr:`eim.data.sample.Sample.turns`), an optional
 system message (:attr:`Sample.system`: it replaces the conversation template's system line) and an
-optional image. ``<image>`` in a question marks the image; it is stripped from the text because the
-conversation template places the image itself, at the start of the first user turn, as LLaVA-1.5
-does. Every answer is a target when the sample trains (:mod:`eim.model.template`).
+optional image. The text is kept as LLaVA-1.5's ``preprocess_multimodal`` keeps it: a message that
+holds ``<image>`` loses every ``<image>`` (nothing put in its place) and is stripped, since the
+conversation template writes the image itself (``<image>\\n`` then the question, at the start of the
+first user turn, as LLaVA-1.5 does); every other question and every answer is kept byte for byte,
+whitespace included. Every answer is a target when the sample trains (:mod:`eim.model.template`).
 """
 
 import json
 import os
-import re
 
 from eim.data.base import BadRecord, RecordDataset, abspath, read_data_json
 from eim.data.sample import Sample
 from eim.errors import DataError
 
 IMAGE_TOKEN = "<image>"
-# the token and the newline LLaVA puts after (or before) it: "<image>\nWhat is ..." -> "What is"
-_IMAGE_RE = re.compile(r"\s*<image>\s*")
 
 
-def strip_image_token(text: str) -> str:
-    return _IMAGE_RE.sub(" ", text).strip()
+def without_image_token(text: str) -> str:
+    """A message that held ``<image>``, as LLaVA's ``preprocess_multimodal`` leaves its text: every
+    ``<image>`` removed (``"Look at <image> this"`` -> ``"Look at  this"``), then stripped."""
+    return text.replace(IMAGE_TOKEN, "").strip()
 
 
 def is_jsonl(path: str) -> bool:
@@ -102,17 +103,29 @@ class ConversationDataset(RecordDataset):
 
     @staticmethod
     def check_turns(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Questions and answers stripped and non-empty; BadRecord naming the turn (the message's
-        position in the conversation) otherwise."""
+        """The turns as LLaVA-1.5 reads them (the module's docstring): a question that holds
+        ``<image>`` without it and stripped, the rest as written. BadRecord, naming the turn (the
+        message's position in the conversation), for an empty conversation, a question after the
+        first that is empty or whitespace, an answer that is, an answer holding ``<image>``, or
+        ``<image>`` in more than one question (LLaVA-1.5: one image per sample). A record without an
+        image keeps the rule (``<image>`` removed from the text), where LLaVA would read it as words."""
         if not turns:
             raise BadRecord("empty conversation")
+        marked = [2 * t for t, (q, _) in enumerate(turns) if IMAGE_TOKEN in q]
+        if len(marked) > 1:
+            raise BadRecord(f"<image> in turns {' and '.join(map(str, marked))}; one image per sample, as LLaVA-1.5 "
+                            "trains: keep it in the first question")
         out = []
         for t, (q, a) in enumerate(turns):
-            q, a = strip_image_token(q), str(a).strip()
-            if not q and t:  # the first question may be the image alone (LLaVA's captions: "<image>")
+            q, a = str(q), str(a)
+            if IMAGE_TOKEN in q:
+                q = without_image_token(q)
+            if not q.strip() and t:  # the first question may be the image alone (LLaVA's captions: "<image>")
                 raise BadRecord(f"empty question (turn {2 * t})")
-            if not a:
+            if not a.strip():
                 raise BadRecord(f"empty response (turn {2 * t + 1})")
+            if IMAGE_TOKEN in a:
+                raise BadRecord(f"turn {2 * t + 1}: an answer cannot hold the image")
             out.append((q, a))
         return out
 

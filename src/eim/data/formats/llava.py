@@ -4,7 +4,9 @@ list or as JSON Lines, docs/design.md §5.
 ``[{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}, ...]}]``; ``image`` is optional
 (text-only entries, as in LLaVA-1.5's mix) and relative to ``image_root`` (default: the file's
 folder); a leading ``{"from": "system"}`` turn is the conversation's system message. One sample per
-conversation (:mod:`eim.data.formats.conversation`): every answer is a target.
+conversation (:mod:`eim.data.formats.conversation`): every answer is a target. The text is kept as
+LLaVA-1.5's ``preprocess_multimodal`` keeps it: the question holding ``<image>`` without it and
+stripped, every other message byte for byte.
 
 An optional ``caption`` per record (eim's addition, not in LLaVA's release: e.g. the image's COCO
 caption) is the sample's :attr:`Sample.caption`, the text ``loss_IE``'s bank pairs with the image

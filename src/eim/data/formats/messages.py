@@ -9,11 +9,14 @@ replaces the conversation template's system line; the rest alternates ``user`` /
 and ends with an answer. ``images`` holds at most one path (relative to ``image_root``, default the
 file's folder): one image per sample, as LLaVA-1.5 trains; a record with more is a bad record. An
 image marker with no image is a bad record too; an image with no marker goes, like every image,
-to the start of the first user turn. Optional ``id`` and ``caption`` as in LLaVA's layout.
+to the start of the first user turn. Optional ``id`` and ``caption`` as in LLaVA's layout. The
+text is kept as in LLaVA's layout (:mod:`eim.data.formats.conversation`): the user message that holds
+the image (a marker or an ``image`` part) without its markers and stripped, every other message as
+written; a list's text parts are joined by a space.
 """
 
 from eim.data.base import BadRecord
-from eim.data.formats.conversation import IMAGE_TOKEN, ConversationDataset
+from eim.data.formats.conversation import IMAGE_TOKEN, ConversationDataset, without_image_token
 
 
 def _text(content, where):
@@ -58,7 +61,7 @@ class Messages(ConversationDataset):
             if na:
                 raise BadRecord(f"message {t + 1}: an answer cannot hold the image")
             markers += nq
-            turns.append((q, ans))
+            turns.append((without_image_token(q) if nq else q, ans))  # as LLaVA keeps a message with the image
         images = rec.get("images") or []
         if isinstance(images, str):
             images = [images]
