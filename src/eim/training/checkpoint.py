@@ -10,7 +10,7 @@ the same model. ``RUN_DIR/recipe.json`` records the recipe, so a checkpoint fold
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 
@@ -204,10 +204,10 @@ def load_checkpoint(model, files):
         load_model_weights(model, f)
 
 
-def run_weights(path, files: Optional[list] = None) -> dict:
+def run_weights(path) -> dict:
     """``{name: tensor}`` of every tuned tensor of a run (or up to a stage), composed as
     :func:`load_checkpoint` loads them: what differs from the pretrained models."""
     out = {}
-    for f in files if files is not None else find_checkpoint(path)[1]:
+    for f in find_checkpoint(path)[1]:
         out.update(load_tensors(f)[0])
     return out

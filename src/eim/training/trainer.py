@@ -335,8 +335,7 @@ class Trainer:
                 if acc.is_main_process:
                     write_json({"step": step}, tmp / "step.json")
             elif acc.is_main_process:  # DDP: model and optimizer are replicated, rank 0 writes them
-                params = dict(self.model.named_parameters())
-                tensors = {n: params[n] for n in run.param_names}
+                tensors = whole_tensors(self.model, run.param_names, main=True)  # what this stage trains
                 tensors.update((f"{LOSS_PREFIX}{name}.{n}", q) for name, (m, _) in run.losses.items()
                                for n, q in m.named_parameters() if q.requires_grad)
                 save_tensors(tensors, tmp / "model.safetensors")
